@@ -17,6 +17,19 @@ app = typer.Typer(
 )
 
 
+@app.callback()
+def _root() -> None:
+    """LM Studio Harness."""
+
+
+@app.command()
+def version() -> None:
+    """Print the harness version."""
+    from harness import __version__
+
+    typer.echo(__version__)
+
+
 def main() -> None:
     app()
 
