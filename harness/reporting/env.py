@@ -79,10 +79,7 @@ def md_cell(value: Any) -> str:
     """
     if value is None:
         return "-"
-    if isinstance(value, float):
-        text = f"{value:g}"
-    else:
-        text = str(value)
+    text = f"{value:g}" if isinstance(value, float) else str(value)
     text = text.replace("\\", "\\\\").replace("|", "\\|")
     text = re.sub(r"\r?\n", "<br>", text.strip())
     return text or "-"

@@ -63,5 +63,5 @@ def test_write_report_refuses_escaping_basename(tmp_path: Path) -> None:
 def test_write_report_json_only_and_missing_template(tmp_path: Path) -> None:
     written = write_report(_Tiny(title="t"), "tiny", tmp_path, formats=("json",))
     assert written["json"].read_text().strip().startswith("{")
-    with pytest.raises(ReportTemplateError, match="tiny.md.j2"):
+    with pytest.raises(ReportTemplateError, match=r"tiny\.md\.j2"):
         write_report(_Tiny(title="t"), "tiny", tmp_path, formats=("md",))
