@@ -109,7 +109,7 @@ class McpConfig(BaseModel):
 
     model_config = ConfigDict(frozen=True)
 
-    mcpServers: dict[str, ServerConfig]  # noqa: N815 (the file's own key)
+    mcpServers: dict[str, ServerConfig]  # the file's own key
     source: str = "<memory>"
 
     @field_validator("mcpServers")

@@ -1,6 +1,6 @@
 """Every error the agent raises, in one tree.
 
-    AgentError(Exception)               root; ``.transcript`` holds the run so far (None before a run)
+    AgentError(Exception)               root; ``.transcript``: the run so far (None before one)
      ├── McpConfigError(ValueError)     the ``.mcp.json`` file is unreadable or malformed
      │    └── UnknownServerError        a server name that the file does not define
      ├── ServerStartError               an MCP server did not come up (spawn, handshake, listing,

@@ -16,6 +16,7 @@ start-up errors, which is usually the only place a crashing server explains itse
 from __future__ import annotations
 
 import logging
+import sys
 import tempfile
 from collections.abc import AsyncIterator, Iterator
 from contextlib import AsyncExitStack, asynccontextmanager, contextmanager
@@ -110,7 +111,7 @@ class ServerConnection:
                 env={k: v.get_secret_value() for k, v in self.config.env.items()} or None,
                 cwd=self.config.cwd,
             )
-            errlog = self._stderr if self._stderr is not None else tempfile.TemporaryFile("w+")
+            errlog = self._stderr if self._stderr is not None else sys.stderr
             return Client(stdio_client(params, errlog=errlog), client_info=info, cache=None)
         http = await stack.enter_async_context(
             httpx2.AsyncClient(

@@ -73,7 +73,7 @@ class ToolSpec:
 def make_tool_spec(
     server: str, name: str, description: str | None, input_schema: dict[str, Any] | None
 ) -> ToolSpec:
-    """Build a spec; an invalid schema from the server is kept (and noted), not validated against."""
+    """Build a spec; an invalid schema from the server is noted and not validated against."""
     schema = dict(input_schema or {"type": "object", "properties": {}})
     validator: Validator | None = None
     problem: str | None = None
