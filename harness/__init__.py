@@ -3,3 +3,20 @@
 from __future__ import annotations
 
 __version__ = "0.1.0"
+
+from harness.client import (
+    AsyncChatStream,
+    AsyncClient,
+    ChatResult,
+    ChatStream,
+    Client,
+    ModelCatalog,
+    RetryPolicy,
+    Timeouts,
+    errors,
+)
+
+__all__ = [
+    "AsyncChatStream", "AsyncClient", "ChatResult", "ChatStream", "Client", "ModelCatalog",
+    "RetryPolicy", "Timeouts", "__version__", "errors",
+]

@@ -1,0 +1,288 @@
+"""What the sync and async shells share: options, call preparation, in-flight registry, and the
+mapping of httpx's exceptions onto the error tree.
+
+Nothing here performs I/O. A call is prepared (validated, model resolved, body encoded) into a
+``Call`` before any socket is touched, so bad input fails fast and the model a call runs on is
+fixed at that moment, whatever happens to the client's default afterwards.
+"""
+
+from __future__ import annotations
+
+import itertools
+import json
+import logging
+import threading
+import time
+from collections.abc import Callable, Mapping
+from dataclasses import dataclass, field, replace
+from typing import Any, Literal
+from urllib.parse import urlsplit
+
+import httpx
+
+from harness import __version__
+from harness.client.errors import (
+    ConnectError,
+    LMStudioError,
+    LMStudioTimeout,
+    PartialOutput,
+    RequestContext,
+    TransportError,
+    ValidationError,
+    redact,
+)
+from harness.client.retry import RetryBudget, RetryPolicy
+from harness.client.validation import (
+    normalize_base_url,
+    validate_messages,
+    validate_model_id,
+    validate_params,
+)
+
+logger = logging.getLogger("harness.client")
+
+InflightPolicy = Literal["finish", "cancel"]
+
+
+@dataclass(frozen=True, slots=True)
+class Timeouts:
+    """Seconds. ``read`` waits for headers or a non-streamed body (JIT loads take tens of
+    seconds); ``stream_idle`` is the longest silence tolerated between stream chunks;
+    ``deadline`` bounds a whole call, retries and backoff included."""
+
+    connect: float = 5.0
+    read: float = 120.0
+    write: float = 30.0
+    stream_idle: float = 60.0
+    deadline: float = 600.0
+
+    def __post_init__(self) -> None:
+        for name in ("connect", "read", "write", "stream_idle", "deadline"):
+            value = getattr(self, name)
+            if isinstance(value, bool) or not isinstance(value, int | float) or value <= 0:
+                raise ValidationError(f"timeout.{name}", f"must be positive, got {value!r}")
+
+    @classmethod
+    def coerce(cls, value: Timeouts | float | int | None) -> Timeouts:
+        if value is None:
+            return cls()
+        if isinstance(value, Timeouts):
+            return value
+        if isinstance(value, bool) or not isinstance(value, int | float) or value <= 0:
+            raise ValidationError("timeout", f"must be positive seconds or Timeouts, got {value!r}")
+        seconds = float(value)
+        return cls(connect=min(5.0, seconds), read=seconds, write=seconds, stream_idle=seconds,
+                   deadline=max(seconds, 600.0))
+
+    def httpx(self, remaining: float | None = None) -> httpx.Timeout:
+        read = self.read if remaining is None else max(0.001, min(self.read, remaining))
+        return httpx.Timeout(connect=self.connect, read=read, write=self.write, pool=self.connect)
+
+
+def default_limits() -> httpx.Limits:
+    # Expire idle connections before LM Studio's 5 s keep-alive does, so reuse rarely races a close.
+    return httpx.Limits(max_connections=256, max_keepalive_connections=64, keepalive_expiry=4.0)
+
+
+@dataclass(frozen=True, slots=True)
+class Call:
+    """One prepared call: immutable, so a retry or a model switch can never change its model."""
+
+    method: str
+    url: str
+    model: str | None
+    body: bytes | None
+    headers: Mapping[str, str]
+    stream: bool
+    call_id: int
+
+    def context(self, attempt: int, max_attempts: int, elapsed: float) -> RequestContext:
+        return RequestContext(self.method, self.url, self.model, attempt, max_attempts, elapsed)
+
+
+class Inflight:
+    """A running call as seen by ``switch_model``: its pinned model and how to cut it off."""
+
+    __slots__ = ("cancel_hook", "cancelled", "model")
+
+    def __init__(self, model: str | None) -> None:
+        self.model = model
+        self.cancelled = False
+        self.cancel_hook: Callable[[], None] | None = None
+
+    def cancel(self) -> None:
+        self.cancelled = True
+        if self.cancel_hook is not None:
+            try:
+                self.cancel_hook()
+            except Exception:  # the call reports ModelSwitched itself either way
+                logger.debug("cancel hook failed", exc_info=True)
+
+
+@dataclass
+class SharedState:
+    """State shared by a client and every view made with ``with_options``: pool, budget,
+    default model, in-flight calls, catalog."""
+
+    default_model: str | None
+    budget: RetryBudget
+    lock: threading.Lock = field(default_factory=threading.Lock)
+    inflight: set[Inflight] = field(default_factory=set)
+    ids: itertools.count[int] = field(default_factory=lambda: itertools.count(1))
+    catalog: Any = None
+
+    def register(self, model: str | None) -> Inflight:
+        entry = Inflight(model)
+        with self.lock:
+            self.inflight.add(entry)
+        return entry
+
+    def unregister(self, entry: Inflight) -> None:
+        with self.lock:
+            self.inflight.discard(entry)
+
+    def switch(self, model: str, inflight: InflightPolicy) -> int:
+        """Make ``model`` the default; with ``cancel``, cut off calls pinned to another model.
+        Returns how many calls were cancelled."""
+        validate_model_id(model)
+        if inflight not in ("finish", "cancel"):
+            raise ValidationError("inflight", "must be 'finish' or 'cancel'")
+        with self.lock:
+            self.default_model = model
+            victims = [e for e in self.inflight if inflight == "cancel" and e.model != model]
+        for entry in victims:
+            entry.cancel()
+        logger.info("default model switched", extra={"model": model, "inflight": inflight,
+                                                      "cancelled": len(victims)})
+        return len(victims)
+
+
+@dataclass(frozen=True, slots=True)
+class ClientOptions:
+    base_url: str
+    model: str | None
+    api_token: str | None
+    timeouts: Timeouts
+    retry: RetryPolicy
+
+    def redacted_token(self) -> tuple[str, ...]:
+        return (self.api_token,) if self.api_token else ()
+
+
+def make_options(base_url: str, model: str | None, api_token: str | None,
+                 timeout: Timeouts | float | None, retry: RetryPolicy | None) -> ClientOptions:
+    root = normalize_base_url(base_url)
+    if model is not None:
+        validate_model_id(model)
+    if api_token is not None and (not isinstance(api_token, str) or not api_token.strip()):
+        raise ValidationError("api_token", "must be a non-empty string or None")
+    if retry is not None and not isinstance(retry, RetryPolicy):
+        raise ValidationError("retry", "must be a RetryPolicy")
+    return ClientOptions(root, model, api_token, Timeouts.coerce(timeout), retry or RetryPolicy())
+
+
+def derive_options(options: ClientOptions, *, model: str | None = None,
+                   timeout: Timeouts | float | None = None, retry: RetryPolicy | None = None
+                   ) -> ClientOptions:
+    if model is not None:
+        validate_model_id(model)
+    return replace(
+        options,
+        model=model if model is not None else options.model,
+        timeouts=Timeouts.coerce(timeout) if timeout is not None else options.timeouts,
+        retry=retry if retry is not None else options.retry,
+    )
+
+
+def base_headers(options: ClientOptions) -> dict[str, str]:
+    headers = {"user-agent": f"lmstudio-harness/{__version__}", "accept": "application/json"}
+    if options.api_token:
+        headers["authorization"] = f"Bearer {options.api_token}"
+    return headers
+
+
+def prepare(shared: SharedState, options: ClientOptions, method: str, path: str, *,
+            payload: dict[str, Any] | None = None, model: str | None = None,
+            needs_model: bool = False, stream: bool = False) -> Call:
+    """Validate and freeze one call. The model is resolved here: explicit argument, then the
+    view's pinned model, then the shared default at this instant."""
+    if model is not None:
+        validate_model_id(model)
+    resolved = model or options.model or shared.default_model
+    body = None
+    if payload is not None:
+        if needs_model:
+            if resolved is None:
+                raise ValidationError("model", "no model given and the client has no default")
+            payload = {"model": resolved, **payload}
+        if stream:
+            payload["stream"] = True
+        try:
+            body = json.dumps(payload, separators=(",", ":"), allow_nan=False).encode()
+        except (TypeError, ValueError) as exc:
+            raise ValidationError("request", f"not JSON-serialisable: {exc}") from None
+    headers = {"content-type": "application/json"} if body is not None else {}
+    if stream:
+        headers["accept"] = "text/event-stream"
+    return Call(method, options.base_url + path, resolved if needs_model else model, body,
+                headers, stream, next(shared.ids))
+
+
+def chat_payload(messages: Any, params: dict[str, Any]) -> dict[str, Any]:
+    msgs = validate_messages(messages)
+    validate_params(params)
+    params.pop("stream", None)
+    return {"messages": msgs, **{k: v for k, v in params.items() if v is not None}}
+
+
+def transport_error(exc: httpx.HTTPError, ctx: RequestContext, timeouts: Timeouts, *,
+                    got_headers: bool) -> LMStudioError:
+    """httpx's exception as ours, naming host:port and which phase timed out."""
+    parts = urlsplit(ctx.url)
+    where = f"{parts.hostname}:{parts.port or (443 if parts.scheme == 'https' else 80)}"
+    text = redact(str(exc)) or type(exc).__name__
+    err: LMStudioError
+    if isinstance(exc, httpx.ConnectTimeout | httpx.PoolTimeout):
+        err = LMStudioTimeout(f"connect to {where} timed out", phase="connect",
+                              limit=timeouts.connect, context=ctx)
+    elif isinstance(exc, httpx.ReadTimeout):
+        phase = "stream-idle" if got_headers else "read"
+        limit = timeouts.stream_idle if got_headers else timeouts.read
+        what = "no stream data" if got_headers else "no response"
+        err = LMStudioTimeout(f"{what} from {where}", phase=phase, limit=limit, context=ctx)
+    elif isinstance(exc, httpx.TimeoutException):
+        err = LMStudioTimeout(f"{type(exc).__name__} talking to {where}", phase="read",
+                              limit=timeouts.read, context=ctx)
+    elif isinstance(exc, httpx.ConnectError):
+        lowered = text.lower()
+        if "name or service not known" in lowered or "nodename nor servname" in lowered or \
+                "temporary failure in name resolution" in lowered or "getaddrinfo" in lowered:
+            err = ConnectError(f"cannot resolve host {parts.hostname!r} ({text})", context=ctx)
+        elif "refused" in lowered:
+            err = ConnectError(f"connection refused by {where}", context=ctx)
+        else:
+            err = ConnectError(f"cannot connect to {where}: {text}", context=ctx)
+    elif isinstance(exc, httpx.RemoteProtocolError | httpx.ReadError | httpx.WriteError) \
+            and not got_headers:
+        # Typically LM Studio closing an idle keep-alive connection just as we reused it.
+        err = ConnectError(f"connection to {where} reset before a response: {text}", context=ctx)
+    else:
+        err = TransportError(f"transport failure with {where}: {text}", context=ctx)
+    return err
+
+
+def log_attempt(event: str, ctx: RequestContext, **fields: Any) -> None:
+    level = logging.WARNING if event in ("retry", "give-up") else logging.DEBUG
+    if logger.isEnabledFor(level):
+        logger.log(level, "%s %s %s (model=%s, attempt %d/%d)%s", event, ctx.method, ctx.url,
+                   ctx.model or "-", ctx.attempt, ctx.max_attempts,
+                   "".join(f" {k}={v}" for k, v in fields.items()),
+                   extra={"event": event, "method": ctx.method, "url": ctx.url,
+                          "model": ctx.model, "attempt": ctx.attempt, **fields})
+
+
+def partial_of(assembler: Any) -> PartialOutput:
+    return assembler.partial() if assembler is not None else PartialOutput()
+
+
+now = time.perf_counter

@@ -1,0 +1,523 @@
+"""The sans-IO protocol core: request bodies in, typed results and errors out, no I/O.
+
+``Client``, ``AsyncClient`` and the Locust users only move bytes and read clocks; every rule about
+what LM Studio's answers mean lives here once:
+
+- ``error_from_response``: LM Studio's four error body shapes (string ``error``, OpenAI object,
+  native object, HTML pages from proxies) and its status quirks mapped to the error tree;
+- ``json_body``: a 200 is only a success if it is JSON and carries no ``error`` (LM Studio answers
+  unknown endpoints with 200 ``{"error": "Unexpected endpoint or method. ..."}``);
+- ``ChatStreamAssembler``: OpenAI-style chunks to typed deltas and one ``ChatResult``; complete
+  only with a ``finish_reason`` *and* ``[DONE]`` (llama.cpp sends ``[DONE]`` after cutting a
+  stream off, so ``[DONE]`` alone proves nothing);
+- ``NativeChatAssembler``: the same for ``/api/v1/chat``'s named events, complete on ``chat.end``.
+"""
+
+from __future__ import annotations
+
+import email.utils
+import json
+import re
+import time
+from collections.abc import Mapping
+from typing import Any
+
+from harness.client.errors import (
+    AuthenticationError,
+    BadResponse,
+    HTTPStatusError,
+    LMStudioError,
+    ModelMismatch,
+    ModelNotFound,
+    PartialOutput,
+    RateLimited,
+    RequestContext,
+    ServerStreamError,
+    StreamInterrupted,
+)
+from harness.client.models import (
+    ChatResult,
+    ProgressEvent,
+    ReasoningDelta,
+    StreamEvent,
+    TextDelta,
+    Timings,
+    ToolCall,
+    ToolCallDelta,
+    Usage,
+)
+from harness.client.sse import SSEEvent
+from harness.client.validation import same_model
+
+_HTML_TITLE = re.compile(rb"<title[^>]*>(.*?)</title>", re.IGNORECASE | re.DOTALL)
+_JSON_TYPES = ("application/json", "+json")
+
+
+def parse_retry_after(value: str | None, now: float | None = None) -> float | None:
+    """Seconds to wait from a ``Retry-After`` header: delta-seconds or an HTTP date.
+
+    Returns None when absent or unparseable (the policy then uses its own backoff); a date in the
+    past gives 0. Capping is the policy's job, not the parser's.
+    """
+    if value is None:
+        return None
+    value = value.strip()
+    if not value:
+        return None
+    try:
+        seconds = float(value)
+    except ValueError:
+        pass
+    else:
+        if seconds != seconds or seconds in (float("inf"), float("-inf")):
+            return None
+        return max(0.0, seconds)
+    try:
+        when = email.utils.parsedate_to_datetime(value)
+    except (TypeError, ValueError, IndexError):
+        return None
+    if when is None:
+        return None
+    current = time.time() if now is None else now
+    return max(0.0, when.timestamp() - current)
+
+
+def _server_message(body: bytes) -> tuple[str | None, str | None, Any]:
+    """(message, code, parsed JSON or None) from any of LM Studio's error body shapes."""
+    try:
+        parsed = json.loads(body)
+    except (ValueError, UnicodeDecodeError):
+        return None, None, None
+    if not isinstance(parsed, Mapping):
+        return None, None, parsed
+    err = parsed.get("error")
+    if isinstance(err, str):
+        return err, None, parsed
+    if isinstance(err, Mapping):
+        message = err.get("message")
+        code = err.get("code") or err.get("type")
+        return (str(message) if message is not None else json.dumps(err)), code, parsed
+    if isinstance(parsed.get("message"), str):
+        return parsed["message"], None, parsed
+    return None, None, parsed
+
+
+def _looks_html(body: bytes, content_type: str) -> bool:
+    head = body[:512].lstrip().lower()
+    return "text/html" in content_type or head.startswith((b"<!doctype html", b"<html"))
+
+
+def _html_summary(body: bytes) -> str:
+    match = _HTML_TITLE.search(body[:4096])
+    title = match.group(1).decode("utf-8", "replace").strip() if match else ""
+    return f"HTML page instead of JSON{': ' + title if title else ''}"
+
+
+def error_from_response(
+    ctx: RequestContext,
+    status: int,
+    headers: Mapping[str, str],
+    body: bytes,
+    *,
+    now: float | None = None,
+) -> LMStudioError:
+    """The typed error for a non-2xx response."""
+    content_type = headers.get("content-type", "")
+    message, code, _ = _server_message(body)
+    if message is None and _looks_html(body, content_type):
+        message = _html_summary(body)
+    elif message is None:
+        snippet = body[:200].decode("utf-8", "replace").strip()
+        message = snippet or "empty body"
+    kw: dict[str, Any] = {"context": ctx, "status": status, "server_message": message}
+    if status == 429:
+        retry_after = parse_retry_after(headers.get("retry-after"), now)
+        return RateLimited("rate limited (429)", retry_after=retry_after, **kw)
+    if status == 401:
+        return AuthenticationError("authentication required or refused (401)", **kw)
+    lowered = message.lower()
+    if code == "model_not_found" or (status in (400, 404) and "no models loaded" in lowered):
+        return ModelNotFound(f"model not found ({status})", available=_listed_models(message), **kw)
+    kind = "client error" if status < 500 else "server error"
+    return HTTPStatusError(f"{kind} ({status})", **kw)
+
+
+def _listed_models(message: str) -> tuple[str, ...]:
+    """LM Studio's 404 lists "Your models:" one per line; keep them for the error."""
+    _, sep, tail = message.partition("Your models:")
+    if not sep:
+        return ()
+    return tuple(line.strip(" -\t") for line in tail.splitlines() if line.strip(" -\t"))[:10]
+
+
+def json_body(ctx: RequestContext, headers: Mapping[str, str], body: bytes) -> dict[str, Any]:
+    """Decode a 2xx body, refusing the 200s that are really errors."""
+    content_type = headers.get("content-type", "")
+    try:
+        parsed = json.loads(body)
+    except (ValueError, UnicodeDecodeError):
+        if _looks_html(body, content_type):
+            raise BadResponse(_html_summary(body), context=ctx, status=200) from None
+        snippet = body[:120].decode("utf-8", "replace")
+        raise BadResponse(f"response is not JSON: {snippet!r}", context=ctx, status=200) from None
+    if not isinstance(parsed, dict):
+        raise BadResponse(f"expected a JSON object, got {type(parsed).__name__}", context=ctx)
+    if parsed.get("error"):
+        message, code, _ = _server_message(body)
+        if code == "model_not_found":
+            raise ModelNotFound("model not found (200 with error body)", context=ctx,
+                                status=200, server_message=message)
+        raise BadResponse("200 response carries an error", context=ctx, status=200,
+                          server_message=message)
+    return parsed
+
+
+def check_model(ctx: RequestContext, answered: str | None, partial: PartialOutput | None = None
+                ) -> None:
+    if ctx.model and answered and not same_model(ctx.model, answered):
+        raise ModelMismatch(
+            f"pinned model {ctx.model!r} but the answer came from {answered!r}",
+            answered_by=answered,
+            partial=partial,
+            context=ctx,
+        )
+
+
+def _usage(raw: Any) -> Usage | None:
+    if not isinstance(raw, Mapping):
+        return None
+    usage = Usage.model_validate(raw)
+    details = raw.get("completion_tokens_details")
+    if isinstance(details, Mapping):
+        usage.reasoning_tokens = int(details.get("reasoning_tokens") or 0)
+    return usage
+
+
+def _tool_calls(raw: Any) -> list[ToolCall]:
+    calls = []
+    for item in raw or ():
+        fn = item.get("function") or {}
+        args = fn.get("arguments", "")
+        calls.append(ToolCall(
+            id=str(item.get("id") or ""),
+            name=fn.get("name") or "",
+            arguments=args if isinstance(args, str) else json.dumps(args),
+        ))
+    return calls
+
+
+def chat_result(ctx: RequestContext, body: dict[str, Any], timings: Timings) -> ChatResult:
+    """A non-streaming ``chat.completion`` (or ``text_completion``) body as a ``ChatResult``."""
+    choices = body.get("choices")
+    if not isinstance(choices, list) or not choices or not isinstance(choices[0], Mapping):
+        raise BadResponse("response has no choices", context=ctx, status=200)
+    choice = choices[0]
+    message = choice.get("message")
+    if isinstance(message, Mapping):
+        text = message.get("content") or ""
+        reasoning = message.get("reasoning_content") or message.get("reasoning") or ""
+        calls = _tool_calls(message.get("tool_calls"))
+    else:
+        text, reasoning, calls = choice.get("text") or "", "", []
+    model = body.get("model") or ""
+    check_model(ctx, model)
+    return ChatResult(
+        text=text,
+        reasoning=reasoning,
+        model=model,
+        finish_reason=choice.get("finish_reason"),
+        usage=_usage(body.get("usage")),
+        tool_calls=calls,
+        timings=timings,
+        id=body.get("id"),
+        stats=body.get("stats") or None,
+    )
+
+
+class _Accumulator:
+    """What a stream has delivered so far, shared by both assemblers."""
+
+    __slots__ = (
+        "_calls",
+        "_reasoning",
+        "_text",
+        "chunks",
+        "finish_reason",
+        "first_at",
+        "gaps",
+        "last_at",
+        "model",
+        "started",
+        "usage",
+    )
+
+    def __init__(self, started: float) -> None:
+        self.started = started
+        self._text: list[str] = []
+        self._reasoning: list[str] = []
+        self._calls: dict[int, dict[str, Any]] = {}
+        self.chunks = 0
+        self.finish_reason: str | None = None
+        self.model: str | None = None
+        self.usage: Usage | None = None
+        self.first_at: float | None = None
+        self.last_at: float | None = None
+        self.gaps: list[float] = []
+
+    def mark(self, now: float) -> None:
+        if self.first_at is None:
+            self.first_at = now
+        else:
+            self.gaps.append(now - self.last_at)  # type: ignore[operator]
+        self.last_at = now
+
+    def partial(self) -> PartialOutput:
+        return PartialOutput(
+            text="".join(self._text),
+            reasoning="".join(self._reasoning),
+            tool_calls=[dict(c) for c in self._calls.values()],
+            chunks=self.chunks,
+            model=self.model,
+            finish_reason=self.finish_reason,
+        )
+
+    def timings(self, now: float) -> Timings:
+        ttft = None if self.first_at is None else self.first_at - self.started
+        return Timings(ttft=ttft, total=now - self.started, gaps=self.gaps, chunks=self.chunks)
+
+    def result(self, now: float, stats: dict[str, Any] | None = None) -> ChatResult:
+        calls = [
+            ToolCall(id=c["id"] or "", name=c["name"] or "", arguments=c["arguments"])
+            for _, c in sorted(self._calls.items())
+        ]
+        return ChatResult(
+            text="".join(self._text),
+            reasoning="".join(self._reasoning),
+            model=self.model or "",
+            finish_reason=self.finish_reason,
+            usage=self.usage,
+            tool_calls=calls,
+            timings=self.timings(now),
+            stats=stats,
+        )
+
+    def add_call_fragment(self, index: int, call_id: str | None, name: str | None,
+                          arguments: str) -> None:
+        call = self._calls.get(index)
+        if call is None:
+            call = self._calls[index] = {"index": index, "id": None, "name": None, "arguments": ""}
+        if call_id:
+            call["id"] = call_id
+        if name:
+            call["name"] = name
+        call["arguments"] += arguments
+
+
+class ChatStreamAssembler:
+    """Feed SSE events of ``/v1/chat/completions`` or ``/v1/completions``; get typed deltas.
+
+    ``finish(now)`` returns the ``ChatResult`` only when the server's end signal arrived (a
+    ``finish_reason`` and ``[DONE]``); otherwise it raises ``StreamInterrupted`` with everything
+    received kept on the exception.
+    """
+
+    def __init__(self, ctx: RequestContext, started: float) -> None:
+        self.ctx = ctx
+        self.acc = _Accumulator(started)
+        self.done = False
+        self._model_checked = ctx.model is None
+
+    @property
+    def chunks(self) -> int:
+        return self.acc.chunks
+
+    def partial(self) -> PartialOutput:
+        return self.acc.partial()
+
+    def feed(self, event: SSEEvent, now: float) -> list[StreamEvent]:
+        data = event.data
+        if event.event == "error":
+            self._raise_server_error(data)
+        if data == "[DONE]":
+            self.done = True
+            return []
+        if self.done:
+            return []
+        try:
+            chunk = json.loads(data)
+        except ValueError:
+            raise StreamInterrupted(
+                f"malformed stream data: {data[:80]!r}", context=self.ctx, partial=self.partial()
+            ) from None
+        if not isinstance(chunk, dict):
+            raise StreamInterrupted(f"stream frame is not an object: {data[:80]!r}",
+                                    context=self.ctx, partial=self.partial())
+        if chunk.get("error"):
+            self._raise_server_error(data)
+        acc = self.acc
+        acc.chunks += 1
+        if not self._model_checked and chunk.get("model"):
+            acc.model = chunk["model"]
+            self._model_checked = True
+            check_model(self.ctx, acc.model, self.partial())
+        elif acc.model is None:
+            acc.model = chunk.get("model")
+        usage = chunk.get("usage")
+        if usage:
+            acc.usage = _usage(usage)
+        choices = chunk.get("choices")
+        if not choices:
+            return []
+        choice = choices[0]
+        out: list[StreamEvent] = []
+        delta = choice.get("delta")
+        if delta is None:  # text_completion chunk
+            text = choice.get("text")
+            if text:
+                acc._text.append(text)
+                out.append(TextDelta(text))
+        elif delta:
+            reasoning = delta.get("reasoning_content") or delta.get("reasoning")
+            if reasoning:
+                acc._reasoning.append(reasoning)
+                out.append(ReasoningDelta(reasoning))
+            text = delta.get("content")
+            if text:
+                acc._text.append(text)
+                out.append(TextDelta(text))
+            calls = delta.get("tool_calls")
+            if calls:
+                for call in calls:
+                    fn = call.get("function") or {}
+                    index = call.get("index")
+                    if index is None:  # no index: an id starts a new call, else continue the last
+                        index = len(acc._calls) if call.get("id") else max(len(acc._calls) - 1, 0)
+                    args = fn.get("arguments") or ""
+                    if not isinstance(args, str):
+                        args = json.dumps(args)
+                    acc.add_call_fragment(index, call.get("id"), fn.get("name"), args)
+                    out.append(ToolCallDelta(index, call.get("id"), fn.get("name"), args))
+        finish = choice.get("finish_reason")
+        if finish:
+            acc.finish_reason = finish
+        if out:
+            acc.mark(now)
+        return out
+
+    def _raise_server_error(self, data: str) -> None:
+        message, _, _ = _server_message(data.encode())
+        raise ServerStreamError(
+            f"server reported an error inside the stream: {message or data[:200]}",
+            context=self.ctx,
+            server_message=message,
+            partial=self.partial(),
+        )
+
+    def finish(self, now: float, *, eof_with_partial_event: bool = False) -> ChatResult:
+        acc = self.acc
+        if self.done and acc.finish_reason:
+            return acc.result(now)
+        if self.done:
+            why = "stream sent [DONE] but no chunk carried a finish_reason (cut off)"
+        elif acc.finish_reason:
+            why = f"stream ended after finish_reason={acc.finish_reason!r} but without [DONE]"
+        elif eof_with_partial_event:
+            why = "stream ended in the middle of an event"
+        else:
+            why = "stream ended before the server's end signal"
+        raise StreamInterrupted(why, context=self.ctx, partial=acc.partial())
+
+
+class NativeChatAssembler:
+    """``/api/v1/chat`` named events to typed deltas; complete only on ``chat.end``.
+
+    LM Studio sends ``error`` and then still ``chat.end`` with what was generated; that is a
+    failure with partial output, not a success.
+    """
+
+    def __init__(self, ctx: RequestContext, started: float) -> None:
+        self.ctx = ctx
+        self.acc = _Accumulator(started)
+        self.done = False
+        self.error: str | None = None
+        self.end_result: dict[str, Any] | None = None
+
+    @property
+    def chunks(self) -> int:
+        return self.acc.chunks
+
+    def partial(self) -> PartialOutput:
+        return self.acc.partial()
+
+    def feed(self, event: SSEEvent, now: float) -> list[StreamEvent]:
+        try:
+            data = json.loads(event.data) if event.data else {}
+        except ValueError:
+            raise StreamInterrupted(f"malformed stream data: {event.data[:80]!r}",
+                                    context=self.ctx, partial=self.partial()) from None
+        kind = event.event if event.event != "message" else data.get("type", "message")
+        acc = self.acc
+        acc.chunks += 1
+        out: list[StreamEvent] = []
+        if kind == "chat.start":
+            acc.model = data.get("model_instance_id")
+            check_model(self.ctx, acc.model, self.partial())
+        elif kind == "message.delta":
+            text = data.get("content") or ""
+            if text:
+                acc._text.append(text)
+                out.append(TextDelta(text))
+        elif kind == "reasoning.delta":
+            text = data.get("content") or ""
+            if text:
+                acc._reasoning.append(text)
+                out.append(ReasoningDelta(text))
+        elif kind == "tool_call.arguments":
+            args = json.dumps(data.get("arguments") or {})
+            index = len(acc._calls)
+            acc.add_call_fragment(index, data.get("id"), data.get("tool"), args)
+            out.append(ToolCallDelta(index, data.get("id"), data.get("tool"), args))
+        elif kind.endswith(".progress"):
+            return [ProgressEvent(kind, float(data.get("progress") or 0.0), data)]
+        elif kind == "error":
+            err = data.get("error")
+            self.error = (err.get("message") if isinstance(err, Mapping) else str(err)) or "error"
+        elif kind == "chat.end":
+            self.done = True
+            result = data.get("result")
+            self.end_result = result if isinstance(result, dict) else {}
+            acc.finish_reason = "stop"
+        if out:
+            acc.mark(now)
+        return out
+
+    def finish(self, now: float, *, eof_with_partial_event: bool = False) -> ChatResult:
+        if self.error is not None:
+            raise ServerStreamError(
+                f"server reported an error inside the stream: {self.error}",
+                context=self.ctx, server_message=self.error, partial=self.partial(),
+            )
+        if not self.done:
+            raise StreamInterrupted("stream ended before chat.end", context=self.ctx,
+                                    partial=self.partial())
+        stats = (self.end_result or {}).get("stats")
+        return self.acc.result(now, stats=stats if isinstance(stats, dict) else None)
+
+
+def native_chat_result(ctx: RequestContext, body: dict[str, Any], timings: Timings) -> ChatResult:
+    """A non-streaming ``/api/v1/chat`` body as a ``ChatResult``."""
+    text, reasoning, calls = [], [], []
+    for item in body.get("output") or ():
+        kind = item.get("type")
+        if kind == "message":
+            text.append(item.get("content") or "")
+        elif kind == "reasoning":
+            reasoning.append(item.get("content") or "")
+        elif kind == "tool_call":
+            calls.append(ToolCall(name=item.get("tool") or "",
+                                  arguments=json.dumps(item.get("arguments") or {})))
+    model = body.get("model_instance_id") or ""
+    check_model(ctx, model)
+    return ChatResult(text="".join(text), reasoning="".join(reasoning), model=model,
+                      finish_reason="stop", tool_calls=calls, timings=timings,
+                      id=body.get("response_id"), stats=body.get("stats"))

@@ -1,0 +1,163 @@
+"""Bounded retries: which failures to retry, how long to wait, and a budget shared by all calls.
+
+The reference review's complaint was "10 retries in 10 s = 10x the rate limit". Three small values
+bound that here:
+
+- ``RetryPolicy``: at most 5 attempts, full-jitter exponential backoff (ceiling from tenacity's
+  ``wait_exponential``) with no single wait over 15 s, ``Retry-After`` honoured but capped;
+- the per-call deadline (``Timeouts.deadline``): a retry whose wait would cross it is not made;
+- ``RetryBudget``: retries across all calls of one client are at most ``ratio`` of the calls seen
+  in the last ``window`` seconds plus a small ``floor``, so 100 concurrent calls hitting a 429
+  storm make about 100 + 20 + floor upstream attempts, not 500.
+"""
+
+from __future__ import annotations
+
+import random
+import threading
+import time
+from collections import deque
+from collections.abc import Callable
+from dataclasses import dataclass, field
+from types import SimpleNamespace
+
+from tenacity import wait_exponential
+
+from harness.client.errors import (
+    ConnectError,
+    HTTPStatusError,
+    LMStudioError,
+    LMStudioTimeout,
+    RateLimited,
+    ValidationError,
+)
+
+HARD_MAX_ATTEMPTS = 5
+HARD_MAX_WAIT = 15.0
+RETRYABLE_STATUSES = frozenset({408, 429, 500, 502, 503, 504})
+_RNG = random.Random()
+
+
+@dataclass(frozen=True, slots=True)
+class RetryPolicy:
+    max_attempts: int = HARD_MAX_ATTEMPTS
+    backoff_base: float = 0.5
+    backoff_max: float = HARD_MAX_WAIT
+    retry_after_max: float = HARD_MAX_WAIT
+    retry_statuses: frozenset[int] = RETRYABLE_STATUSES
+    budget_ratio: float = 0.2
+    budget_floor: int = 10
+    budget_window: float = 10.0
+
+    def __post_init__(self) -> None:
+        if not 1 <= self.max_attempts <= HARD_MAX_ATTEMPTS:
+            raise ValidationError("retry.max_attempts", f"must be 1..{HARD_MAX_ATTEMPTS}")
+        for name in ("backoff_max", "retry_after_max"):
+            value = getattr(self, name)
+            if not 0 <= value <= HARD_MAX_WAIT:
+                raise ValidationError(f"retry.{name}", f"must be 0..{HARD_MAX_WAIT:g} seconds")
+        if self.backoff_base < 0:
+            raise ValidationError("retry.backoff_base", "must not be negative")
+        if not 0 <= self.budget_ratio <= 1 or self.budget_floor < 0 or self.budget_window <= 0:
+            raise ValidationError("retry.budget", "ratio 0..1, floor >= 0, window > 0")
+
+    @classmethod
+    def none(cls) -> RetryPolicy:
+        return cls(max_attempts=1)
+
+    def is_retryable(self, error: BaseException) -> bool:
+        """Connect errors and resets of reused connections, timeouts before any byte, and the
+        transient statuses. Never a deadline, a validation error or a broken stream."""
+        if isinstance(error, LMStudioTimeout):
+            return error.phase in ("connect", "read")
+        if isinstance(error, ConnectError):
+            return True
+        if isinstance(error, HTTPStatusError):
+            return error.status in self.retry_statuses
+        return False
+
+    def backoff(self, attempt: int, rng: random.Random | None = None) -> float:
+        """Full-jitter exponential wait after failed attempt ``attempt`` (1-based): uniform in
+        ``[0, min(backoff_max, base * 2**(attempt-1))]``, the ceiling from tenacity's
+        ``wait_exponential`` so the rule is the well-known one, the draw injectable for tests."""
+        ceiling = wait_exponential(multiplier=self.backoff_base, max=self.backoff_max)(
+            SimpleNamespace(attempt_number=attempt)  # type: ignore[arg-type]
+        )
+        return (rng or _RNG).uniform(0.0, float(ceiling))
+
+    def wait_after(self, attempt: int, error: BaseException,
+                   rng: random.Random | None = None) -> float:
+        """The wait before the next attempt: the server's ``Retry-After`` when it gave one
+        (capped), otherwise the jittered backoff."""
+        if isinstance(error, RateLimited) and error.retry_after is not None:
+            return min(error.retry_after, self.retry_after_max)
+        return self.backoff(attempt, rng)
+
+    def decide(self, attempt: int, error: BaseException, *, remaining: float | None,
+               budget: RetryBudget | None = None, rng: random.Random | None = None
+               ) -> tuple[float | None, str]:
+        """``(wait, reason)``; ``wait`` is None when the call must give up now."""
+        if not self.is_retryable(error):
+            return None, "not retryable"
+        if attempt >= self.max_attempts:
+            return None, f"attempts exhausted ({attempt}/{self.max_attempts})"
+        wait = self.wait_after(attempt, error, rng)
+        if remaining is not None and wait >= remaining:
+            return None, f"next wait {wait:.2f}s would pass the deadline ({remaining:.2f}s left)"
+        if budget is not None and not budget.try_spend():
+            return None, "client retry budget exhausted"
+        return wait, _reason(error)
+
+
+def _reason(error: BaseException) -> str:
+    if isinstance(error, LMStudioError) and error.status is not None:
+        return f"HTTP {error.status}"
+    if isinstance(error, LMStudioTimeout):
+        return f"timeout ({error.phase})"
+    return type(error).__name__
+
+
+@dataclass
+class RetryBudget:
+    """Retries allowed across all calls of one client: ``floor + ratio * calls`` per window."""
+
+    ratio: float = 0.2
+    floor: int = 10
+    window: float = 10.0
+    clock: Callable[[], float] = time.monotonic
+    _calls: deque[float] = field(default_factory=deque)
+    _retries: deque[float] = field(default_factory=deque)
+    _lock: threading.Lock = field(default_factory=threading.Lock)
+
+    @classmethod
+    def for_policy(cls, policy: RetryPolicy, clock: Callable[[], float] = time.monotonic
+                   ) -> RetryBudget:
+        return cls(ratio=policy.budget_ratio, floor=policy.budget_floor,
+                   window=policy.budget_window, clock=clock)
+
+    def _trim(self, now: float) -> None:
+        horizon = now - self.window
+        for queue in (self._calls, self._retries):
+            while queue and queue[0] < horizon:
+                queue.popleft()
+
+    def record_call(self) -> None:
+        now = self.clock()
+        with self._lock:
+            self._trim(now)
+            self._calls.append(now)
+
+    def try_spend(self) -> bool:
+        now = self.clock()
+        with self._lock:
+            self._trim(now)
+            if len(self._retries) >= self.floor + self.ratio * len(self._calls):
+                return False
+            self._retries.append(now)
+            return True
+
+    @property
+    def retries_in_window(self) -> int:
+        with self._lock:
+            self._trim(self.clock())
+            return len(self._retries)

@@ -1,0 +1,450 @@
+"""``Client``: the blocking, thread-safe shell (httpx's pool is thread-safe; every per-call value
+lives in an immutable ``Call``). Mirrors ``AsyncClient`` method for method."""
+
+from __future__ import annotations
+
+import time
+from collections.abc import Callable, Iterator
+from types import TracebackType
+from typing import Any
+
+import httpx
+
+from harness.client import protocol
+from harness.client.base import (
+    Call,
+    InflightPolicy,
+    SharedState,
+    Timeouts,
+    base_headers,
+    chat_payload,
+    default_limits,
+    derive_options,
+    log_attempt,
+    make_options,
+    now,
+    prepare,
+    transport_error,
+)
+from harness.client.catalog import ModelCatalog
+from harness.client.errors import (
+    BadResponse,
+    LMStudioError,
+    LMStudioTimeout,
+    ModelNotFound,
+    ModelSwitched,
+    RequestContext,
+    StreamInterrupted,
+    StreamStalled,
+    ValidationError,
+)
+from harness.client.models import (
+    ChatResult,
+    Embeddings,
+    ModelInfo,
+    ResponseResult,
+    StreamEvent,
+    Timings,
+)
+from harness.client.retry import RetryBudget, RetryPolicy
+from harness.client.sse import SSEDecoder
+from harness.client.validation import validate_model_id, validate_params
+from harness.client.wire import embeddings_result, parse_model_list, response_result
+
+Assembler = protocol.ChatStreamAssembler | protocol.NativeChatAssembler
+
+
+class Client:
+    """Blocking client for LM Studio, safe to share between threads. See ``AsyncClient``."""
+
+    def __init__(
+        self,
+        base_url: str = "http://localhost:1234",
+        *,
+        model: str | None = None,
+        api_token: str | None = None,
+        timeout: Timeouts | float | None = None,
+        retry: RetryPolicy | None = None,
+        limits: httpx.Limits | None = None,
+        catalog_ttl: float = 600.0,
+        transport: httpx.BaseTransport | None = None,
+        sleep: Callable[[float], None] = time.sleep,
+    ) -> None:
+        options = make_options(base_url, None, api_token, timeout, retry)
+        self._options = options
+        self._shared = SharedState(model, RetryBudget.for_policy(options.retry))
+        self._http = httpx.Client(
+            headers=base_headers(options), limits=limits or default_limits(),
+            timeout=options.timeouts.httpx(), transport=transport,
+        )
+        self._shared.catalog = ModelCatalog(fetch=self.list_models, ttl=catalog_ttl)
+        self._sleep = sleep
+        self._owner = True
+
+    # -- views and lifecycle -------------------------------------------------------------------
+    def with_options(self, *, model: str | None = None, timeout: Timeouts | float | None = None,
+                     retry: RetryPolicy | None = None) -> Client:
+        """A view pinned to ``model`` (and/or other timeouts) sharing this client's pool."""
+        view = Client.__new__(Client)
+        view._options = derive_options(self._options, model=model, timeout=timeout, retry=retry)
+        view._shared, view._http, view._sleep, view._owner = (
+            self._shared, self._http, self._sleep, False)
+        return view
+
+    @property
+    def base_url(self) -> str:
+        return self._options.base_url
+
+    @property
+    def model(self) -> str | None:
+        return self._options.model or self._shared.default_model
+
+    @property
+    def catalog(self) -> ModelCatalog:
+        catalog: ModelCatalog = self._shared.catalog
+        return catalog
+
+    def switch_model(self, model: str, *, inflight: InflightPolicy = "finish") -> int:
+        """See ``AsyncClient.switch_model``."""
+        return self._shared.switch(model, inflight)
+
+    def close(self) -> None:
+        if self._owner:
+            self._http.close()
+
+    def __enter__(self) -> Client:
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        self.close()
+
+    # -- the one retry loop ----------------------------------------------------------------------
+    def _run(self, call: Call, attempt: Callable[[RequestContext, float], Any]) -> Any:
+        policy, timeouts, shared = self._options.retry, self._options.timeouts, self._shared
+        started = now()
+        waited = 0.0
+        shared.budget.record_call()
+        entry = shared.register(call.model)
+        number = 1
+        try:
+            while True:
+                ctx = call.context(number, policy.max_attempts, now() - started)
+                remaining = timeouts.deadline - (now() - started)
+                log_attempt("send", ctx)
+                try:
+                    if remaining <= 0:
+                        raise LMStudioTimeout("call deadline passed", phase="deadline",
+                                              limit=timeouts.deadline, context=ctx)
+                    return attempt(ctx, remaining)
+                except LMStudioError as err:
+                    elapsed = now() - started
+                    if entry.cancelled:
+                        raise ModelSwitched("cancelled by switch_model before an answer",
+                                            context=ctx.at(elapsed=elapsed)) from err
+                    if isinstance(err, LMStudioTimeout) and elapsed >= timeouts.deadline:
+                        err.phase, err.limit = "deadline", timeouts.deadline
+                    if err.context is None or err.context.elapsed == 0.0:
+                        err.with_context(ctx.at(elapsed=elapsed))
+                    if isinstance(err, ModelNotFound):
+                        self.catalog.invalidate()
+                    wait, reason = policy.decide(number, err, remaining=timeouts.deadline - elapsed,
+                                                 budget=shared.budget)
+                    if wait is None:
+                        err.total_waited = waited
+                        log_attempt("give-up", ctx, reason=reason, error=type(err).__name__)
+                        raise
+                    log_attempt("retry", ctx, wait=round(wait, 3), reason=reason)
+                    self._sleep(wait)
+                    waited += wait
+                    number += 1
+        finally:
+            shared.unregister(entry)
+
+    def _request_json(self, call: Call) -> tuple[dict[str, Any], RequestContext, Timings]:
+        timeouts = self._options.timeouts
+
+        def attempt(ctx: RequestContext, remaining: float
+                    ) -> tuple[dict[str, Any], RequestContext, Timings]:
+            sent = now()
+            try:
+                response = self._http.request(
+                    call.method, call.url, content=call.body, headers=dict(call.headers),
+                    timeout=timeouts.httpx(remaining))
+            except httpx.HTTPError as exc:
+                raise transport_error(exc, ctx, timeouts, got_headers=False) from None
+            done = now()
+            if response.status_code >= 400:
+                raise protocol.error_from_response(ctx, response.status_code, response.headers,
+                                                   response.content)
+            body = protocol.json_body(ctx, response.headers, response.content)
+            return body, ctx, Timings(ttft=done - sent, total=done - sent)
+
+        result: tuple[dict[str, Any], RequestContext, Timings] = self._run(call, attempt)
+        return result
+
+    # -- OpenAI-compatible endpoints ---------------------------------------------------------------
+    def chat(self, messages: list[dict[str, Any]], *, model: str | None = None,
+             **params: Any) -> ChatResult:
+        call = prepare(self._shared, self._options, "POST", "/v1/chat/completions",
+                       payload=chat_payload(messages, params), model=model, needs_model=True)
+        body, ctx, timings = self._request_json(call)
+        return protocol.chat_result(ctx, body, timings)
+
+    def stream_chat(self, messages: list[dict[str, Any]], *, model: str | None = None,
+                    include_usage: bool = True, **params: Any) -> ChatStream:
+        """Use as ``with client.stream_chat(...) as stream:``; iterate; ``stream.result()``."""
+        payload = chat_payload(messages, params)
+        if include_usage:
+            payload.setdefault("stream_options", {"include_usage": True})
+        call = prepare(self._shared, self._options, "POST", "/v1/chat/completions",
+                       payload=payload, model=model, needs_model=True, stream=True)
+        return ChatStream(self, call, protocol.ChatStreamAssembler)
+
+    def complete(self, prompt: str, *, model: str | None = None, **params: Any) -> ChatResult:
+        body, ctx, timings = self._request_json(self._completion_call(prompt, model, params,
+                                                                      stream=False))
+        return protocol.chat_result(ctx, body, timings)
+
+    def stream_complete(self, prompt: str, *, model: str | None = None, **params: Any
+                        ) -> ChatStream:
+        return ChatStream(self, self._completion_call(prompt, model, params, stream=True),
+                          protocol.ChatStreamAssembler)
+
+    def _completion_call(self, prompt: str, model: str | None, params: dict[str, Any],
+                         stream: bool) -> Call:
+        if not isinstance(prompt, str) or not prompt:
+            raise ValidationError("prompt", "must be a non-empty string")
+        validate_params(params)
+        payload = {"prompt": prompt, **{k: v for k, v in params.items() if v is not None}}
+        return prepare(self._shared, self._options, "POST", "/v1/completions", payload=payload,
+                       model=model, needs_model=True, stream=stream)
+
+    def embed(self, inputs: str | list[str], *, model: str | None = None) -> Embeddings:
+        if isinstance(inputs, str):
+            inputs = [inputs]
+        if not inputs or not all(isinstance(i, str) for i in inputs):
+            raise ValidationError("input", "must be a string or a non-empty list of strings")
+        call = prepare(self._shared, self._options, "POST", "/v1/embeddings",
+                       payload={"input": inputs}, model=model, needs_model=True)
+        body, ctx, _ = self._request_json(call)
+        return embeddings_result(ctx, body)
+
+    def respond(self, input: str | list[dict[str, Any]], *, model: str | None = None,
+                previous_response_id: str | None = None, **params: Any) -> ResponseResult:
+        """``POST /v1/responses``; pass the returned ``id`` as ``previous_response_id``."""
+        if not input:
+            raise ValidationError("input", "must not be empty")
+        payload: dict[str, Any] = {"input": input, **params}
+        if previous_response_id is not None:
+            payload["previous_response_id"] = previous_response_id
+        call = prepare(self._shared, self._options, "POST", "/v1/responses", payload=payload,
+                       model=model, needs_model=True)
+        body, ctx, _ = self._request_json(call)
+        return response_result(ctx, body)
+
+    def list_models(self) -> list[ModelInfo]:
+        """``GET /v1/models`` (fresh; use ``catalog`` for the cached view)."""
+        body, _, _ = self._request_json(prepare(self._shared, self._options, "GET", "/v1/models"))
+        return parse_model_list(body)
+
+    # -- native endpoints ------------------------------------------------------------------------
+    def native_models(self) -> list[ModelInfo]:
+        """``GET /api/v1/models``: every downloaded model with its loaded instances."""
+        body, _, _ = self._request_json(prepare(self._shared, self._options, "GET",
+                                                "/api/v1/models"))
+        return parse_model_list(body)
+
+    def v0_models(self) -> list[ModelInfo]:
+        body, _, _ = self._request_json(prepare(self._shared, self._options, "GET",
+                                                "/api/v0/models"))
+        return parse_model_list(body)
+
+    def load_model(self, model: str, **config: Any) -> dict[str, Any]:
+        call = prepare(self._shared, self._options, "POST", "/api/v1/models/load",
+                       payload=dict(config), model=model, needs_model=True)
+        body, _, _ = self._request_json(call)
+        self.catalog.invalidate()
+        return body
+
+    def unload_model(self, instance_id: str) -> dict[str, Any]:
+        validate_model_id(instance_id, "instance_id")
+        call = prepare(self._shared, self._options, "POST", "/api/v1/models/unload",
+                       payload={"instance_id": instance_id})
+        body, _, _ = self._request_json(call)
+        self.catalog.invalidate()
+        return body
+
+    def native_chat(self, input: str | list[dict[str, Any]], *, model: str | None = None,
+                    **params: Any) -> ChatResult:
+        body, ctx, timings = self._request_json(self._native_call(input, model, params, False))
+        return protocol.native_chat_result(ctx, body, timings)
+
+    def stream_native_chat(self, input: str | list[dict[str, Any]], *,
+                           model: str | None = None, **params: Any) -> ChatStream:
+        return ChatStream(self, self._native_call(input, model, params, True),
+                          protocol.NativeChatAssembler)
+
+    def _native_call(self, input: Any, model: str | None, params: dict[str, Any],
+                     stream: bool) -> Call:
+        if not input:
+            raise ValidationError("input", "must not be empty")
+        validate_params(params)
+        return prepare(self._shared, self._options, "POST", "/api/v1/chat",
+                       payload={"input": input, **params}, model=model, needs_model=True,
+                       stream=stream)
+
+
+class ChatStream:
+    """One streamed call (see ``AsyncChatStream``). Breaking out of the loop or leaving the
+    ``with`` block closes the HTTP response, so the server stops generating."""
+
+    def __init__(self, client: Client, call: Call,
+                 assembler: type[protocol.ChatStreamAssembler] | type[protocol.NativeChatAssembler]
+                 ) -> None:
+        self._client = client
+        self._call = call
+        self._assembler_type = assembler
+        self._response: httpx.Response | None = None
+        self._assembler: Assembler | None = None
+        self._result: ChatResult | None = None
+        self._error: LMStudioError | None = None
+        self._started = 0.0
+        self._events: Iterator[StreamEvent] | None = None
+        self._entry: Any = None
+
+    @property
+    def model(self) -> str | None:
+        return self._call.model
+
+    def __enter__(self) -> ChatStream:
+        client = self._client
+        timeouts = client._options.timeouts
+        self._started = now()
+
+        def attempt(ctx: RequestContext, remaining: float) -> None:
+            request = client._http.build_request(
+                self._call.method, self._call.url, content=self._call.body,
+                headers=dict(self._call.headers), timeout=timeouts.httpx(remaining))
+            sent = now()
+            try:
+                response = client._http.send(request, stream=True)
+            except httpx.HTTPError as exc:
+                raise transport_error(exc, ctx, timeouts, got_headers=False) from None
+            if response.status_code >= 400 or "text/event-stream" not in response.headers.get(
+                    "content-type", ""):
+                try:
+                    body = response.read()
+                except httpx.HTTPError as exc:
+                    raise transport_error(exc, ctx, timeouts, got_headers=True) from None
+                finally:
+                    response.close()
+                if response.status_code >= 400:
+                    raise protocol.error_from_response(ctx, response.status_code,
+                                                       response.headers, body)
+                protocol.json_body(ctx, response.headers, body)  # raises on 200-with-error
+                raise BadResponse("expected an event stream, got a plain body", context=ctx,
+                                  status=response.status_code)
+            # From here on a read timeout means the stream went quiet, not the server slow.
+            request.extensions["timeout"]["read"] = min(timeouts.stream_idle, remaining)
+            self._response = response
+            self._assembler = self._assembler_type(ctx, sent)
+
+        client._run(self._call, attempt)
+        self._entry = client._shared.register(self._call.model)
+        response = self._response
+        assert response is not None
+        # Closing the socket from the switching thread wakes a reader blocked on the next chunk.
+        self._entry.cancel_hook = response.close
+        return self
+
+    def __exit__(self, exc_type: type[BaseException] | None, exc: BaseException | None,
+                 tb: TracebackType | None) -> None:
+        self.close()
+
+    def close(self) -> None:
+        if self._entry is not None:
+            self._client._shared.unregister(self._entry)
+            self._entry = None
+        if self._response is not None:
+            self._response.close()
+
+    def __iter__(self) -> Iterator[StreamEvent]:
+        if self._assembler is None:
+            raise RuntimeError("use 'with client.stream_chat(...) as stream' first")
+        if self._events is None:
+            self._events = self._iterate()
+        return self._events
+
+    def _iterate(self) -> Iterator[StreamEvent]:
+        assembler, response = self._assembler, self._response
+        assert assembler is not None and response is not None
+        decoder = SSEDecoder()
+        entry = self._entry
+        timeouts = self._client._options.timeouts
+        deadline_at = self._started + timeouts.deadline
+        raw = response.iter_raw()
+        try:
+            while not assembler.done:
+                try:
+                    chunk = next(raw)
+                except StopIteration:
+                    break
+                except httpx.ReadTimeout:
+                    raise self._stalled(deadline_at) from None
+                except (httpx.HTTPError, OSError, RuntimeError) as exc:
+                    if entry is not None and entry.cancelled:
+                        break
+                    raise StreamInterrupted(
+                        f"connection lost mid-stream: {type(exc).__name__}: {exc}",
+                        context=self._ctx(), partial=assembler.partial()) from None
+                if entry is not None and entry.cancelled:
+                    break
+                t = now()
+                for event in decoder.feed(chunk):
+                    for delta in assembler.feed(event, t):
+                        yield delta
+                if t > deadline_at:
+                    raise StreamStalled("call deadline passed mid-stream", phase="deadline",
+                                        limit=timeouts.deadline, context=self._ctx(),
+                                        partial=assembler.partial())
+            if entry is not None and entry.cancelled:
+                raise ModelSwitched("cut off by switch_model(inflight='cancel')",
+                                    context=self._ctx(), partial=assembler.partial())
+            if assembler.done:
+                self._result = assembler.finish(now())
+            else:
+                partial_event = decoder.has_partial_event
+                for event in decoder.flush():
+                    for delta in assembler.feed(event, now()):
+                        yield delta
+                self._result = assembler.finish(now(), eof_with_partial_event=partial_event)
+        except LMStudioError as err:
+            self._error = err
+            raise
+        finally:
+            if entry is not None:
+                entry.cancel_hook = None
+            response.close()
+
+    def _ctx(self) -> RequestContext:
+        assert self._assembler is not None
+        return self._assembler.ctx.at(elapsed=now() - self._started)
+
+    def _stalled(self, deadline_at: float) -> StreamStalled:
+        assert self._assembler is not None
+        timeouts = self._client._options.timeouts
+        phase = "deadline" if now() >= deadline_at else "stream-idle"
+        limit = timeouts.deadline if phase == "deadline" else timeouts.stream_idle
+        return StreamStalled(f"no stream data for {limit:g}s" if phase == "stream-idle"
+                             else "call deadline passed mid-stream", phase=phase, limit=limit,
+                             context=self._ctx(), partial=self._assembler.partial())
+
+    def result(self) -> ChatResult:
+        """Drain what is left and return the assembled answer (or raise why it is not one)."""
+        if self._result is None and self._error is None:
+            for _ in self:
+                pass
+        if self._error is not None:
+            raise self._error
+        assert self._result is not None
+        return self._result
