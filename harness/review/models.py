@@ -45,7 +45,11 @@ class Priority(StrEnum):
 
 
 def _lower(value: Any) -> Any:
-    return value.strip().lower().replace("-", "_").replace(" ", "_") if isinstance(value, str) else value
+    return (
+        value.strip().lower().replace("-", "_").replace(" ", "_")
+        if isinstance(value, str)
+        else value
+    )
 
 
 Text = Annotated[str, Field(max_length=4000)]

@@ -100,7 +100,9 @@ def _repair_candidates(content: str) -> list[str]:
     return candidates
 
 
-def parse_json_layers(content: str, *, used_schema: bool) -> tuple[Review | None, ParseLayer, list[str]]:
+def parse_json_layers(
+    content: str, *, used_schema: bool
+) -> tuple[Review | None, ParseLayer, list[str]]:
     """Layers 1-3: schema JSON, JSON extraction, lenient repair.
 
     Returns the review and the layer that produced it, or ``(None, UNPARSED, errors)``.
@@ -258,5 +260,7 @@ def parse_review(text: str, *, used_schema: bool = False) -> ParseOutcome:
         return ParseOutcome(review, layer, tuple(errors), content, reasoning)
     md_review, md_errors = parse_markdown_sections(content)
     if md_review is not None:
-        return ParseOutcome(md_review, ParseLayer.MARKDOWN_SECTIONS, tuple(errors), content, reasoning)
+        return ParseOutcome(
+            md_review, ParseLayer.MARKDOWN_SECTIONS, tuple(errors), content, reasoning
+        )
     return ParseOutcome(None, ParseLayer.UNPARSED, tuple(errors + md_errors), content, reasoning)
