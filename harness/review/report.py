@@ -222,9 +222,9 @@ def _agreement(ok_runs: Sequence[ReviewerRun], findings: Sequence[MergedFinding]
             PairAgreement(
                 a=a,
                 b=b,
-                findings_jaccard=jaccard(set(by_reviewer[a]), set(by_reviewer[b])),
+                findings_jaccard=_round(jaccard(set(by_reviewer[a]), set(by_reviewer[b]))),
                 shared=len(shared),
-                severity_agreement=same / len(shared) if shared else None,
+                severity_agreement=_round(same / len(shared)) if shared else None,
             )
         )
     vectors = [[unit[i] or 0 for unit in presence_units] for i in range(len(names))]
