@@ -4,7 +4,7 @@ in ``protocol``, ``retry`` and ``base``."""
 from __future__ import annotations
 
 import asyncio
-from collections.abc import AsyncIterator, Callable
+from collections.abc import AsyncIterator, Awaitable, Callable
 from types import TracebackType
 from typing import Any
 
@@ -82,6 +82,7 @@ class AsyncClient:
         limits: httpx.Limits | None = None,
         catalog_ttl: float = 600.0,
         transport: httpx.AsyncBaseTransport | None = None,
+        sleep: Callable[[float], Awaitable[None]] = asyncio.sleep,
     ) -> None:
         options = make_options(base_url, None, api_token, timeout, retry)
         self._options = options
@@ -91,14 +92,15 @@ class AsyncClient:
             timeout=options.timeouts.httpx(), transport=transport,
         )
         self._shared.catalog = ModelCatalog(afetch=self._fetch_catalog, ttl=catalog_ttl)
+        self._sleep = sleep
         self._owner = True
 
     # -- views and lifecycle -------------------------------------------------------------------
     @classmethod
     def _view(cls, parent: AsyncClient, options: ClientOptions) -> AsyncClient:
         view = cls.__new__(cls)
-        view._options, view._shared, view._http, view._owner = (
-            options, parent._shared, parent._http, False)
+        view._options, view._shared, view._http, view._sleep, view._owner = (
+            options, parent._shared, parent._http, parent._sleep, False)
         return view
 
     def with_options(self, *, model: str | None = None, timeout: Timeouts | float | None = None,
@@ -180,7 +182,7 @@ class AsyncClient:
                         log_attempt("give-up", ctx, reason=reason, error=type(err).__name__)
                         raise
                     log_attempt("retry", ctx, wait=round(wait, 3), reason=reason)
-                    await asyncio.sleep(wait)
+                    await self._sleep(wait)
                     waited += wait
                     number += 1
         finally:

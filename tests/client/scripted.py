@@ -1,0 +1,183 @@
+"""A tiny real HTTP server whose answers a test scripts byte by byte.
+
+The client's unit tests need exact control over framing (split reads, CRLF, a stall after chunk 3,
+a connection dropped mid-stream) that a faithful emulator should not offer by default, so they run
+against this raw ASGI app on uvicorn over loopback instead.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import json
+import socket
+import threading
+import time
+from collections.abc import Iterator
+from contextlib import contextmanager
+from dataclasses import dataclass, field
+from typing import Any
+
+import uvicorn
+
+
+@dataclass
+class Reply:
+    status: int = 200
+    headers: list[tuple[str, str]] = field(default_factory=list)
+    chunks: list[tuple[float, bytes]] = field(default_factory=list)  # (delay before, bytes)
+    drop: bool = False  # end the connection abruptly after the chunks (no terminating chunk)
+    delay_headers: float = 0.0
+
+
+@dataclass
+class Seen:
+    method: str
+    path: str
+    headers: dict[str, str]
+    body: bytes
+    disconnected: bool = False
+    finished: bool = False
+
+
+def sse(*frames: Any, done: bool = True, delay: float = 0.0) -> Reply:
+    """A streamed reply: each frame is a dict (JSON data frame) or raw bytes."""
+    chunks = []
+    for frame in frames:
+        data = frame if isinstance(frame, bytes) else b"data: " + json.dumps(frame).encode() + b"\n\n"
+        chunks.append((delay, data))
+    if done:
+        chunks.append((delay, b"data: [DONE]\n\n"))
+    return Reply(headers=[("content-type", "text/event-stream")], chunks=chunks)
+
+
+def json_reply(body: Any, status: int = 200, headers: list[tuple[str, str]] | None = None) -> Reply:
+    return Reply(status=status, headers=[("content-type", "application/json"), *(headers or [])],
+                 chunks=[(0.0, json.dumps(body).encode())])
+
+
+def chunk(content: str | None = None, *, model: str = "qwen/qwen3-4b", finish: str | None = None,
+          reasoning: str | None = None, tool_calls: list[dict[str, Any]] | None = None,
+          usage: dict[str, int] | None = None) -> dict[str, Any]:
+    delta: dict[str, Any] = {}
+    if content is not None:
+        delta["content"] = content
+    if reasoning is not None:
+        delta["reasoning_content"] = reasoning
+    if tool_calls is not None:
+        delta["tool_calls"] = tool_calls
+    body: dict[str, Any] = {
+        "id": "chatcmpl-test", "object": "chat.completion.chunk", "created": 1, "model": model,
+        "choices": [] if usage else [{"index": 0, "delta": delta, "logprobs": None,
+                                      "finish_reason": finish}],
+    }
+    if usage:
+        body["usage"] = usage
+    return body
+
+
+def completion(text: str, *, model: str = "qwen/qwen3-4b", finish: str = "stop") -> dict[str, Any]:
+    return {"id": "chatcmpl-x", "object": "chat.completion", "created": 1, "model": model,
+            "choices": [{"index": 0, "message": {"role": "assistant", "content": text,
+                                                 "reasoning_content": "", "tool_calls": []},
+                         "logprobs": None, "finish_reason": finish}],
+            "usage": {"prompt_tokens": 3, "completion_tokens": 2, "total_tokens": 5}}
+
+
+class ScriptedServer:
+    def __init__(self) -> None:
+        self.replies: dict[str, list[Reply]] = {}
+        self.seen: list[Seen] = []
+        self.port = 0
+        self._lock = threading.Lock()
+
+    @property
+    def url(self) -> str:
+        return f"http://127.0.0.1:{self.port}"
+
+    def script(self, path: str, *replies: Reply) -> None:
+        """Queue replies for ``path``; the last one repeats."""
+        with self._lock:
+            self.replies[path] = list(replies)
+
+    def _next(self, path: str) -> Reply | None:
+        with self._lock:
+            queue = self.replies.get(path)
+            if not queue:
+                return None
+            return queue.pop(0) if len(queue) > 1 else queue[0]
+
+    def hits(self, path: str) -> int:
+        return sum(1 for s in self.seen if s.path == path)
+
+    async def __call__(self, scope: dict[str, Any], receive: Any, send: Any) -> None:
+        if scope["type"] == "lifespan":
+            while True:
+                message = await receive()
+                if message["type"] == "lifespan.startup":
+                    await send({"type": "lifespan.startup.complete"})
+                else:
+                    await send({"type": "lifespan.shutdown.complete"})
+                    return
+        body = b""
+        while True:
+            message = await receive()
+            body += message.get("body", b"")
+            if not message.get("more_body"):
+                break
+        seen = Seen(scope["method"], scope["path"],
+                    {k.decode(): v.decode() for k, v in scope["headers"]}, body)
+        self.seen.append(seen)
+        reply = self._next(scope["path"])
+        if reply is None:
+            reply = json_reply({"error": f"Unexpected endpoint or method. ({scope['method']} "
+                                         f"{scope['path']})"})
+
+        async def watch() -> None:
+            while (await receive())["type"] != "http.disconnect":
+                pass
+            seen.disconnected = True
+
+        watcher = asyncio.create_task(watch())
+        try:
+            if reply.delay_headers:
+                await asyncio.sleep(reply.delay_headers)
+            await send({"type": "http.response.start", "status": reply.status,
+                        "headers": [(k.encode(), v.encode()) for k, v in reply.headers]})
+            for delay, data in reply.chunks:
+                if delay:
+                    await asyncio.sleep(delay)
+                if seen.disconnected:
+                    return
+                await send({"type": "http.response.body", "body": data, "more_body": True})
+            if reply.drop:
+                raise RuntimeError("scripted connection drop")
+            await send({"type": "http.response.body", "body": b"", "more_body": False})
+            seen.finished = True
+        finally:
+            watcher.cancel()
+
+
+def free_port() -> int:
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return int(s.getsockname()[1])
+
+
+@contextmanager
+def running(app: ScriptedServer) -> Iterator[ScriptedServer]:
+    app.port = free_port()
+    config = uvicorn.Config(app, host="127.0.0.1", port=app.port, log_level="critical",
+                            lifespan="on", timeout_keep_alive=5)
+    server = uvicorn.Server(config)
+    thread = threading.Thread(target=server.run, daemon=True)
+    thread.start()
+    deadline = time.monotonic() + 5
+    while not server.started:
+        if time.monotonic() > deadline:
+            raise RuntimeError("scripted server did not start")
+        time.sleep(0.005)
+    try:
+        yield app
+    finally:
+        server.should_exit = True
+        thread.join(5)
