@@ -108,7 +108,11 @@ _FINDINGS: tuple[tuple[str, tuple[str, str, str], str, str, float], ...] = (
 
 _STRENGTHS: tuple[tuple[str, str, str], ...] = (
     ("Clean separation of concerns", "Clear separation of concerns", "Good separation of concerns"),
-    ("Readable, well-named code", "Code is readable and well named", "Readable code with good names"),
+    (
+        "Readable, well-named code",
+        "Code is readable and well named",
+        "Readable code with good names",
+    ),
     ("Tests exercise real behaviour", "Tests run against real behaviour", "Realistic tests"),
 )
 
@@ -167,7 +171,9 @@ def _digest(*parts: object) -> int:
     return int.from_bytes(hashlib.sha256("\x1f".join(map(str, parts)).encode()).digest()[:8], "big")
 
 
-def build_review(model: str, messages: Sequence[dict[str, Any]], seed: int | None) -> dict[str, Any]:
+def build_review(
+    model: str, messages: Sequence[dict[str, Any]], seed: int | None
+) -> dict[str, Any]:
     """The deterministic review (as a dict valid for the runner's schema) for this request."""
     key = _normalise_model(model)
     subject = _subject_text(messages)
@@ -244,7 +250,7 @@ def _lenient(review: dict[str, Any]) -> str:
     # Trailing commas after the last item of every list/object, and a // comment: the classic
     # near-JSON of small local models.
     text = re.sub(r"(\S)\n(\s*)([}\]])", r"\1,\n\2\3", text)
-    return text.replace('"rating":', "// overall score\n  \"rating\":", 1)
+    return text.replace('"rating":', '// overall score\n  "rating":', 1)
 
 
 def answer_review(

@@ -1,0 +1,300 @@
+"""The emulator's HTTP surface: LM Studio's routes on a Starlette app.
+
+Every API route is a small ASGI endpoint (``_Api``) so the streaming hot path writes straight to
+``send`` without a Response object per chunk. The wrapper does what LM Studio does before any
+route logic: Bearer auth, the 200 "Unexpected endpoint or method" body for unknown paths and
+methods, JSON body parsing with a size limit, then fault selection (header first, then plan) and
+ground-truth bookkeeping. Route logic lives in ``handlers``; control endpoints in ``control``.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import hmac
+import json
+import logging
+from collections.abc import AsyncIterator, Awaitable, Callable
+from typing import Any
+
+from starlette.applications import Starlette
+from starlette.requests import Request
+from starlette.responses import Response
+from starlette.routing import Route
+
+from harness.faults import (
+    FAULT_HEADER,
+    FaultAction,
+    FaultInjector,
+    FaultPlan,
+    FaultPlanError,
+    delay_before_headers,
+    parse_action,
+    pre_response,
+)
+from harness.studio.engine import Engine, EngineError, ModelUnloaded
+from harness.studio.requests import BadRequest
+from harness.studio.streaming import Receive, Send
+from harness.studio.truth import RequestTruth
+
+log = logging.getLogger("harness.studio")
+
+JSON_HEADERS = [
+    (b"content-type", b"application/json; charset=utf-8"),
+    (b"x-powered-by", b"Express"),
+    (b"keep-alive", b"timeout=5"),
+]
+
+AUTH_MISSING = (
+    "An LM Studio API token is required to make requests to this server, but none was provided "
+    "using the Authorization header using the 'Bearer' scheme (i.e., 'Authorization: Bearer "
+    "$LM_API_TOKEN'). Learn more at: https://lmstudio.ai/docs/developer/core/authentication."
+)
+AUTH_INVALID = "Malformed LM Studio API token provided. Ensure you are using a valid token."
+
+
+class Ctx:
+    """Everything a route handler needs for one request."""
+
+    __slots__ = ("body", "engine", "fault", "method", "path", "path_params", "receive", "record",
+                 "send", "started", "state")
+
+    def __init__(self, scope: dict[str, Any], receive: Receive, send: Send,
+                 state: StudioState) -> None:
+        self.method: str = scope["method"]
+        self.path: str = scope["path"]
+        self.path_params: dict[str, Any] = scope.get("path_params", {})
+        self.receive = receive
+        self.send = send
+        self.state = state
+        self.engine = state.engine
+        self.body: dict[str, Any] = {}
+        self.fault: FaultAction | None = None
+        self.record: RequestTruth | None = None
+        self.started = False
+
+    async def send_json(self, status: int, payload: Any, *, indent: int | None = None,
+                        headers: list[tuple[bytes, bytes]] | None = None) -> None:
+        if indent is None:
+            data = json.dumps(payload, separators=(",", ":"), ensure_ascii=False).encode()
+        else:
+            data = json.dumps(payload, indent=indent, ensure_ascii=False).encode()
+        await self.send_raw(status, JSON_HEADERS + (headers or []), data)
+
+    async def send_raw(self, status: int, headers: list[tuple[bytes, bytes]], body: bytes) -> None:
+        self.started = True
+        all_headers = [*headers, (b"content-length", str(len(body)).encode())]
+        await self.send({"type": "http.response.start", "status": status, "headers": all_headers})
+        await self.send({"type": "http.response.body", "body": body, "more_body": False})
+        if self.record is not None:
+            self.record.status = status
+
+
+Handler = Callable[[Ctx], Awaitable[int]]
+
+
+class StudioState:
+    """Server-wide state: the engine, the active fault plan and the server settings."""
+
+    def __init__(self, engine: Engine, *, api_token: str | None, control: bool,
+                 faults: FaultPlan | None) -> None:
+        self.engine = engine
+        self.api_token = api_token
+        self.control = control
+        self.injector: FaultInjector | None = FaultInjector(faults) if faults else None
+
+    def set_faults(self, plan: FaultPlan | None) -> None:
+        self.injector = FaultInjector(plan) if plan is not None and plan.rules else None
+
+    async def reset(self) -> None:
+        """Fresh server: no faults, no truth, nothing loaded except preloads."""
+        self.set_faults(None)
+        await self.engine.reset()
+
+
+def unexpected_body(method: str, path: str) -> bytes:
+    return json.dumps(
+        {"error": f"Unexpected endpoint or method. ({method} {path})"}, separators=(",", ":")
+    ).encode()
+
+
+async def _read_body(receive: Receive, limit: int, declared: int | None) -> bytes:
+    if declared is not None and declared > limit:
+        raise BadRequest(f"Request body of {declared} bytes exceeds the limit of {limit} bytes", 413)
+    chunks: list[bytes] = []
+    size = 0
+    while True:
+        message = await receive()
+        if message["type"] == "http.disconnect":
+            raise asyncio.CancelledError("client disconnected while sending the body")
+        chunk = message.get("body", b"")
+        size += len(chunk)
+        if size > limit:
+            raise BadRequest(f"Request body exceeds the limit of {limit} bytes", 413)
+        chunks.append(chunk)
+        if not message.get("more_body", False):
+            return b"".join(chunks)
+
+
+def _header(scope: dict[str, Any], name: bytes) -> str | None:
+    for key, value in scope["headers"]:
+        if key == name:
+            return str(value.decode("latin-1"))
+    return None
+
+
+class _Api:
+    """ASGI endpoint for one path: method dispatch, auth, body, faults, truth, error mapping."""
+
+    def __init__(self, state: StudioState, handlers: dict[str, Handler], stream_body: bool = True
+                 ) -> None:
+        self.state = state
+        self.handlers = handlers
+        self.stream_body = stream_body
+
+    async def __call__(self, scope: dict[str, Any], receive: Receive, send: Send) -> None:
+        ctx = Ctx(scope, receive, send, self.state)
+        if not self._authorized(scope):
+            await self._unauthorized(ctx, scope)
+            return
+        handler = self.handlers.get(ctx.method)
+        if handler is None:
+            await ctx.send_raw(200, JSON_HEADERS, unexpected_body(ctx.method, ctx.path))
+            return
+        engine = self.state.engine
+        try:
+            if ctx.method == "POST":
+                declared = _header(scope, b"content-length")
+                raw = await _read_body(receive, engine.options.max_body_bytes,
+                                       int(declared) if declared and declared.isdigit() else None)
+                ctx.body = _parse_json(raw)
+        except BadRequest as exc:
+            await ctx.send_json(exc.status, {"error": exc.message})
+            return
+        stream = ctx.body.get("stream") is True
+        record = ctx.record = engine.new_truth(ctx.path, ctx.method, stream)
+        model = ctx.body.get("model")
+        record.model_requested = model if isinstance(model, str) else None
+        status = 500
+        try:
+            header = _header(scope, FAULT_HEADER.encode())
+            if header is not None:
+                ctx.fault = parse_action(header)
+            elif self.state.injector is not None:
+                ctx.fault = self.state.injector.select(ctx.path, ctx.method, record.model_requested)
+            if ctx.fault is not None:
+                record.fault = ctx.fault.kind
+                delay = delay_before_headers(ctx.fault)
+                if delay > 0:
+                    await asyncio.sleep(delay)
+                prepared = pre_response(ctx.fault)
+                if prepared is not None:
+                    await ctx.send_raw(prepared.status, prepared.headers, prepared.body)
+                    status = prepared.status
+                    return
+            status = await handler(ctx)
+        except FaultPlanError as exc:
+            status = 400
+            await ctx.send_json(400, {"error": str(exc)})
+        except BadRequest as exc:
+            status = exc.status
+            await ctx.send_json(exc.status, {"error": exc.message})
+        except EngineError as exc:
+            status = exc.status
+            indent = 4 if isinstance(exc.body.get("error"), dict) else None
+            await ctx.send_json(exc.status, exc.body, indent=indent)
+        except ModelUnloaded as exc:
+            status = 500
+            if not ctx.started:
+                await ctx.send_json(500, {"error": {"message": "Model is unloaded."}})
+            log.info("request %s: %s", record.id, exc)
+        except Exception as exc:
+            log.exception("emulator bug while serving %s %s", ctx.method, ctx.path)
+            if not ctx.started:
+                await ctx.send_json(500, {"error": f"Internal emulator error: {exc!r}"})
+        finally:
+            engine.close_truth(record, status)
+
+    def _authorized(self, scope: dict[str, Any]) -> bool:
+        token = self.state.api_token
+        if token is None:
+            return True
+        header = _header(scope, b"authorization") or ""
+        scheme, _, given = header.partition(" ")
+        return scheme.lower() == "bearer" and hmac.compare_digest(given.strip(), token)
+
+    async def _unauthorized(self, ctx: Ctx, scope: dict[str, Any]) -> None:
+        header = _header(scope, b"authorization")
+        message = AUTH_MISSING if not header else AUTH_INVALID
+        await ctx.send_json(401, {"error": {"type": "invalid_request", "code": "invalid_api_key",
+                                            "message": message}})
+
+
+def _parse_json(raw: bytes) -> dict[str, Any]:
+    if not raw.strip():
+        raise BadRequest("Request body is empty; expected a JSON object")
+    try:
+        value = json.loads(raw)
+    except (json.JSONDecodeError, UnicodeDecodeError) as exc:
+        raise BadRequest(f"Invalid JSON in request body: {exc}") from exc
+    if not isinstance(value, dict):
+        raise BadRequest(f"Request body must be a JSON object, got {type(value).__name__}")
+    return value
+
+
+def create_app(engine: Engine, *, api_token: str | None = None, control: bool = False,
+               faults: FaultPlan | None = None) -> Starlette:
+    """The emulator app. ``app.state.studio`` holds the ``StudioState`` (for the test handle)."""
+    from harness.studio import control as control_routes
+    from harness.studio import handlers as h
+
+    state = StudioState(engine, api_token=api_token, control=control, faults=faults)
+
+    def api(**methods: Handler) -> _Api:
+        return _Api(state, methods)
+
+    routes = [
+        Route("/v1/models", api(GET=h.openai_models)),
+        Route("/v1/chat/completions", api(POST=h.chat_completions)),
+        Route("/v1/completions", api(POST=h.completions)),
+        Route("/v1/embeddings", api(POST=h.embeddings)),
+        Route("/v1/responses", api(POST=h.responses)),
+        Route("/api/v0/models", api(GET=h.v0_models)),
+        Route("/api/v0/models/{model_id:path}", api(GET=h.v0_model)),
+        Route("/api/v0/chat/completions", api(POST=h.v0_chat_completions)),
+        Route("/api/v0/completions", api(POST=h.completions)),
+        Route("/api/v0/embeddings", api(POST=h.embeddings)),
+        Route("/api/v1/models", api(GET=h.v1_models)),
+        Route("/api/v1/models/load", api(POST=h.v1_load)),
+        Route("/api/v1/models/unload", api(POST=h.v1_unload)),
+        Route("/api/v1/chat", api(POST=h.v1_chat)),
+    ]
+    if control:
+        routes += control_routes.routes(state)
+
+    async def unexpected(request: Request, exc: Exception) -> Response:
+        if state.api_token is not None:
+            auth = request.headers.get("authorization", "")
+            scheme, _, given = auth.partition(" ")
+            if scheme.lower() != "bearer" or not hmac.compare_digest(given.strip(),
+                                                                     state.api_token):
+                message = AUTH_MISSING if not auth else AUTH_INVALID
+                body = {"error": {"type": "invalid_request", "code": "invalid_api_key",
+                                  "message": message}}
+                return Response(json.dumps(body), 401,
+                                media_type="application/json; charset=utf-8")
+        return Response(unexpected_body(request.method, request.url.path), 200,
+                        media_type="application/json; charset=utf-8")
+
+    @contextlib.asynccontextmanager
+    async def lifespan(app: Starlette) -> AsyncIterator[None]:
+        await engine.start()
+        try:
+            yield
+        finally:
+            await engine.stop()
+
+    app = Starlette(routes=routes, exception_handlers={404: unexpected, 405: unexpected},
+                    lifespan=lifespan)
+    app.state.studio = state
+    return app

@@ -1,0 +1,63 @@
+"""``/_harness/`` control endpoints: ground truth, counters, fault plan, reset, engine state.
+
+Mounted only with ``--control`` (always in the test handle). They are not LM Studio endpoints, so
+they need no API token and never count towards the truth they report.
+"""
+
+from __future__ import annotations
+
+from typing import Any
+
+from pydantic import ValidationError
+from starlette.requests import Request
+from starlette.responses import JSONResponse
+from starlette.routing import BaseRoute, Route
+
+from harness.faults import FaultPlan
+
+
+def routes(state: Any) -> list[BaseRoute]:
+    """Control routes over a ``StudioState`` (or the proxy's state: same attribute names)."""
+
+    async def truth(request: Request) -> JSONResponse:
+        since = request.query_params.get("since", "0")
+        if not since.isdigit():
+            return JSONResponse({"error": "'since' must be a non-negative integer"}, 400)
+        records = [r.as_dict() for r in state.engine.truth.records(int(since))]
+        return JSONResponse({"records": records})
+
+    async def counters(request: Request) -> JSONResponse:
+        return JSONResponse(
+            {"endpoints": {k: v.as_dict() for k, v in state.engine.counters.items()}}
+        )
+
+    async def faults(request: Request) -> JSONResponse:
+        if request.method == "DELETE":
+            state.set_faults(None)
+            return JSONResponse({"faults": None})
+        if request.method in ("PUT", "POST"):
+            try:
+                plan = FaultPlan.model_validate_json(await request.body())
+            except ValidationError as exc:
+                return JSONResponse({"error": f"invalid fault plan: {exc}"}, 400)
+            state.set_faults(plan)
+        injector = state.injector
+        return JSONResponse({
+            "faults": None if injector is None else injector.plan.model_dump(mode="json"),
+            "stats": [] if injector is None else injector.stats(),
+        })
+
+    async def reset(request: Request) -> JSONResponse:
+        await state.reset()
+        return JSONResponse({"reset": True})
+
+    async def engine_state(request: Request) -> JSONResponse:
+        return JSONResponse(state.engine.state())
+
+    return [
+        Route("/_harness/truth", truth, methods=["GET"]),
+        Route("/_harness/counters", counters, methods=["GET"]),
+        Route("/_harness/faults", faults, methods=["GET", "PUT", "POST", "DELETE"]),
+        Route("/_harness/reset", reset, methods=["POST"]),
+        Route("/_harness/state", engine_state, methods=["GET"]),
+    ]

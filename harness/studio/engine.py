@@ -1,0 +1,496 @@
+"""The emulator's model lifecycle: instances, JIT loads, idle TTL, auto-evict and parallel slots.
+
+This mirrors what LMSTUDIO_API.md §3 reports about LM Studio, including its bugs, each behind an
+option so a suite can ask for the faithful behaviour or the kind one:
+
+- JIT loading delays a request by the model's load time; concurrent JIT requests share one load,
+  or (``duplicate_jit_instances``, BT#1751) each start their own ``key:N`` instance.
+- Auto-evict unloads the previous JIT model before a new JIT load. With ``evict_mode="cancel"``
+  (LM Studio, BT#671) the evicted model's running generations are cut off mid-stream; with
+  ``"finish"`` the new load waits until they end.
+- ``parallel`` slots per instance (default 4) with a strict FIFO queue behind them; LM Studio
+  never answers 429, so neither does the engine.
+- Idle TTL (request ``ttl``) counted from the moment an instance has nothing to do, measured on
+  an injectable clock so tests never sleep for it.
+
+The engine also keeps the ground truth of every request (see ``truth.py``).
+"""
+
+from __future__ import annotations
+
+import asyncio
+import time
+from collections import deque
+from collections.abc import Callable
+from dataclasses import dataclass, field
+from typing import Any, Literal
+
+from harness.studio.catalog import Catalog, ModelSpec, ResolvedSpeed
+from harness.studio.truth import RequestTruth, TruthLog
+
+Clock = Callable[[], float]
+EvictMode = Literal["cancel", "finish"]
+CutoffStyle = Literal["done_no_finish", "error", "drop"]
+
+
+@dataclass(frozen=True)
+class EngineOptions:
+    """Server settings, as LM Studio's Developer page would have them."""
+
+    jit: bool = True
+    auto_evict: bool = True
+    evict_mode: EvictMode = "cancel"
+    cutoff_style: CutoffStyle = "done_no_finish"
+    duplicate_jit_instances: bool = False
+    parallel: int = 4
+    default_ttl_s: float | None = 3600.0
+    substitute_single_loaded: bool = True
+    max_body_bytes: int = 4 * 1024 * 1024
+    truth_limit: int = 50_000
+    preload: tuple[str, ...] = ()
+    reap_interval_s: float = 0.25
+
+    def __post_init__(self) -> None:
+        if self.parallel < 1:
+            raise ValueError(f"parallel must be >= 1, got {self.parallel}")
+        if self.max_body_bytes < 1:
+            raise ValueError(f"max_body_bytes must be >= 1, got {self.max_body_bytes}")
+
+
+class EngineError(Exception):
+    """An error LM Studio reports with a specific status and JSON body."""
+
+    status: int = 400
+
+    def __init__(self, message: str, body: dict[str, Any]) -> None:
+        super().__init__(message)
+        self.body = body
+
+
+class ModelNotFound(EngineError):
+    status = 404
+
+
+class NoModelsLoaded(EngineError):
+    status = 400
+
+
+class WrongModelType(EngineError):
+    status = 400
+
+
+class ModelUnloaded(Exception):
+    """The instance serving a request was evicted or unloaded before the request finished."""
+
+    def __init__(self, instance_id: str, reason: str) -> None:
+        super().__init__(f"Model is unloaded. (instance {instance_id!r}, {reason})")
+        self.instance_id = instance_id
+        self.reason = reason
+
+
+class Instance:
+    """One loaded copy of a model with its own slots and queue."""
+
+    def __init__(
+        self,
+        instance_id: str,
+        spec: ModelSpec,
+        speed: ResolvedSpeed,
+        *,
+        parallel: int,
+        ttl_s: float | None,
+        jit: bool,
+        now: float,
+    ) -> None:
+        self.id = instance_id
+        self.spec = spec
+        self.speed = speed
+        self.parallel = parallel
+        self.ttl_s = ttl_s
+        self.jit = jit
+        self.state: Literal["loading", "loaded", "unloaded"] = "loading"
+        self.draining = False
+        self.ready = asyncio.Event()
+        self.idle = asyncio.Event()
+        self.idle.set()
+        self.idle_since = now
+        self.load_started = now
+        self.load_time_s = speed.load_time_s
+        self.active: set[RequestTruth] = set()
+        self.waiters: deque[tuple[asyncio.Future[None], RequestTruth]] = deque()
+        self.unload_reason: str | None = None
+
+    @property
+    def busy(self) -> int:
+        return len(self.active) + len(self.waiters)
+
+    def describe(self, now: float) -> dict[str, Any]:
+        remaining = None
+        if self.ttl_s is not None:
+            idle_for = 0.0 if self.busy else max(0.0, now - self.idle_since)
+            remaining = max(0.0, self.ttl_s - idle_for)
+        return {
+            "id": self.id,
+            "model": self.spec.key,
+            "state": self.state,
+            "jit": self.jit,
+            "parallel": self.parallel,
+            "active": len(self.active),
+            "queued": len(self.waiters),
+            "ttl_s": self.ttl_s,
+            "remaining_ttl_seconds": remaining,
+        }
+
+
+@dataclass
+class Resolution:
+    """The instance chosen for a request, and whether this request had to wait for a load."""
+
+    instance: Instance
+    loading: bool
+    substituted: bool = False
+
+
+@dataclass
+class EndpointCounters:
+    requests: int = 0
+    streamed_chunks: int = 0
+    statuses: dict[int, int] = field(default_factory=dict)
+
+    def as_dict(self) -> dict[str, Any]:
+        return {
+            "requests": self.requests,
+            "streamed_chunks": self.streamed_chunks,
+            "statuses": {str(k): v for k, v in sorted(self.statuses.items())},
+        }
+
+
+def _model_not_found(name: str, keys: list[str]) -> ModelNotFound:
+    listing = "\n".join(f"\t{k}" for k in keys)
+    message = f'Model "{name}" not found. Please specify a valid model.\n\nYour models:\n\n{listing}'
+    return ModelNotFound(
+        message,
+        {
+            "error": {
+                "message": message,
+                "type": "invalid_request_error",
+                "param": "model",
+                "code": "model_not_found",
+            }
+        },
+    )
+
+
+NO_MODELS_LOADED = (
+    "No models loaded. Please load a model in the developer page or use the 'lms load' command."
+)
+
+
+def _no_models_loaded() -> NoModelsLoaded:
+    return NoModelsLoaded(
+        NO_MODELS_LOADED,
+        {
+            "error": {
+                "message": NO_MODELS_LOADED,
+                "type": "invalid_request_error",
+                "param": "model",
+                "code": None,
+            }
+        },
+    )
+
+
+class Engine:
+    """Model instances and request bookkeeping for one emulator process (one event loop)."""
+
+    def __init__(
+        self, catalog: Catalog, options: EngineOptions | None = None, clock: Clock | None = None
+    ) -> None:
+        self.catalog = catalog
+        self.options = options or EngineOptions()
+        self.clock: Clock = clock or time.monotonic
+        self.instances: dict[str, Instance] = {}
+        self.truth = TruthLog(self.options.truth_limit)
+        self.counters: dict[str, EndpointCounters] = {}
+        self.responses: dict[str, dict[str, Any]] = {}
+        self._loads: dict[str, asyncio.Task[Instance]] = {}
+        self._reaper: asyncio.Task[None] | None = None
+        self.loop: asyncio.AbstractEventLoop | None = None
+        for key in self.options.preload:
+            if self.catalog.get(key) is None:
+                raise ValueError(f"preload model {key!r} is not in catalog {self.catalog.name!r}")
+
+    # -- lifecycle ---------------------------------------------------------------------------
+
+    async def start(self) -> None:
+        """Load ``preload`` models (as if by ``lms load``) and start the idle-TTL reaper."""
+        self.loop = asyncio.get_running_loop()
+        for key in self.options.preload:
+            await self.load(key, jit=False, ttl_s=None, instant=True)
+        if self._reaper is None:
+            self._reaper = asyncio.get_running_loop().create_task(self._reap_forever())
+
+    async def stop(self) -> None:
+        if self._reaper is not None:
+            self._reaper.cancel()
+            self._reaper = None
+        for instance in list(self.instances.values()):
+            self.unload(instance.id, reason="server stopped")
+
+    async def reset(self) -> None:
+        """Back to a fresh server: nothing loaded but preloads, no truth, no counters."""
+        for instance in list(self.instances.values()):
+            self.unload(instance.id, reason="reset")
+        for task in self._loads.values():
+            task.cancel()
+        self._loads.clear()
+        self.truth.clear()
+        self.counters.clear()
+        self.responses.clear()
+        for key in self.options.preload:
+            await self.load(key, jit=False, ttl_s=None, instant=True)
+
+    async def _reap_forever(self) -> None:
+        while True:
+            await asyncio.sleep(self.options.reap_interval_s)
+            self.reap_expired()
+
+    def reap_expired(self) -> list[str]:
+        """Unload every instance idle for longer than its TTL; returns the unloaded ids."""
+        now = self.clock()
+        gone = []
+        for instance in list(self.instances.values()):
+            if (
+                instance.state == "loaded"
+                and instance.ttl_s is not None
+                and not instance.busy
+                and now - instance.idle_since >= instance.ttl_s
+            ):
+                self.unload(instance.id, reason="idle TTL expired")
+                gone.append(instance.id)
+        return gone
+
+    # -- bookkeeping -------------------------------------------------------------------------
+
+    def new_truth(self, endpoint: str, method: str, stream: bool = False) -> RequestTruth:
+        record = self.truth.open(endpoint, method, stream)
+        counters = self.counters.get(endpoint)
+        if counters is None:
+            counters = self.counters[endpoint] = EndpointCounters()
+        counters.requests += 1
+        return record
+
+    def close_truth(self, record: RequestTruth, status: int) -> None:
+        record.status = status
+        counters = self.counters.get(record.endpoint)
+        if counters is not None:
+            counters.statuses[status] = counters.statuses.get(status, 0) + 1
+            counters.streamed_chunks += len(record.sent_at)
+        record.finished_at = asyncio.get_running_loop().time()
+
+    # -- model resolution and loading ----------------------------------------------------------
+
+    def loaded(self) -> list[Instance]:
+        return [i for i in self.instances.values() if i.state == "loaded"]
+
+    def spec_for(self, name: str) -> ModelSpec | None:
+        """Catalog spec for a key, a ``key@quant`` variant or a ``key:N`` instance id."""
+        spec = self.catalog.get(name)
+        if spec is None and "@" in name:
+            spec = self.catalog.get(name.split("@", 1)[0])
+        if spec is None and name in self.instances:
+            spec = self.instances[name].spec
+        return spec
+
+    def _pick(self, key: str) -> Instance | None:
+        candidates = [
+            i for i in self.instances.values() if i.spec.key == key and not i.draining
+        ]
+        if not candidates:
+            return None
+        ready = [i for i in candidates if i.state == "loaded"]
+        pool = ready or candidates
+        return min(pool, key=lambda i: (i.busy >= i.parallel, i.busy, i.id))
+
+    async def resolve(
+        self, name: Any, *, ttl_s: float | None = None, want: str = "llm"
+    ) -> Resolution:
+        """The instance that answers a request for ``name``, JIT-loading it if needed."""
+        self.reap_expired()
+        if not isinstance(name, str) or not name:
+            loaded = self.loaded()
+            if len(loaded) == 1:
+                return Resolution(loaded[0], loading=False, substituted=bool(name))
+            if not loaded:
+                raise _no_models_loaded()
+            raise _model_not_found(str(name or ""), self._listing())
+        exact = self.instances.get(name)
+        if exact is not None and not exact.draining and exact.state != "unloaded":
+            spec: ModelSpec | None = exact.spec
+        else:
+            spec = self.spec_for(name)
+        if spec is None:
+            loaded = self.loaded()
+            if not loaded:
+                raise _no_models_loaded()
+            if len(loaded) == 1 and self.options.substitute_single_loaded:
+                return Resolution(loaded[0], loading=False, substituted=True)
+            raise _model_not_found(name, self._listing())
+        self._check_type(spec, want)
+        if exact is not None and exact.state == "loaded" and not exact.draining:
+            return Resolution(exact, loading=False)
+        current = self._pick(spec.key)
+        if current is not None and current.state == "loaded":
+            return Resolution(current, loading=False)
+        if not self.options.jit:
+            loaded = self.loaded()
+            if not loaded:
+                raise _no_models_loaded()
+            if len(loaded) == 1 and self.options.substitute_single_loaded:
+                return Resolution(loaded[0], loading=False, substituted=True)
+            raise _model_not_found(name, self._listing())
+        if current is not None and not self.options.duplicate_jit_instances:
+            await current.ready.wait()
+            self._ensure_alive(current)
+            return Resolution(current, loading=True)
+        ttl = ttl_s if ttl_s is not None else self.options.default_ttl_s
+        instance = await self.load(spec.key, jit=True, ttl_s=ttl)
+        return Resolution(instance, loading=True)
+
+    def _check_type(self, spec: ModelSpec, want: str) -> None:
+        if want == "embedding" and not spec.is_embedding:
+            message = f"Model '{spec.key}' is not an embedding model"
+            raise WrongModelType(message, {"error": message})
+        if want == "llm" and spec.is_embedding:
+            message = f"Model '{spec.key}' is an embedding model and cannot generate text"
+            raise WrongModelType(message, {"error": message})
+
+    def _ensure_alive(self, instance: Instance) -> None:
+        if instance.state == "unloaded":
+            raise ModelUnloaded(instance.id, instance.unload_reason or "unloaded while loading")
+
+    def _listing(self) -> list[str]:
+        return [m.key for m in self.catalog.models]
+
+    def _next_id(self, key: str) -> str:
+        if key not in self.instances:
+            return key
+        n = 2
+        while f"{key}:{n}" in self.instances:
+            n += 1
+        return f"{key}:{n}"
+
+    async def load(
+        self,
+        key: str,
+        *,
+        jit: bool,
+        ttl_s: float | None,
+        instant: bool = False,
+        parallel: int | None = None,
+    ) -> Instance:
+        """Create and load a new instance of ``key`` (auto-evicting first when that is on)."""
+        spec = self.catalog.get(key)
+        if spec is None:
+            raise _model_not_found(key, self._listing())
+        if jit and self.options.auto_evict:
+            await self._evict_others(spec.key)
+        instance = Instance(
+            self._next_id(spec.key),
+            spec,
+            self.catalog.speed(spec),
+            parallel=parallel or self.options.parallel,
+            ttl_s=ttl_s,
+            jit=jit,
+            now=self.clock(),
+        )
+        self.instances[instance.id] = instance
+        if not instant and instance.load_time_s > 0:
+            instance.load_started = asyncio.get_running_loop().time()
+            await asyncio.sleep(instance.load_time_s)
+        self._ensure_alive(instance)
+        instance.state = "loaded"
+        instance.idle_since = self.clock()
+        instance.ready.set()
+        return instance
+
+    async def _evict_others(self, keep_key: str) -> None:
+        victims = [
+            i
+            for i in self.instances.values()
+            if i.jit and i.spec.key != keep_key and i.state != "unloaded"
+        ]
+        for victim in victims:
+            if self.options.evict_mode == "finish":
+                victim.draining = True
+                await victim.idle.wait()
+            self.unload(victim.id, reason="auto-evicted by a JIT load of another model")
+
+    def unload(self, instance_id: str, *, reason: str) -> Instance:
+        """Unload now: running generations are cut off, queued requests fail."""
+        instance = self.instances.pop(instance_id, None)
+        if instance is None:
+            raise KeyError(instance_id)
+        instance.state = "unloaded"
+        instance.unload_reason = reason
+        for record in instance.active:
+            record.cut_off = True
+            record.cut_off_reason = reason
+        while instance.waiters:
+            future, record = instance.waiters.popleft()
+            record.cut_off = True
+            record.cut_off_reason = reason
+            if not future.done():
+                future.set_exception(ModelUnloaded(instance_id, reason))
+        instance.ready.set()
+        instance.idle.set()
+        return instance
+
+    # -- slots ---------------------------------------------------------------------------------
+
+    async def acquire(self, instance: Instance, record: RequestTruth) -> None:
+        """Take a slot of ``instance`` (FIFO behind earlier requests); records the queue wait."""
+        self._ensure_alive(instance)
+        loop = asyncio.get_running_loop()
+        queued_at = loop.time()
+        instance.idle.clear()
+        if len(instance.active) < instance.parallel and not instance.waiters:
+            instance.active.add(record)
+            record.queue_wait_s = 0.0
+            return
+        future: asyncio.Future[None] = loop.create_future()
+        instance.waiters.append((future, record))
+        try:
+            await future
+        except asyncio.CancelledError:
+            if future.done() and not future.cancelled() and future.exception() is None:
+                self.release(instance, record)  # the slot was handed over as we were cancelled
+            else:
+                for entry in list(instance.waiters):
+                    if entry[0] is future:
+                        instance.waiters.remove(entry)
+                self._mark_idle(instance)
+            raise
+        record.queue_wait_s = loop.time() - queued_at
+
+    def release(self, instance: Instance, record: RequestTruth) -> None:
+        instance.active.discard(record)
+        while instance.waiters and len(instance.active) < instance.parallel:
+            future, nxt = instance.waiters.popleft()
+            if future.done():
+                continue
+            instance.active.add(nxt)
+            future.set_result(None)
+        self._mark_idle(instance)
+
+    def _mark_idle(self, instance: Instance) -> None:
+        if not instance.busy:
+            instance.idle_since = self.clock()
+            instance.idle.set()
+
+    def state(self) -> dict[str, Any]:
+        now = self.clock()
+        return {
+            "options": {k: v for k, v in self.options.__dict__.items()},
+            "instances": [i.describe(now) for i in self.instances.values()],
+        }

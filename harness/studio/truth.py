@@ -1,0 +1,131 @@
+"""Ground truth of every request the emulator (or the proxy) served.
+
+Suites and load tests measure TTFT, gaps and completeness from the client side; these records say
+what really happened on the server (which instance answered, when each chunk was due and when it
+was written, whether the client went away or the stream was cut off) so a measurement can be
+checked against the truth instead of against itself.
+
+Times are event-loop times (``loop.time()``, monotonic); the JSON form makes them relative to the
+moment the request arrived.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import itertools
+from collections import deque
+from typing import Any
+
+
+class RequestTruth:
+    """What happened to one request. Mutable while the request runs, then frozen by use."""
+
+    __slots__ = (
+        "completion_tokens",
+        "cut_off",
+        "cut_off_reason",
+        "disconnect_seen",
+        "endpoint",
+        "fault",
+        "finish_reason",
+        "finished_at",
+        "id",
+        "instance_id",
+        "load_wait_s",
+        "method",
+        "model_requested",
+        "queue_wait_s",
+        "received_at",
+        "scheduled",
+        "scheduled_ttft_s",
+        "sent_at",
+        "status",
+        "stream",
+        "substituted",
+        "token_interval_s",
+    )
+
+    def __init__(self, request_id: int, endpoint: str, method: str, stream: bool) -> None:
+        self.id = request_id
+        self.endpoint = endpoint
+        self.method = method
+        self.stream = stream
+        self.received_at = asyncio.get_running_loop().time()
+        self.finished_at: float | None = None
+        self.model_requested: str | None = None
+        self.instance_id: str | None = None
+        self.substituted = False
+        self.status: int | None = None
+        self.queue_wait_s: float | None = None
+        self.load_wait_s: float | None = None
+        self.scheduled_ttft_s: float | None = None
+        self.token_interval_s: float | None = None
+        self.scheduled: list[float] = []
+        self.sent_at: list[float] = []
+        self.disconnect_seen = False
+        self.cut_off = False
+        self.cut_off_reason: str | None = None
+        self.fault: str | None = None
+        self.finish_reason: str | None = None
+        self.completion_tokens = 0
+
+    @property
+    def cancelled(self) -> bool:
+        """Generation stopped before its end: client went away or the model was unloaded."""
+        return self.disconnect_seen or self.cut_off
+
+    def lateness(self) -> list[float]:
+        """Per-chunk actual write time minus scheduled time, in seconds."""
+        return [a - s for a, s in zip(self.sent_at, self.scheduled, strict=False)]
+
+    def as_dict(self) -> dict[str, Any]:
+        t0 = self.received_at
+        late = self.lateness()
+        return {
+            "id": self.id,
+            "endpoint": self.endpoint,
+            "method": self.method,
+            "stream": self.stream,
+            "status": self.status,
+            "model_requested": self.model_requested,
+            "instance_id": self.instance_id,
+            "model_substituted": self.substituted,
+            "queue_wait_s": self.queue_wait_s,
+            "load_wait_s": self.load_wait_s,
+            "scheduled_ttft_s": self.scheduled_ttft_s,
+            "token_interval_s": self.token_interval_s,
+            "scheduled_chunk_times_s": [round(s - t0, 6) for s in self.scheduled],
+            "sent_chunk_times_s": [round(a - t0, 6) for a in self.sent_at],
+            "max_lateness_s": round(max(late), 6) if late else None,
+            "chunks_sent": len(self.sent_at),
+            "disconnect_seen": self.disconnect_seen,
+            "cut_off": self.cut_off,
+            "cut_off_reason": self.cut_off_reason,
+            "cancelled": self.cancelled,
+            "fault": self.fault,
+            "finish_reason": self.finish_reason,
+            "completion_tokens": self.completion_tokens,
+            "duration_s": None if self.finished_at is None else round(self.finished_at - t0, 6),
+        }
+
+
+class TruthLog:
+    """A bounded log of request truths (oldest dropped first) with monotonically rising ids."""
+
+    def __init__(self, limit: int) -> None:
+        self._records: deque[RequestTruth] = deque(maxlen=limit)
+        self._ids = itertools.count(1)
+
+    def open(self, endpoint: str, method: str, stream: bool) -> RequestTruth:
+        record = RequestTruth(next(self._ids), endpoint, method, stream)
+        self._records.append(record)
+        return record
+
+    def clear(self) -> None:
+        self._records.clear()
+
+    def records(self, since: int = 0) -> list[RequestTruth]:
+        return [r for r in self._records if r.id > since]
+
+    def __len__(self) -> int:
+        return len(self._records)
