@@ -65,6 +65,56 @@ def agent(
     ))
 
 
+@app.command()
+def serve(
+    host: str = typer.Option("127.0.0.1", help="Interface to bind (loopback unless told)."),
+    port: int = typer.Option(1234, help="Port (LM Studio's default is 1234)."),
+    catalog: Path | None = typer.Option(None, help="Catalog JSON (default: packaged catalog)."),
+    faults: Path | None = typer.Option(None, help="FaultPlan file (.toml or .json)."),
+    api_token: str | None = typer.Option(None, envvar="HARNESS_API_TOKEN",
+                                         help="Require this Bearer token."),
+    control: bool = typer.Option(False, help="Expose /_harness/ truth and control endpoints."),
+    jit: bool = typer.Option(True, help="Just-in-time model loading."),
+    auto_evict: bool = typer.Option(True, help="Unload the previous JIT model on a JIT load."),
+    evict_mode: str = typer.Option("cancel", help="cancel (LM Studio) or finish."),
+    cutoff_style: str = typer.Option("done_no_finish", help="done_no_finish, error or drop."),
+    parallel: int = typer.Option(4, help="Parallel slots per loaded instance."),
+    preload: list[str] = typer.Option([], help="Model keys to load at start-up (repeatable)."),
+) -> None:
+    """Run the embedded LM Studio emulator."""
+    from harness.faults import FaultPlan
+    from harness.studio.app import create_app
+    from harness.studio.catalog import load_catalog
+    from harness.studio.engine import Engine, EngineOptions
+    from harness.studio.server import serve_forever
+
+    options = EngineOptions(jit=jit, auto_evict=auto_evict, evict_mode=evict_mode,  # type: ignore[arg-type]
+                            cutoff_style=cutoff_style, parallel=parallel,  # type: ignore[arg-type]
+                            preload=tuple(preload))
+    engine = Engine(load_catalog(catalog), options)
+    plan = FaultPlan.load(faults) if faults else None
+    typer.echo(f"LM Studio emulator on http://{host}:{port} (control={'on' if control else 'off'})")
+    serve_forever(create_app(engine, api_token=api_token, control=control, faults=plan), host, port)
+
+
+@app.command()
+def proxy(
+    upstream: str = typer.Option(..., help="Server to forward to, e.g. http://127.0.0.1:1234"),
+    host: str = typer.Option("127.0.0.1", help="Interface to bind."),
+    port: int = typer.Option(1235, help="Port of the proxy."),
+    faults: Path | None = typer.Option(None, help="FaultPlan file (.toml or .json)."),
+    control: bool = typer.Option(True, help="Expose /_harness/ truth and control endpoints."),
+) -> None:
+    """Run the fault-injecting streaming reverse proxy."""
+    from harness.faults import FaultPlan
+    from harness.proxy import create_proxy_app
+    from harness.studio.server import serve_forever
+
+    plan = FaultPlan.load(faults) if faults else None
+    typer.echo(f"fault proxy on http://{host}:{port} -> {upstream}")
+    serve_forever(create_proxy_app(upstream, faults=plan, control=control), host, port)
+
+
 def main() -> None:
     app()
 

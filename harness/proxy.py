@@ -1,0 +1,273 @@
+"""``harness proxy``: a streaming reverse proxy that applies a ``FaultPlan`` in front of any server.
+
+The same suites that break the emulator can break a live LM Studio: requests are forwarded with
+``httpx.AsyncClient``; responses come back chunk by chunk (SSE streams frame by frame, never
+buffered beyond one frame) through ``harness.faults.inject_stream``, the single implementation
+the emulator also uses. The proxy keeps its own ground truth and the same ``/_harness/``
+control endpoints.
+
+Fault actions that need the server's cooperation are done the way a client could do them:
+``wrong_model`` rewrites the request's ``model`` field, ``evict`` posts the answering model's
+instance id to the upstream's ``/api/v1/models/unload`` mid-stream.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import json
+import logging
+from collections.abc import AsyncIterator
+from typing import Any
+
+import httpx
+from starlette.applications import Starlette
+
+from harness.faults import (
+    FAULT_HEADER,
+    FaultAction,
+    FaultInjector,
+    FaultPlan,
+    FaultPlanError,
+    SseFrameSplitter,
+    StreamDropped,
+    WrongModelFault,
+    delay_before_headers,
+    inject_stream,
+    parse_action,
+    pre_response,
+)
+from harness.studio.engine import EndpointCounters
+from harness.studio.truth import TruthLog
+
+log = logging.getLogger("harness.proxy")
+
+HOP_BY_HOP = {
+    b"connection", b"keep-alive", b"proxy-authenticate", b"proxy-authorization", b"te",
+    b"trailers", b"transfer-encoding", b"upgrade", b"content-length", b"host", b"date",
+    b"server",
+}
+
+
+class _ProxyEngine:
+    """The proxy's bookkeeping, shaped like the emulator's engine for the control routes."""
+
+    def __init__(self, truth_limit: int) -> None:
+        self.truth = TruthLog(truth_limit)
+        self.counters: dict[str, EndpointCounters] = {}
+
+    def state(self) -> dict[str, Any]:
+        return {"proxy": True}
+
+
+class ProxyState:
+    def __init__(self, upstream: str, faults: FaultPlan | None, max_body_bytes: int,
+                 truth_limit: int) -> None:
+        self.upstream = upstream.rstrip("/")
+        self.engine = _ProxyEngine(truth_limit)
+        self.injector: FaultInjector | None = FaultInjector(faults) if faults else None
+        self.max_body_bytes = max_body_bytes
+        self.client: httpx.AsyncClient | None = None
+
+    def set_faults(self, plan: FaultPlan | None) -> None:
+        self.injector = FaultInjector(plan) if plan is not None and plan.rules else None
+
+    async def reset(self) -> None:
+        self.set_faults(None)
+        self.engine.truth.clear()
+        self.engine.counters.clear()
+
+
+def _model_of(body: bytes) -> tuple[dict[str, Any] | None, str | None]:
+    try:
+        value = json.loads(body) if body else None
+    except (json.JSONDecodeError, UnicodeDecodeError):
+        return None, None
+    if isinstance(value, dict):
+        model = value.get("model")
+        return value, model if isinstance(model, str) else None
+    return None, None
+
+
+class ProxyApp:
+    """ASGI callable that forwards every non-control request upstream."""
+
+    def __init__(self, state: ProxyState) -> None:
+        self.state = state
+
+    async def __call__(self, scope: dict[str, Any], receive: Any, send: Any) -> None:
+        state = self.state
+        loop = asyncio.get_running_loop()
+        method, path = scope["method"], scope["path"]
+        body = await self._read_body(receive)
+        if body is None:
+            await _send_simple(send, 413, {"error": f"Request body exceeds the proxy's limit of "
+                                                    f"{state.max_body_bytes} bytes"})
+            return
+        parsed, model = _model_of(body)
+        record = state.engine.truth.open(path, method, bool(parsed and parsed.get("stream")))
+        record.model_requested = model
+        counters = state.engine.counters.setdefault(path, EndpointCounters())
+        counters.requests += 1
+        status = 502
+        try:
+            status = await self._forward(scope, receive, send, body, parsed, model, record)
+        except FaultPlanError as exc:
+            status = 400
+            await _send_simple(send, 400, {"error": str(exc)})
+        finally:
+            record.status = status
+            counters.statuses[status] = counters.statuses.get(status, 0) + 1
+            counters.streamed_chunks += len(record.sent_at)
+            record.finished_at = loop.time()
+
+    async def _read_body(self, receive: Any) -> bytes | None:
+        chunks, size = [], 0
+        while True:
+            message = await receive()
+            if message["type"] == "http.disconnect":
+                raise asyncio.CancelledError("client went away while sending the body")
+            chunk = message.get("body", b"")
+            size += len(chunk)
+            if size > self.state.max_body_bytes:
+                return None
+            chunks.append(chunk)
+            if not message.get("more_body", False):
+                return b"".join(chunks)
+
+    def _select(self, scope: dict[str, Any], model: str | None) -> FaultAction | None:
+        for key, value in scope["headers"]:
+            if key == FAULT_HEADER.encode():
+                return parse_action(value.decode("latin-1"))
+        if self.state.injector is None:
+            return None
+        return self.state.injector.select(scope["path"], scope["method"], model)
+
+    async def _forward(self, scope: dict[str, Any], receive: Any, send: Any, body: bytes,
+                       parsed: dict[str, Any] | None, model: str | None, record: Any) -> int:
+        state = self.state
+        loop = asyncio.get_running_loop()
+        fault = self._select(scope, model)
+        if fault is not None:
+            record.fault = fault.kind
+            delay = delay_before_headers(fault)
+            if delay > 0:
+                await asyncio.sleep(delay)
+            prepared = pre_response(fault)
+            if prepared is not None:
+                headers = [*prepared.headers, (b"content-length", str(len(prepared.body)).encode())]
+                await send({"type": "http.response.start", "status": prepared.status,
+                            "headers": headers})
+                await send({"type": "http.response.body", "body": prepared.body})
+                return prepared.status
+            if isinstance(fault, WrongModelFault) and parsed is not None:
+                parsed["model"] = fault.model or "harness-wrong-model"
+                body = json.dumps(parsed).encode()
+        query = scope.get("query_string", b"").decode("latin-1")
+        url = state.upstream + scope["path"] + (f"?{query}" if query else "")
+        headers = [(k, v) for k, v in scope["headers"]
+                   if k not in HOP_BY_HOP and k != FAULT_HEADER.encode()]
+        assert state.client is not None
+        request = state.client.build_request(scope["method"], url, headers=headers, content=body)
+        try:
+            upstream = await state.client.send(request, stream=True)
+        except httpx.HTTPError as exc:
+            message = f"proxy could not reach upstream {scope['method']} {url}: {exc!r}"
+            log.warning(message)
+            await _send_simple(send, 502, {"error": message})
+            return 502
+        try:
+            out_headers = [(k.lower(), v) for k, v in upstream.headers.raw
+                           if k.lower() not in HOP_BY_HOP]
+            await send({"type": "http.response.start", "status": upstream.status_code,
+                        "headers": out_headers})
+            sse = upstream.headers.get("content-type", "").startswith("text/event-stream")
+            source: AsyncIterator[bytes] = upstream.aiter_raw()
+            if sse:
+                source = _frames(source)
+                instance = {"id": model}
+
+                async def evict() -> None:
+                    await state.client.post(  # type: ignore[union-attr]
+                        state.upstream + "/api/v1/models/unload",
+                        json={"instance_id": instance["id"]})
+
+                source = _note_model(source, instance)
+                source = inject_stream(fault, source, evict)
+            try:
+                async for chunk in source:
+                    await send({"type": "http.response.body", "body": chunk, "more_body": True})
+                    record.sent_at.append(loop.time())
+            except StreamDropped:
+                return upstream.status_code
+            except httpx.HTTPError as exc:
+                log.warning("upstream %s broke mid-stream: %r", url, exc)
+                return upstream.status_code  # close without the final chunk, like upstream
+            await send({"type": "http.response.body", "body": b"", "more_body": False})
+            return upstream.status_code
+        finally:
+            await upstream.aclose()
+
+
+async def _frames(chunks: AsyncIterator[bytes]) -> AsyncIterator[bytes]:
+    splitter = SseFrameSplitter()
+    async for chunk in chunks:
+        for frame in splitter.feed(chunk):
+            yield frame
+    rest = splitter.flush()
+    if rest:
+        yield rest
+
+
+async def _note_model(frames: AsyncIterator[bytes], instance: dict[str, Any]
+                      ) -> AsyncIterator[bytes]:
+    """Remember which instance answered (the stream's ``model``), for the ``evict`` action."""
+    seen = False
+    async for frame in frames:
+        if not seen and frame.startswith(b"data: {"):
+            try:
+                model = json.loads(frame[6:]).get("model")
+            except json.JSONDecodeError:
+                model = None
+            if isinstance(model, str):
+                instance["id"] = model
+                seen = True
+        yield frame
+
+
+async def _send_simple(send: Any, status: int, payload: dict[str, Any]) -> None:
+    data = json.dumps(payload).encode()
+    await send({"type": "http.response.start", "status": status,
+                "headers": [(b"content-type", b"application/json; charset=utf-8"),
+                            (b"content-length", str(len(data)).encode())]})
+    await send({"type": "http.response.body", "body": data})
+
+
+def create_proxy_app(upstream: str, *, faults: FaultPlan | None = None, control: bool = True,
+                     max_body_bytes: int = 16 * 1024 * 1024, truth_limit: int = 50_000,
+                     ) -> Starlette:
+    """The proxy app; ``app.state.proxy`` is its ``ProxyState``."""
+    import contextlib
+
+    from starlette.routing import Mount
+
+    from harness.studio import control as control_routes
+
+    state = ProxyState(upstream, faults, max_body_bytes, truth_limit)
+
+    @contextlib.asynccontextmanager
+    async def lifespan(app: Starlette) -> AsyncIterator[None]:
+        limits = httpx.Limits(max_connections=None, max_keepalive_connections=200)
+        timeout = httpx.Timeout(connect=10.0, read=None, write=60.0, pool=None)
+        async with httpx.AsyncClient(limits=limits, timeout=timeout) as client:
+            state.client = client
+            yield
+        state.client = None
+
+    routes: list[Any] = control_routes.routes(state) if control else []
+    routes.append(Mount("/", app=ProxyApp(state)))
+    app = Starlette(routes=routes, lifespan=lifespan)
+    app.state.proxy = state
+    return app
+
+
+__all__ = ["ProxyState", "create_proxy_app"]
