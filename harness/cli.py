@@ -115,6 +115,49 @@ def proxy(
     serve_forever(create_proxy_app(upstream, faults=plan, control=control), host, port)
 
 
+review_app = typer.Typer(
+    help="Multi-LLM review: run a roster of reviewer models over a change, or re-render a run.",
+    invoke_without_command=True,
+)
+app.add_typer(review_app, name="review")
+
+
+@review_app.callback()
+def review(
+    ctx: typer.Context,
+    subject: Path = typer.Option(None, help="Subject: TOML, .diff/.patch or text file."),
+    roster: Path = typer.Option(None, help="Roster TOML (default: the packaged 3-reviewer one)."),
+    out: Path = typer.Option(Path("reports/out/review"), help="Output directory."),
+    base_url: str = typer.Option("http://127.0.0.1:1234", help="LM Studio (or emulator) URL."),
+    api_token: str = typer.Option(None, envvar="LM_API_TOKEN", help="Bearer token, if needed."),
+    name: str = typer.Option("review", help="Report file name (no directories)."),
+    no_cache: bool = typer.Option(False, help="Ignore and do not write the response cache."),
+    quiet: bool = typer.Option(False, help="No live progress."),
+) -> None:
+    """Run every reviewer of the roster over SUBJECT and write Markdown, HTML and JSON."""
+    if ctx.invoked_subcommand is not None:
+        return
+    from harness.review.cli_support import run_command
+
+    if subject is None:
+        raise typer.BadParameter("--subject is required (or use 'harness review render')")
+    raise typer.Exit(run_command(subject=subject, roster=roster, out=out, base_url=base_url,
+                                 api_token=api_token, name=name, use_cache=not no_cache,
+                                 progress=not quiet))
+
+
+@review_app.command("render")
+def review_render(
+    source: Path = typer.Argument(..., help="run.json, a run directory, or a panel directory."),
+    out: Path = typer.Option(Path("reports/out/review"), help="Output directory."),
+    name: str = typer.Option("review", help="Report file name (no directories)."),
+) -> None:
+    """Re-render a report from a saved run or canned reviews, without calling any model."""
+    from harness.review.cli_support import render_command
+
+    raise typer.Exit(render_command(source=source, out=out, name=name))
+
+
 def main() -> None:
     app()
 
