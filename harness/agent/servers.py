@@ -18,7 +18,7 @@ from __future__ import annotations
 import logging
 import sys
 import tempfile
-from collections.abc import AsyncIterator, Iterator
+from collections.abc import AsyncIterator, Callable, Iterator
 from contextlib import AsyncExitStack, asynccontextmanager, contextmanager
 from typing import Any, TextIO
 
@@ -60,8 +60,14 @@ def describe_exception(exc: BaseException) -> str:
 class ServerConnection:
     """One MCP server over its whole life: start, tools, calls, stop."""
 
-    def __init__(self, name: str, config: StdioServer | HttpServer) -> None:
+    def __init__(
+        self,
+        name: str,
+        config: StdioServer | HttpServer,
+        on_settled: Callable[[ServerConnection], None] | None = None,
+    ) -> None:
         self.name = name
+        self._on_settled = on_settled
         self.config = config
         self.tools: tuple[ToolSpec, ...] = ()
         self.start_error: str | None = None
@@ -144,15 +150,21 @@ class ServerConnection:
                     client = await stack.enter_async_context(await self._client_for(stack))
                     self.tools = await self._list_tools(client)
                     self._client = client
-                    self._ready.set()
+                    self._settle()
                     await self._stop.wait()
                     self._client = None
             except Exception as exc:
                 self._record(describe_exception(exc))
             finally:
                 self._client = None
-                self._ready.set()
+                self._settle()
                 self._done.set()
+
+    def _settle(self) -> None:
+        if not self._ready.is_set():
+            self._ready.set()
+            if self._on_settled is not None:
+                self._on_settled(self)
 
     def _record(self, problem: str) -> None:
         if self._ready.is_set():
@@ -165,7 +177,7 @@ class ServerConnection:
     def abort_start(self, reason: str) -> None:
         if not self._ready.is_set():
             self.start_error = reason
-            self._ready.set()
+            self._settle()
             self._scope.cancel()
 
     def stop(self) -> None:
@@ -265,7 +277,11 @@ async def open_servers(
     selected = config.select(names)
     if not selected:
         raise McpConfigError(config.source, "mcpServers", "no (enabled) servers to run")
-    connections = [ServerConnection(name, cfg) for name, cfg in selected.items()]
+    settled_send, settled = anyio.create_memory_object_stream[ServerConnection](len(selected))
+    connections = [
+        ServerConnection(name, cfg, on_settled=settled_send.send_nowait)
+        for name, cfg in selected.items()
+    ]
     # Exceptions are carried out of the task group by hand: raised inside it they would surface
     # wrapped in an ExceptionGroup, and callers should catch ``ToolCallFailed``, not a group.
     error: Exception | None = None
@@ -276,15 +292,26 @@ async def open_servers(
         stack.push_async_callback(_stop_all, connections, tg, limits.shutdown_timeout)
         for c in connections:
             tg.start_soon(c.serve, name=f"mcp-server:{c.name}")
+        stack.enter_context(settled_send)
+        stack.enter_context(settled)
+        first_failure: ServerConnection | None = None
         with anyio.move_on_after(limits.start_timeout):
-            for c in connections:
-                await c.wait_ready()
+            for _ in connections:
+                settled_one = await settled.receive()
+                if settled_one.start_error is not None and policy is ErrorPolicy.FAIL_FAST:
+                    first_failure = settled_one
+                    break  # no point waiting for the others: the run will not happen
         for c in connections:
-            c.abort_start(f"did not start within {limits.start_timeout:g}s (start_timeout)")
+            c.abort_start(
+                f"start abandoned: server {first_failure.name!r} failed (fail_fast)"
+                if first_failure is not None
+                else f"did not start within {limits.start_timeout:g}s (start_timeout)"
+            )
         pool = ServerPool(connections)
         failures = pool.start_failures
         if failures and policy is ErrorPolicy.FAIL_FAST:
-            error = ServerStartError(failures[0].server, failures[0].error)
+            culprit = first_failure or pool.connection(failures[0].server)
+            error = ServerStartError(culprit.name, culprit.start_error or "unknown")
         else:
             for failure in failures:
                 log.warning("MCP server %r left out: %s", failure.server, failure.error)
