@@ -34,7 +34,10 @@ from typing import Any
 _SECRET_PATTERNS = (
     re.compile(r"(Bearer\s+)[^\s\"',;]+", re.IGNORECASE),
     re.compile(r"sk-lm-[A-Za-z0-9]+:[^\s\"',;]+"),
-    re.compile(r"((?:api[_-]?key|token|authorization)[\"']?\s*[:=]\s*[\"']?)[^\s\"',;]+", re.I),
+    re.compile(
+        r"((?:api[_-]?key|token|authorization)[\"']?\s*[:=]\s*[\"']?)(?!Bearer\b)[^\s\"',;]+",
+        re.IGNORECASE,
+    ),
 )
 
 

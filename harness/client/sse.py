@@ -54,10 +54,11 @@ class SSEDecoder:
         return self._lines(lines)
 
     def flush(self) -> list[SSEEvent]:
-        """End of stream: a final line without its terminator still counts; an event without
-        its blank line does not dispatch (per the spec), which the assembler reports."""
-        rest, self._pending = self._pending.rstrip(b"\r"), b""
-        events = self._lines([rest]) if rest else []
+        """End of stream. Per the spec a final line without its terminator is discarded and an
+        event without its blank line is not dispatched; the assembler reports what was lost."""
+        pending, self._pending = self._pending, b""
+        # Only a line whose terminator arrived counts; a pending CR is such a terminator.
+        events = self._lines([pending[:-1]]) if pending.endswith(b"\r") else []
         self._data, self._event = [], None
         return events
 
@@ -72,7 +73,9 @@ class SSEDecoder:
         for raw in lines:
             if not raw:
                 if data:
-                    events.append(SSEEvent("\n".join(data), self._event or "message", self._id))
+                    joined = "\n".join(data)
+                    if joined:  # the spec dispatches nothing for empty data
+                        events.append(SSEEvent(joined, self._event or "message", self._id))
                     data = self._data = []
                 self._event = None
                 continue

@@ -43,7 +43,9 @@ def sse(*frames: Any, done: bool = True, delay: float = 0.0) -> Reply:
     """A streamed reply: each frame is a dict (JSON data frame) or raw bytes."""
     chunks = []
     for frame in frames:
-        data = frame if isinstance(frame, bytes) else b"data: " + json.dumps(frame).encode() + b"\n\n"
+        if not isinstance(frame, bytes):
+            frame = b"data: " + json.dumps(frame).encode() + b"\n\n"
+        data = frame
         chunks.append((delay, data))
     if done:
         chunks.append((delay, b"data: [DONE]\n\n"))

@@ -138,7 +138,8 @@ def test_broken_streams_raise_and_keep_partial(server: ScriptedServer, reply: Re
 
 
 def test_error_frame_inside_stream(server: ScriptedServer) -> None:
-    frame = b'event: error\ndata: {"error":{"message":"Compute error."},"message":"Compute error."}\n\n'
+    frame = (b'event: error\ndata: {"error":{"message":"Compute error."},'
+             b'"message":"Compute error."}\n\n')
     server.script(CHAT, sse(chunk("abc"), frame, done=False))
     with client(server) as c, c.stream_chat(MSG) as stream:
         with pytest.raises(ServerStreamError) as info:
