@@ -9,6 +9,7 @@ chunk's empty delta, a ``choices:[]`` usage chunk only with ``include_usage``, t
 
 from __future__ import annotations
 
+import functools
 import json
 import secrets
 import string
@@ -27,12 +28,23 @@ def _dumps(value: Any) -> str:
     return json.dumps(value, separators=(",", ":"), ensure_ascii=False)
 
 
+def _alnum(n: int) -> str:
+    value = secrets.randbits(6 * n)
+    return "".join(_ALNUM[(value >> (6 * i)) % 36] for i in range(n))
+
+
 def chat_id() -> str:
-    return "chatcmpl-" + "".join(secrets.choice(_ALNUM) for _ in range(20))
+    return "chatcmpl-" + _alnum(20)
 
 
 def completion_id() -> str:
-    return "cmpl-" + "".join(secrets.choice(_ALNUM) for _ in range(20))
+    return "cmpl-" + _alnum(20)
+
+
+@functools.lru_cache(maxsize=65536)
+def _delta(field: str, token: str) -> bytes:
+    """Encoded ``{"<field>":"<token>"}`` (vocabulary is small, so this cache hits)."""
+    return _dumps({field: token}).encode()
 
 
 def response_id() -> str:
@@ -116,12 +128,14 @@ def chat_frames(
         frames.append(head + _dumps(delta).encode() + tail)
         steps.append(step)
 
-    for tok in reply.reasoning:
-        add({rfield: tok})
-        step += 1
-    for tok in reply.content:
-        add({"content": tok})
-        step += 1
+    for field_name, tokens in ((rfield, reply.reasoning), ("content", reply.content)):
+        for tok in tokens:
+            if frames:
+                frames.append(head + _delta(field_name, tok) + tail)
+                steps.append(step)
+            else:
+                add({field_name: tok})
+            step += 1
     for index, call in enumerate(reply.tool_calls):
         add(
             {

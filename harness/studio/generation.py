@@ -103,14 +103,17 @@ def tokenize(text: str) -> tuple[str, ...]:
     return pieces
 
 
-def _words(rng: random.Random, n: int) -> list[str]:
+def _words(rng: random.Random, n: int, cap: int | None = None) -> list[str]:
+    """``n`` words of text; with ``cap`` only the first ``cap`` of them (same prefix)."""
     tokens: list[str] = []
     sentence_start = True
-    for i in range(n):
-        word = rng.choice(WORDS)
+    count = len(WORDS)
+    rand = rng.random
+    for i in range(n if cap is None else min(n, cap)):
+        word = WORDS[int(rand() * count)]
         if sentence_start:
             word = word.capitalize()
-        end = i == n - 1 or rng.random() < 0.09
+        end = i == n - 1 or rand() < 0.09
         tokens.append(("" if i == 0 else " ") + word + ("." if end else ""))
         sentence_start = end
     return tokens
@@ -234,7 +237,8 @@ def plan_chat_reply(
         content = list(tokenize(json.dumps(value, ensure_ascii=False)))
     else:
         lo, hi = reply_tokens
-        content = _words(rng, rng.randint(lo, max(lo, hi)))
+        cap = None if request.max_tokens is None or request.stop else request.max_tokens + 1
+        content = _words(rng, rng.randint(lo, max(lo, hi)), cap)
         content, stop_hit = _apply_stop(content, request.stop)
     if spec.reasoning == "reasoning_content" and reasoning:
         content = ["\n\n", *content]

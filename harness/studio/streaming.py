@@ -9,6 +9,7 @@ Faults wrap the frame iterator (``harness.faults.inject_stream``) only when one 
 from __future__ import annotations
 
 import asyncio
+import time
 from collections.abc import AsyncIterator, Awaitable, Callable
 from typing import Any
 
@@ -97,7 +98,7 @@ async def write_stream(
     on_complete: Callable[[], object] | None = None,
 ) -> bool:
     """Stream ``frames``; returns False when the connection was dropped on purpose."""
-    loop = asyncio.get_running_loop()
+    now = time.monotonic  # real write time; loop.time() may be cached per loop iteration
     if not headers_sent:
         await send({"type": "http.response.start", "status": 200, "headers": SSE_HEADERS})
     cursor = _Cursor()
@@ -110,7 +111,7 @@ async def write_stream(
         async for frame in source:
             await send({"type": "http.response.body", "body": frame, "more_body": True})
             scheduled.append(cursor.due)
-            sent_at.append(loop.time())
+            sent_at.append(now())
     except StreamDropped:
         return False
     if on_complete is not None:

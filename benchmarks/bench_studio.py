@@ -1,0 +1,183 @@
+"""Benchmark: can the emulator serve 1,000 concurrent 20 tokens/s streams from one core?
+
+The server (``harness serve`` with the bench catalog) runs in its own process pinned to CPU 0;
+this load generator runs pinned to CPU 1 and speaks raw HTTP/1.1 over asyncio streams so it is
+never the bottleneck. Reported:
+
+- start-up to first answer: process spawn until ``GET /v1/models`` answers 200;
+- server-side lateness: per chunk, write time minus scheduled time (from ``/_harness/truth``);
+- client-observed lateness: per chunk, arrival minus (first arrival + i * interval);
+- completeness: every stream must end with a finish_reason chunk and ``[DONE]``.
+
+Usage: ``.venv/bin/python benchmarks/bench_studio.py [--streams 1000] [--tokens 40]``
+"""
+
+from __future__ import annotations
+
+import argparse
+import asyncio
+import json
+import os
+import socket
+import statistics
+import subprocess
+import sys
+import time
+import urllib.request
+from pathlib import Path
+
+ROOT = Path(__file__).resolve().parents[1]
+MODEL = "qwen/qwen3-4b"
+TOKENS_PER_S = 20.0
+
+
+def free_port() -> int:
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return int(s.getsockname()[1])
+
+
+def start_server(port: int, parallel: int) -> tuple[subprocess.Popen[bytes], float]:
+    cmd = [
+        "taskset", "-c", "0", sys.executable, "-m", "harness.cli", "serve",
+        "--port", str(port), "--catalog", str(ROOT / "fixtures/catalogs/bench.json"),
+        "--control", "--parallel", str(parallel), "--preload", MODEL,
+    ]
+    t0 = time.monotonic()
+    proc = subprocess.Popen(cmd, cwd=ROOT, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE)
+    url = f"http://127.0.0.1:{port}/v1/models"
+    while True:
+        try:
+            with urllib.request.urlopen(url, timeout=1) as r:
+                if r.status == 200:
+                    return proc, time.monotonic() - t0
+        except OSError:
+            pass
+        if proc.poll() is not None:
+            raise RuntimeError(f"server exited: {proc.stderr.read().decode() if proc.stderr else ''}")
+        if time.monotonic() - t0 > 20:
+            proc.kill()
+            raise RuntimeError("server did not answer within 20 s")
+        time.sleep(0.005)
+
+
+async def one_stream(port: int, tokens: int, seed: int) -> tuple[list[float], bool]:
+    body = json.dumps({
+        "model": MODEL, "stream": True, "max_tokens": tokens, "seed": seed,
+        "messages": [{"role": "user", "content": f"bench {seed}"}],
+    }).encode()
+    reader, writer = await asyncio.open_connection("127.0.0.1", port)
+    writer.write(
+        b"POST /v1/chat/completions HTTP/1.1\r\nHost: bench\r\nContent-Type: application/json\r\n"
+        + f"Content-Length: {len(body)}\r\nConnection: close\r\n\r\n".encode() + body
+    )
+    arrivals: list[float] = []
+    seen = b""
+    complete = False
+    loop = asyncio.get_running_loop()
+    try:
+        while True:
+            data = await reader.read(65536)
+            if not data:
+                break
+            now = loop.time()
+            n = data.count(b"data: {")
+            arrivals.extend([now] * n)
+            seen = (seen + data)[-4096:]
+            if b"data: [DONE]" in seen:
+                complete = b'"finish_reason":"' in seen or complete
+                break
+            if b'"finish_reason":"' in data:
+                complete = True
+    finally:
+        writer.close()
+    return arrivals, complete and b"data: [DONE]" in seen
+
+
+def pct(values: list[float], q: float) -> float:
+    if not values:
+        return float("nan")
+    ordered = sorted(values)
+    return ordered[min(len(ordered) - 1, int(q * len(ordered)))]
+
+
+async def run_load(port: int, streams: int, tokens: int, ramp_s: float
+                   ) -> list[tuple[list[float], bool]]:
+    """Open all streams, spread evenly over ``ramp_s`` (0: all at once)."""
+
+    async def delayed(i: int) -> tuple[list[float], bool]:
+        await asyncio.sleep(ramp_s * i / streams)
+        return await one_stream(port, tokens, i)
+
+    return await asyncio.gather(*(delayed(i) for i in range(streams)))
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--streams", type=int, default=1000)
+    parser.add_argument("--tokens", type=int, default=40)
+    parser.add_argument("--ramp", type=float, default=1.0,
+                        help="seconds over which the streams are opened (0 = one burst)")
+    args = parser.parse_args()
+    if hasattr(os, "sched_setaffinity") and (os.cpu_count() or 1) > 1:
+        os.sched_setaffinity(0, {1})
+    try:
+        import uvloop
+
+        uvloop.install()
+    except ImportError:
+        pass
+    port = free_port()
+    proc, startup = start_server(port, parallel=args.streams + 100)
+    try:
+        t0 = time.monotonic()
+        results = asyncio.run(run_load(port, args.streams, args.tokens, args.ramp))
+        wall = time.monotonic() - t0
+        with urllib.request.urlopen(f"http://127.0.0.1:{port}/_harness/truth", timeout=30) as r:
+            truth = json.load(r)["records"]
+    finally:
+        proc.terminate()
+        proc.wait(timeout=10)
+    interval = 1.0 / TOKENS_PER_S
+    client_late: list[float] = []
+    for arrivals, _ in results:
+        token_arrivals = arrivals[: args.tokens]
+        if token_arrivals:
+            first = token_arrivals[0]
+            client_late += [a - (first + i * interval) for i, a in enumerate(token_arrivals)]
+    server_late: list[float] = []
+    for rec in truth:
+        if rec["endpoint"] != "/v1/chat/completions":
+            continue
+        server_late += [a - s for a, s in zip(rec["sent_chunk_times_s"],
+                                              rec["scheduled_chunk_times_s"], strict=False)]
+    by_index: dict[int, list[float]] = {}
+    for rec in truth:
+        pairs = zip(rec["sent_chunk_times_s"], rec["scheduled_chunk_times_s"], strict=False)
+        for i, (a, s) in enumerate(pairs):
+            by_index.setdefault(min(i, 10), []).append(a - s)
+    print("server p99 lateness by chunk index (10 = 10+), ms:",
+          {i: round(pct(v, .99) * 1000, 1) for i, v in sorted(by_index.items())})
+    complete = sum(1 for _, ok in results if ok)
+    chunks = sum(len(a) for a, _ in results)
+    print(f"streams: {args.streams} concurrent, {args.tokens} tokens each at {TOKENS_PER_S:g} tok/s,"
+          f" opened over {args.ramp:g} s (server pinned to CPU 0, load generator to CPU 1)")
+    print(f"start-up to first answer: {startup * 1000:.0f} ms")
+    print(f"complete streams: {complete}/{args.streams}; chunks received: {chunks}; "
+          f"wall: {wall:.2f} s; aggregate {chunks / wall:.0f} chunks/s")
+    print("server-side lateness (sent - scheduled), ms: "
+          f"p50 {pct(server_late, .5) * 1000:.2f}  p99 {pct(server_late, .99) * 1000:.2f}  "
+          f"max {max(server_late, default=0) * 1000:.2f}  (n={len(server_late)})")
+    print("client-observed lateness (arrival - (first + i*interval)), ms: "
+          f"p50 {pct(client_late, .5) * 1000:.2f}  p99 {pct(client_late, .99) * 1000:.2f}  "
+          f"max {max(client_late, default=0) * 1000:.2f}")
+    ttfts = [r["scheduled_ttft_s"] for r in truth if r.get("scheduled_ttft_s") is not None]
+    if ttfts:
+        print(f"scheduled TTFT median {statistics.median(ttfts) * 1000:.1f} ms")
+    ok = (complete == args.streams and pct(server_late, .99) <= 0.020 and startup < 1.0)
+    print("VERDICT:", "PASS" if ok else "FAIL", "(p99 <= 20 ms, all complete, start-up < 1 s)")
+    sys.exit(0 if ok else 1)
+
+
+if __name__ == "__main__":
+    main()
