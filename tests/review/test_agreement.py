@@ -34,8 +34,9 @@ def test_undefined_cases() -> None:
     assert krippendorff_alpha([[1, 1], [2, 2]]) == 1.0
 
 
-@given(st.lists(st.lists(st.one_of(st.none(), st.integers(1, 3)), min_size=3, max_size=3),
-                max_size=12))
+@given(
+    st.lists(st.lists(st.one_of(st.none(), st.integers(1, 3)), min_size=3, max_size=3), max_size=12)
+)
 def test_alpha_is_at_most_one(units: list[list[int | None]]) -> None:
     for level in ("nominal", "ordinal", "interval"):
         alpha = krippendorff_alpha(units, level)  # type: ignore[arg-type]
