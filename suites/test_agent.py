@@ -186,7 +186,8 @@ async def test_fail_fast_cancels_outstanding_calls_and_raises_with_transcript(
     elapsed = time.monotonic() - started
 
     error = info.value
-    assert (error.server, error.tool, error.arguments) == ("flaky", "fail", {"message": "disk full"})
+    assert (error.server, error.tool) == ("flaky", "fail")
+    assert error.arguments == {"message": "disk full"}
     assert "disk full" in error.cause and error.round_index == 2 and error.model == MODEL
     assert "server 'flaky'" in str(error) and "tool 'fail'" in str(error)
     assert '{"message": "disk full"}' in str(error)
@@ -255,7 +256,8 @@ async def test_path_escaping_argument_is_refused(
     assert failure.status is CallStatus.TOOL_ERROR and "escapes the notes root" in failure.output
     assert "TOP SECRET" not in result.text
 
-    with pytest.raises(ToolCallFailed, match=r"server 'notes', tool 'read'.*escapes the notes root"):
+    refused = r"server 'notes', tool 'read'.*escapes the notes root"
+    with pytest.raises(ToolCallFailed, match=refused):
         await agent(aclient, shared, policy=ErrorPolicy.FAIL_FAST).run(directive([escape]))
 
 
@@ -301,7 +303,7 @@ async def test_deadlines_and_max_rounds_bound_the_run(aclient: AsyncClient,
     hang = directive([call("flaky__hang")])
     limits = RunLimits(call_timeout=30.0, run_timeout=0.6)
     started = time.monotonic()
-    with pytest.raises(RunDeadlineExceeded, match="0.6s deadline during the tool calls of round 1"):
+    with pytest.raises(RunDeadlineExceeded, match=r"0\.6s deadline during the tool calls"):
         await agent(aclient, shared, policy=ErrorPolicy.CONTINUE, limits=limits).run(hang)
     assert time.monotonic() - started < 1.5
 
