@@ -462,6 +462,7 @@ class AsyncChatStream:
         finally:
             if entry is not None:
                 entry.cancel_hook = None
+            await raw.aclose()  # type: ignore[attr-defined]
             await response.aclose()
 
     def _ctx(self) -> RequestContext:

@@ -1,0 +1,235 @@
+"""Streaming throughput and per-call overhead of the harness client against its peers.
+
+A local server (its own process, raw ASGI on uvicorn, body pre-built so it is never the
+bottleneck) streams 20,000 OpenAI-style chunks. In one run we measure chunks/s for:
+
+- raw httpx ``iter_lines`` + ``json.loads`` (the floor any client pays),
+- the official ``openai`` SDK,
+- harness ``Client.stream_chat`` and ``AsyncClient.stream_chat`` (typed deltas, model check,
+  completeness check, timings).
+
+and the per-call time of a small non-streaming chat against raw ``httpx.Client.post`` +
+``json.loads``. Targets (issue "Client core"): harness >= 10x the openai SDK, >= 0.6x raw httpx,
+non-streaming overhead <= 1.3x raw httpx. Run: ``python benchmarks/bench_streaming.py``.
+"""
+
+from __future__ import annotations
+
+import argparse
+import asyncio
+import json
+import multiprocessing as mp
+import os
+import socket
+import statistics
+import time
+from collections.abc import Callable
+from typing import Any
+
+CHUNKS = 20_000
+MODEL = "qwen/qwen3-4b"
+MSG = [{"role": "user", "content": "hi"}]
+
+
+def build_stream(n: int) -> list[bytes]:
+    frames = []
+    for i in range(n):
+        frames.append(b"data: " + json.dumps({
+            "id": "chatcmpl-bench", "object": "chat.completion.chunk", "created": 1,
+            "model": MODEL, "system_fingerprint": MODEL,
+            "choices": [{"index": 0, "delta": {"content": f" tok{i}"}, "logprobs": None,
+                         "finish_reason": None}]}, separators=(",", ":")).encode() + b"\n\n")
+    frames.append(b'data: {"id":"chatcmpl-bench","object":"chat.completion.chunk","created":1,'
+                  b'"model":"' + MODEL.encode() + b'","choices":[{"index":0,"delta":{},'
+                  b'"logprobs":null,"finish_reason":"stop"}]}\n\n')
+    frames.append(b"data: [DONE]\n\n")
+    # Group frames into network-sized writes (~16 events), as a busy server's sends coalesce.
+    return [b"".join(frames[i:i + 16]) for i in range(0, len(frames), 16)]
+
+
+SMALL = json.dumps({
+    "id": "chatcmpl-small", "object": "chat.completion", "created": 1, "model": MODEL,
+    "choices": [{"index": 0, "message": {"role": "assistant", "content": "hello",
+                                         "reasoning_content": "", "tool_calls": []},
+                 "logprobs": None, "finish_reason": "stop"}],
+    "usage": {"prompt_tokens": 3, "completion_tokens": 1, "total_tokens": 4}}).encode()
+
+
+def serve(port: int, n: int) -> None:
+    import uvicorn
+
+    if hasattr(os, "sched_setaffinity") and os.cpu_count() and os.cpu_count() > 1:  # type: ignore[operator]
+        os.sched_setaffinity(0, {1})
+    parts = build_stream(n)
+
+    async def app(scope: dict[str, Any], receive: Any, send: Any) -> None:
+        if scope["type"] != "http":
+            return
+        body = b""
+        while True:
+            message = await receive()
+            body += message.get("body", b"")
+            if not message.get("more_body"):
+                break
+        if b'"stream":true' not in body:
+            await send({"type": "http.response.start", "status": 200,
+                        "headers": [(b"content-type", b"application/json")]})
+            await send({"type": "http.response.body", "body": SMALL})
+            return
+        await send({"type": "http.response.start", "status": 200,
+                    "headers": [(b"content-type", b"text/event-stream")]})
+        for part in parts:
+            await send({"type": "http.response.body", "body": part, "more_body": True})
+        await send({"type": "http.response.body", "body": b""})
+
+    uvicorn.run(app, host="127.0.0.1", port=port, log_level="error")
+
+
+def free_port() -> int:
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return int(s.getsockname()[1])
+
+
+def wait_ready(port: int) -> None:
+    deadline = time.monotonic() + 10
+    while time.monotonic() < deadline:
+        try:
+            socket.create_connection(("127.0.0.1", port), 0.2).close()
+            return
+        except OSError:
+            time.sleep(0.05)
+    raise RuntimeError("benchmark server did not start")
+
+
+def best_of(runs: int, fn: Callable[[], int]) -> tuple[float, int]:
+    """Median seconds over ``runs`` and the chunk count (which must be the same each run)."""
+    times, counts = [], set()
+    for _ in range(runs):
+        start = time.perf_counter()
+        counts.add(fn())
+        times.append(time.perf_counter() - start)
+    if len(counts) != 1:
+        raise AssertionError(f"runs disagreed on the chunk count: {counts}")
+    return statistics.median(times), counts.pop()
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__)
+    parser.add_argument("--chunks", type=int, default=CHUNKS)
+    parser.add_argument("--runs", type=int, default=5)
+    parser.add_argument("--calls", type=int, default=500)
+    args = parser.parse_args()
+
+    import httpx
+    import openai
+
+    from harness import AsyncClient, Client
+
+    port = free_port()
+    proc = mp.get_context("spawn").Process(target=serve, args=(port, args.chunks), daemon=True)
+    proc.start()
+    if hasattr(os, "sched_setaffinity") and (os.cpu_count() or 1) > 1:
+        os.sched_setaffinity(0, {0})
+    try:
+        wait_ready(port)
+        url = f"http://127.0.0.1:{port}"
+        payload = {"model": MODEL, "messages": MSG, "stream": True}
+
+        raw = httpx.Client()
+
+        def run_raw() -> int:
+            n = 0
+            with raw.stream("POST", url + "/v1/chat/completions", json=payload) as r:
+                for line in r.iter_lines():
+                    if line.startswith("data: ") and line != "data: [DONE]":
+                        json.loads(line[6:])
+                        n += 1
+            return n
+
+        sdk = openai.OpenAI(base_url=url + "/v1", api_key="lm-studio")
+
+        def run_sdk() -> int:
+            n = 0
+            for _ in sdk.chat.completions.create(model=MODEL, messages=MSG,  # type: ignore[arg-type]
+                                                 stream=True):
+                n += 1
+            return n
+
+        harness_sync = Client(url, model=MODEL)
+
+        def run_sync() -> int:
+            with harness_sync.stream_chat(MSG, include_usage=False) as stream:
+                n = sum(1 for _ in stream)
+                stream.result()
+            return n + 1  # + the finish chunk, which carries no delta
+
+        loop = asyncio.new_event_loop()
+        harness_async = AsyncClient(url, model=MODEL)
+
+        async def consume() -> int:
+            async with harness_async.stream_chat(MSG, include_usage=False) as stream:
+                n = 0
+                async for _ in stream:
+                    n += 1
+                await stream.result()
+            return n + 1
+
+        def run_async() -> int:
+            return loop.run_until_complete(consume())
+
+        results: dict[str, float] = {}
+        for name, fn, runs in [("raw httpx iter_lines+json", run_raw, args.runs),
+                               ("openai SDK", run_sdk, max(1, args.runs // 2)),
+                               ("harness Client", run_sync, args.runs),
+                               ("harness AsyncClient", run_async, args.runs)]:
+            fn()  # warm-up: connection, imports, caches
+            seconds, count = best_of(runs, fn)
+            results[name] = count / seconds
+            print(f"{name:28s} {count / seconds:12,.0f} chunks/s  ({count} chunks, "
+                  f"median {seconds * 1000:.1f} ms)")
+        raw_rate, sdk_rate = results["raw httpx iter_lines+json"], results["openai SDK"]
+        for name in ("harness Client", "harness AsyncClient"):
+            print(f"{name}: {results[name] / sdk_rate:.1f}x openai SDK (target >= 10x), "
+                  f"{results[name] / raw_rate:.2f}x raw httpx (target >= 0.6x)")
+
+        small = {"model": MODEL, "messages": MSG}
+
+        def raw_call() -> int:
+            json.loads(raw.post(url + "/v1/chat/completions", json=small).content)
+            return 1
+
+        def harness_call() -> int:
+            harness_sync.chat(MSG)
+            return 1
+
+        def many(fn: Callable[[], int]) -> Callable[[], int]:
+            return lambda: sum(fn() for _ in range(args.calls))
+
+        for fn in (raw_call, harness_call):
+            fn()
+        # Interleave A and B batches and take the median of the pairwise ratios, so drift in
+        # the machine's speed (other processes) hits both sides alike.
+        pairs = []
+        for _ in range(args.runs * 2):
+            per_raw, _ = best_of(1, many(raw_call))
+            per_harness, _ = best_of(1, many(harness_call))
+            pairs.append((per_raw, per_harness))
+        ratio = statistics.median(h / r for r, h in pairs)
+        per_raw = statistics.median(r for r, _ in pairs)
+        per_harness = statistics.median(h for _, h in pairs)
+        print(f"non-streaming call: raw httpx {per_raw / args.calls * 1e6:.0f} us, harness "
+              f"{per_harness / args.calls * 1e6:.0f} us, median pairwise ratio {ratio:.2f}x "
+              f"(target <= 1.3x)")
+        loop.run_until_complete(harness_async.aclose())
+        loop.run_until_complete(loop.shutdown_asyncgens())
+        loop.close()
+        harness_sync.close()
+        raw.close()
+    finally:
+        proc.terminate()
+        proc.join(5)
+
+
+if __name__ == "__main__":
+    main()
