@@ -146,7 +146,7 @@ def load_roster(path: Path | None) -> tuple[Roster, Path | None]:
 
 
 def prompt_template(reviewer: Reviewer, roster_dir: Path | None) -> str:
-    """The Jinja source of a reviewer's prompt: inline, from a file next to the roster, or default."""
+    """A reviewer's prompt template: inline, from a file beside the roster, or the default."""
     if reviewer.prompt:
         return reviewer.prompt
     if reviewer.prompt_file:

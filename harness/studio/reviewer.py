@@ -235,9 +235,12 @@ def _markdown(review: dict[str, Any]) -> str:
             continue
         lines += ["", f"## {severity.capitalize()} issues"]
         for f in items:
+            meta = [str(f["location"])] if f.get("location") else []
+            if f.get("estimated_hours") is not None:
+                meta.append(f"~{f['estimated_hours']:g}h")
+            where = f" ({', '.join(meta)})" if meta else ""
             lines.append(
-                f"- **{f['title']}** ({f['location']}, ~{f['estimated_hours']:g}h): {f['impact']} "
-                f"Recommendation: {f['recommendation']}"
+                f"- **{f['title']}**{where}: {f['impact']} Recommendation: {f['recommendation']}"
             )
     lines += ["", "## Strengths", *(f"- {s}" for s in review["strengths"])]
     lines += ["", "## Recommendations", *(f"- {r}" for r in review["recommendations"])]
