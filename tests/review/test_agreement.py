@@ -39,7 +39,7 @@ def test_undefined_cases() -> None:
 )
 def test_alpha_is_at_most_one(units: list[list[int | None]]) -> None:
     for level in ("nominal", "ordinal", "interval"):
-        alpha = krippendorff_alpha(units, level)  # type: ignore[arg-type]
+        alpha = krippendorff_alpha(units, level)
         assert alpha is None or alpha <= 1.0 + 1e-9
 
 
