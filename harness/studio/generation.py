@@ -21,7 +21,7 @@ from harness.studio.catalog import ModelSpec
 
 WORDS = ["the", "model", "answers", "with", "tokens", "that", "arrive", "one", "by", "one", "over", "a", "local", "socket", "while", "the", "harness", "measures", "time", "to", "first", "token", "inter", "token", "latency", "and", "throughput", "under", "load", "streams", "may", "end", "early", "when", "another", "model", "is", "loaded", "so", "every", "client", "must", "check", "the", "finish", "reason", "before", "trusting", "a", "reply", "queue", "slots", "parallel", "requests", "cache", "expiry", "retry", "budget", "backoff", "jitter", "deadline", "context", "window", "prompt", "template", "reasoning", "tool", "call", "arguments", "schema", "validation", "embedding", "vector", "catalog", "server", "process", "memory", "latency", "percentile", "report", "review", "agent", "suite", "fixture", "cassette", "emulator", "proxy", "fault", "status", "header", "chunk", "frame", "event", "error", "recovery", "timeout", "connection", "pool", "keep", "alive", "quick", "brown", "fox", "jumps", "over", "lazy", "dog", "small", "large", "fast", "slow", "local", "remote", "simple", "robust", "clear", "honest", "exact", "careful", "bounded", "typed", "pure", "stable"]
 
-TOOLS_DIRECTIVE = re.compile(r"\[\[tools:\s*(.*?)\]\]", re.DOTALL)
+TOOLS_DIRECTIVE = re.compile(r"\[\[tools:\s*")
 _TOKEN_PIECES = re.compile(r"\s*[A-Za-z0-9_]{1,6}|\s*[^A-Za-z0-9_\s]|\s+")
 
 
@@ -162,19 +162,20 @@ def _scripted_tool_answer(
     last_user = max((i for i, m in enumerate(messages) if m.get("role") == "user"), default=-1)
     if last_user < 0:
         return None, None
-    match = TOOLS_DIRECTIVE.search(message_text(messages[last_user].get("content")))
+    text = message_text(messages[last_user].get("content"))
+    match = TOOLS_DIRECTIVE.search(text)
     if match is None:
         return None, None
     try:
-        rounds = json.loads(match.group(1))
-        if not isinstance(rounds, list) or not all(isinstance(r, list) for r in rounds):
-            return None, None
-        for rnd in rounds:
-            for call in rnd:
-                if not isinstance(call, dict) or not isinstance(call.get("name"), str):
-                    return None, None
+        rounds, _ = json.JSONDecoder().raw_decode(text, match.end())
     except json.JSONDecodeError:
         return None, None
+    if not isinstance(rounds, list) or not all(isinstance(r, list) for r in rounds):
+        return None, None
+    for rnd in rounds:
+        for call in rnd:
+            if not isinstance(call, dict) or not isinstance(call.get("name"), str):
+                return None, None
     after = messages[last_user + 1 :]
     r = sum(1 for m in after if m.get("role") == "assistant" and m.get("tool_calls"))
     if r < len(rounds):
