@@ -33,6 +33,7 @@ from harness.client.errors import (
     LMStudioTimeout,
     ModelNotFound,
     ModelSwitched,
+    PartialOutput,
     RequestContext,
     StreamInterrupted,
     StreamStalled,
@@ -135,7 +136,17 @@ class Client:
                     if remaining <= 0:
                         raise LMStudioTimeout("call deadline passed", phase="deadline",
                                               limit=timeouts.deadline, context=ctx)
-                    return attempt(ctx, remaining)
+                    result = attempt(ctx, remaining)
+                    if entry.cancelled:
+                        # A blocking exchange cannot be interrupted midway; its answer is kept
+                        # on the error rather than returned as if nothing had happened.
+                        raise ModelSwitched(
+                            "answer arrived after switch_model(inflight='cancel')",
+                            context=ctx.at(elapsed=now() - started),
+                            partial=_partial_from(result))
+                    return result
+                except ModelSwitched:
+                    raise
                 except LMStudioError as err:
                     elapsed = now() - started
                     if entry.cancelled:
@@ -292,6 +303,17 @@ class Client:
         return prepare(self._shared, self._options, "POST", "/api/v1/chat",
                        payload={"input": input, **params}, model=model, needs_model=True,
                        stream=stream)
+
+
+def _partial_from(result: Any) -> PartialOutput:
+    body = result[0] if isinstance(result, tuple) and result else None
+    if not isinstance(body, dict):
+        return PartialOutput()
+    try:
+        message = body["choices"][0].get("message") or {}
+        return PartialOutput(text=message.get("content") or "", chunks=1, model=body.get("model"))
+    except (KeyError, IndexError, TypeError, AttributeError):
+        return PartialOutput(model=body.get("model"))
 
 
 class ChatStream:

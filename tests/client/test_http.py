@@ -353,3 +353,67 @@ async def test_async_retry_and_switch_cancel(server: ScriptedServer) -> None:
                 await stream.result()
             await switcher
         assert 0 < info.value.partial.chunks < 100
+
+
+def test_sync_switch_cancel_during_blocking_call_keeps_answer(server: ScriptedServer) -> None:
+    slow = json_reply(completion("late answer"))
+    slow.delay_headers = 0.3
+    server.script(CHAT, slow)
+    with client(server) as c:
+        threading.Timer(0.05, c.switch_model, args=("google/gemma-3-12b",),
+                        kwargs={"inflight": "cancel"}).start()
+        with pytest.raises(ModelSwitched) as info:
+            c.chat(MSG)
+    assert info.value.partial.text == "late answer"
+
+
+async def test_async_switch_cancel_interrupts_blocking_call(server: ScriptedServer) -> None:
+    slow = json_reply(completion("late"))
+    slow.delay_headers = 2.0
+    server.script(CHAT, slow)
+    async with AsyncClient(server.url, model=MODEL) as c:
+        async def switch() -> None:
+            await asyncio.sleep(0.05)
+            c.switch_model("google/gemma-3-12b", inflight="cancel")
+
+        switcher = asyncio.create_task(switch())
+        started = time.monotonic()
+        with pytest.raises(ModelSwitched):
+            await c.chat(MSG)
+        await switcher
+        assert time.monotonic() - started < 1.0
+
+
+def test_reset_of_reused_connection_is_retried() -> None:
+    """LM Studio closes idle keep-alive connections after ~5 s; a request racing that close
+    sees the connection drop before any response and must be retried, not failed."""
+    import socket as s
+
+    listener = s.socket()
+    listener.bind(("127.0.0.1", 0))
+    listener.listen(8)
+    port = listener.getsockname()[1]
+    body = json.dumps(completion("after reset")).encode()
+
+    def serve() -> None:
+        first = True
+        for _ in range(2):
+            conn, _ = listener.accept()
+            conn.recv(65536)
+            if first:
+                conn.close()  # drop without a response
+                first = False
+                continue
+            conn.sendall(b"HTTP/1.1 200 OK\r\ncontent-type: application/json\r\n"
+                         b"content-length: " + str(len(body)).encode() + b"\r\n"
+                         b"connection: close\r\n\r\n" + body)
+            conn.close()
+
+    thread = threading.Thread(target=serve, daemon=True)
+    thread.start()
+    sleeps = Sleeps()
+    with Client(f"http://127.0.0.1:{port}", model=MODEL, sleep=sleeps) as c:
+        assert c.chat(MSG).text == "after reset"
+    assert len(sleeps.waits) == 1
+    thread.join(2)
+    listener.close()
