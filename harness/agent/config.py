@@ -81,7 +81,10 @@ class HttpServer(BaseModel):
         return "streamable-http"
 
     def describe(self) -> str:
-        return self.url
+        """The URL without userinfo or token-like query values (it ends up in transcripts)."""
+        from harness.client.errors import redact
+
+        return redact(re.sub(r"^(https?://)[^/@\s]*@", r"\1", self.url))
 
 
 def _server_kind(value: Any) -> str | None:
