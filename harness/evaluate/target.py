@@ -1,0 +1,276 @@
+"""The server a suite runs against, and what it can do for a test.
+
+A suite proves a gap closed by driving the real client against a real server. Which server is a
+run-time choice (the embedded emulator, a live LM Studio, a live server behind the fault proxy, or
+recorded cassettes), and not every choice can do everything: only the emulator and the proxy can
+inject faults or report ground truth, and only a live socket has real timing. ``Target`` names
+those capabilities so a test that needs one is *skipped with the reason* instead of failing or,
+worse, passing without proving anything.
+
+Control (faults, truth, reset) always goes over the ``/_harness/`` HTTP endpoints, so the same
+code serves the emulator and the proxy, in this process or another.
+"""
+
+from __future__ import annotations
+
+import time
+from collections.abc import Iterator
+from contextlib import contextmanager
+from dataclasses import dataclass, field
+from typing import Any
+
+import httpx
+
+from harness.faults import FaultAction, FaultPlan
+
+CAPABILITIES = ("faults", "truth", "realtime", "emulator")
+DEFAULT_EMULATOR_MODELS = ("qwen/qwen3-4b", "google/gemma-3-12b", "qwen/qwen3-coder-30b")
+REPLAY_BASE_URL = "http://lmstudio.replay:1234"
+
+
+class TargetError(RuntimeError):
+    """The target could not be reached or controlled; names the URL and what was attempted."""
+
+
+class ControlClient:
+    """The ``/_harness/`` control endpoints of an emulator or a fault proxy."""
+
+    def __init__(self, control_url: str) -> None:
+        self.url = control_url.rstrip("/")
+        self._http = httpx.Client(base_url=self.url, timeout=10.0)
+
+    def _call(self, method: str, path: str, **kwargs: Any) -> Any:
+        try:
+            response = self._http.request(method, path, **kwargs)
+        except httpx.HTTPError as exc:
+            raise TargetError(f"{method} {self.url}{path} failed: {exc}") from exc
+        if response.status_code >= 400:
+            raise TargetError(
+                f"{method} {self.url}{path} answered HTTP {response.status_code}: "
+                f"{response.text[:300]}"
+            )
+        return response.json()
+
+    def set_faults(self, plan: FaultPlan) -> None:
+        self._call("PUT", "/_harness/faults", content=plan.model_dump_json(),
+                   headers={"content-type": "application/json"})
+
+    def clear_faults(self) -> None:
+        self._call("DELETE", "/_harness/faults")
+
+    def fault_stats(self) -> list[dict[str, Any]]:
+        stats: list[dict[str, Any]] = self._call("GET", "/_harness/faults")["stats"]
+        return stats
+
+    def truth(self, since: int = 0) -> list[dict[str, Any]]:
+        records: list[dict[str, Any]] = self._call(
+            "GET", "/_harness/truth", params={"since": since})["records"]
+        return records
+
+    def state(self) -> dict[str, Any]:
+        state: dict[str, Any] = self._call("GET", "/_harness/state")
+        return state
+
+    def reset(self) -> None:
+        self._call("POST", "/_harness/reset")
+
+    def close(self) -> None:
+        self._http.close()
+
+
+@dataclass
+class Target:
+    """Where the suites send requests and what that server can do for a test."""
+
+    kind: str  # emulator | live | proxy | replay
+    base_url: str
+    models: tuple[str, ...]
+    api_token: str | None = None
+    capabilities: frozenset[str] = frozenset()
+    control: ControlClient | None = None
+    info: dict[str, Any] = field(default_factory=dict)
+
+    def can(self, capability: str) -> bool:
+        if capability not in CAPABILITIES:
+            raise ValueError(f"unknown capability {capability!r}; known: {CAPABILITIES}")
+        return capability in self.capabilities
+
+    def missing(self, *capabilities: str) -> str | None:
+        """Why a test needing ``capabilities`` cannot run here, or None when it can."""
+        absent = [c for c in capabilities if not self.can(c)]
+        if not absent:
+            return None
+        return f"target {self.kind} ({self.base_url}) cannot provide: {', '.join(absent)}"
+
+    def require(self, *capabilities: str) -> None:
+        """Skip the running test, with the reason, when this target lacks a capability."""
+        reason = self.missing(*capabilities)
+        if reason is not None:
+            import pytest
+
+            pytest.skip(reason)
+
+    def model(self, index: int) -> str:
+        """The index-th chat model to use (several tests need two or three distinct ones)."""
+        if index >= len(self.models):
+            raise TargetError(
+                f"target {self.base_url} offers {len(self.models)} chat model(s) "
+                f"({', '.join(self.models) or 'none'}); this test needs {index + 1}"
+            )
+        return self.models[index]
+
+    def reset(self) -> None:
+        """Back to a clean server between tests: no faults, no truth, nothing JIT-loaded."""
+        if self.control is None:
+            return
+        if self.can("emulator"):
+            self.control.reset()
+        else:
+            self.control.clear_faults()
+
+
+class Faults:
+    """Faults for one test, applied through the target's control endpoint and cleared after."""
+
+    def __init__(self, control: ControlClient) -> None:
+        self._control = control
+
+    def set(self, plan: FaultPlan | FaultAction, **match: Any) -> FaultPlan:
+        """Install a plan, or a single action matching ``match`` (endpoint, model, nth, times)."""
+        if not isinstance(plan, FaultPlan):
+            plan = FaultPlan.single(plan, **match)
+        self._control.set_faults(plan)
+        return plan
+
+    def clear(self) -> None:
+        self._control.clear_faults()
+
+    def stats(self) -> list[dict[str, Any]]:
+        return self._control.fault_stats()
+
+
+class Truth:
+    """The server's record of what really happened, per request (emulator or proxy)."""
+
+    def __init__(self, control: ControlClient) -> None:
+        self._control = control
+
+    def records(self, endpoint: str | None = None, since: int = 0) -> list[dict[str, Any]]:
+        records = self._control.truth(since)
+        if endpoint is not None:
+            records = [r for r in records if r["endpoint"] == endpoint]
+        return records
+
+    def mark(self) -> int:
+        """The id of the newest record so far: pass it as ``since`` to see only later ones."""
+        records = self._control.truth()
+        return records[-1]["id"] if records else 0
+
+    def settled(self, endpoint: str | None = None, *, expect: int | None = None,
+                timeout: float = 3.0, since: int = 0) -> list[dict[str, Any]]:
+        """Records once every one of them has finished (and at least ``expect`` exist).
+
+        Why poll: a client that closed a stream early has returned before the server noticed
+        the disconnect; the server's side of the story lands a few milliseconds later.
+        """
+        deadline = time.monotonic() + timeout
+        while True:
+            records = self.records(endpoint, since)
+            done = all(r["duration_s"] is not None for r in records)
+            if done and (expect is None or len(records) >= expect):
+                return records
+            if time.monotonic() > deadline:
+                raise TargetError(
+                    f"truth at {self._control.url} did not settle within {timeout:g}s: "
+                    f"{len(records)} records, {sum(r['duration_s'] is None for r in records)} "
+                    f"still running, expected {expect}"
+                )
+            time.sleep(0.01)
+
+    def state(self) -> dict[str, Any]:
+        return self._control.state()
+
+
+def describe_server(base_url: str, api_token: str | None) -> dict[str, Any]:
+    """What the report says about the target: server identity and models with loaded state."""
+    headers = {"authorization": f"Bearer {api_token}"} if api_token else {}
+    info: dict[str, Any] = {"server": None, "version": None, "models": []}
+    with httpx.Client(base_url=base_url, headers=headers, timeout=5.0) as http:
+        try:
+            response = http.get("/api/v0/models")
+            info["server"] = response.headers.get("x-powered-by") or response.headers.get("server")
+            info["version"] = response.headers.get("x-harness-version")
+            data = response.json().get("data", []) if response.status_code == 200 else []
+            info["models"] = [
+                {"id": m.get("id"), "type": m.get("type"), "state": m.get("state")}
+                for m in data if isinstance(m, dict)
+            ]
+        except (httpx.HTTPError, ValueError) as exc:
+            info["error"] = f"GET {base_url}/api/v0/models failed: {type(exc).__name__}: {exc}"
+    return info
+
+
+def chat_models(info: dict[str, Any]) -> tuple[str, ...]:
+    return tuple(m["id"] for m in info.get("models", []) if m.get("type") in ("llm", "vlm"))
+
+
+@contextmanager
+def embedded_emulator(api_token: str | None = None) -> Iterator[Target]:
+    """Start the embedded emulator (test-fast catalog) and describe it as a target."""
+    from harness import __version__
+    from harness.studio.testing import running_studio
+
+    with running_studio(api_token=api_token, reap_interval_s=0.05) as studio:
+        info = describe_server(studio.base_url, api_token)
+        info["server"] = "harness embedded LM Studio emulator"
+        info["version"] = __version__
+        control = ControlClient(studio.base_url)
+        try:
+            yield Target("emulator", studio.base_url, DEFAULT_EMULATOR_MODELS, api_token,
+                         frozenset({"faults", "truth", "realtime", "emulator"}), control, info)
+        finally:
+            control.close()
+
+
+def live_target(base_url: str, api_token: str | None, models: tuple[str, ...]) -> Target:
+    """A live server (LM Studio): real timing, no faults, no truth."""
+    info = describe_server(base_url, api_token)
+    if "error" in info:
+        raise TargetError(f"live target {base_url} is not reachable: {info['error']}")
+    info["server"] = info.get("server") or "LM Studio (live)"
+    chosen = models or chat_models(info)
+    return Target("live", base_url, chosen, api_token, frozenset({"realtime"}), None, info)
+
+
+def replay_target(models: tuple[str, ...]) -> Target:
+    """Cassettes only: no socket is opened, so no timing, faults or truth."""
+    info = {"server": "recorded cassettes", "version": None,
+            "models": [{"id": m, "type": "llm", "state": None} for m in models]}
+    return Target("replay", REPLAY_BASE_URL, models or DEFAULT_EMULATOR_MODELS, None,
+                  frozenset(), None, info)
+
+
+@contextmanager
+def proxied_target(base_url: str, api_token: str | None, models: tuple[str, ...]
+                   ) -> Iterator[Target]:
+    """The fault proxy on a free loopback port in front of a live server.
+
+    Why: LM Studio never answers 429 and cannot be told to break a stream; the gateways in front
+    of it do both. Through the proxy the backoff and stream suites run against the real server
+    with real faults, and the proxy's truth counts the upstream attempts.
+    """
+    from harness.proxy import create_proxy_app
+    from harness.studio.server import BackgroundServer
+
+    live = live_target(base_url, api_token, models)
+    server = BackgroundServer(create_proxy_app(base_url))
+    server.start()
+    control = ControlClient(server.base_url)
+    try:
+        yield Target("proxy", server.base_url, live.models, api_token,
+                     frozenset({"faults", "truth", "realtime"}), control,
+                     {**live.info, "server": f"{live.info['server']} via harness fault proxy",
+                      "upstream": base_url})
+    finally:
+        control.close()
+        server.stop()

@@ -1,0 +1,96 @@
+"""Helpers shared by the suites: prompts whose answers prove which request they belong to."""
+
+from __future__ import annotations
+
+import asyncio
+import os
+import time
+from collections.abc import Awaitable, Callable
+from typing import Any
+
+import pytest
+
+from harness.evaluate.target import Target
+
+REASONING_MODELS = ("qwen/qwen3-4b-thinking-2507", "openai/gpt-oss-20b")
+TOOLS = [{
+    "type": "function",
+    "function": {
+        "name": "get_weather",
+        "description": "Current weather of a city",
+        "parameters": {"type": "object", "properties": {"city": {"type": "string"}},
+                       "required": ["city"]},
+    },
+}]
+
+
+def echo_messages(tag: str) -> list[dict[str, Any]]:
+    """A conversation the emulator answers with ``tag`` inside a fixed sentence.
+
+    Why: the emulator's scripted-tools contract ends a finished tool round with every tool
+    result it was given, so a tag carried as a tool result comes back verbatim in the answer.
+    Under heavy concurrency that proves an answer belongs to its request (no cross-talk).
+    """
+    return [
+        {"role": "user", "content": "[[tools: []]] echo the tool result"},
+        {"role": "assistant", "content": "",
+         "tool_calls": [{"id": "1", "type": "function",
+                         "function": {"name": "echo", "arguments": "{}"}}]},
+        {"role": "tool", "tool_call_id": "1", "content": tag},
+    ]
+
+
+def echo_answer(tag: str) -> str:
+    return f"Done after 1 round(s). Tool results: {tag}"
+
+
+def scripted_tool_call(name: str, arguments: dict[str, Any]) -> list[dict[str, Any]]:
+    """A user turn that makes the emulator answer with exactly this tool call."""
+    import json
+
+    rounds = [[{"name": name, "arguments": arguments}]]
+    return [{"role": "user", "content": f"[[tools: {json.dumps(rounds)}]] call the tool"}]
+
+
+def prompt(text: str) -> list[dict[str, Any]]:
+    return [{"role": "user", "content": text}]
+
+
+def reasoning_models(target: Target) -> list[str]:
+    listed = {m.get("id") for m in target.info.get("models", [])}
+    return [m for m in REASONING_MODELS if m in listed]
+
+
+def require_emulator_behaviour(target: Target, what: str) -> None:
+    """Skip when a test relies on a scripted emulator behaviour a live model will not follow."""
+    if not target.can("emulator"):
+        pytest.skip(f"{what} is scripted by the emulator; target {target.kind} cannot script it")
+
+
+def socket_fds() -> int:
+    """Open sockets of this process (Linux); the leak checks compare before and after."""
+    count = 0
+    for fd in os.listdir("/proc/self/fd"):
+        try:
+            if os.readlink(f"/proc/self/fd/{fd}").startswith("socket:"):
+                count += 1
+        except OSError:
+            continue
+    return count
+
+
+def wait_until(check: Callable[[], bool], timeout: float = 2.0, what: str = "condition") -> None:
+    deadline = time.monotonic() + timeout
+    while not check():
+        if time.monotonic() > deadline:
+            raise AssertionError(f"{what} not reached within {timeout:g}s")
+        time.sleep(0.01)
+
+
+async def await_until(check: Callable[[], Awaitable[bool]], timeout: float = 2.0,
+                      what: str = "condition") -> None:
+    deadline = time.monotonic() + timeout
+    while not await check():
+        if time.monotonic() > deadline:
+            raise AssertionError(f"{what} not reached within {timeout:g}s")
+        await asyncio.sleep(0.01)

@@ -1,0 +1,206 @@
+"""Streaming suite. Gap: "No Streaming Model Handling" (reference analysis, critical issue 1).
+
+The review found no streaming support at all and warned that streams could end incomplete and be
+taken for whole answers. These tests prove the client delivers tokens as they arrive, agrees with
+the non-streamed answer, keeps reasoning and tool calls apart, frees the server when it stops
+reading, and never returns a broken stream as a success (the partial output is kept on the error).
+"""
+
+from __future__ import annotations
+
+import time
+from typing import Any
+
+import pytest
+
+from harness.client import AsyncClient, Client, ReasoningDelta, TextDelta, ToolCallDelta
+from harness.client.errors import StreamInterrupted, StreamStalled
+from harness.client.base import Timeouts
+from harness.client.retry import RetryPolicy
+from harness.evaluate.target import Faults, Target, Truth
+from harness.faults import (
+    DisconnectFault,
+    EarlyEndFault,
+    FaultAction,
+    MalformedSseFault,
+    MissingDoneFault,
+    StallFault,
+    TruncatedJsonFault,
+)
+from suites.support import (
+    TOOLS,
+    prompt,
+    reasoning_models,
+    require_emulator_behaviour,
+    scripted_tool_call,
+)
+
+pytestmark = pytest.mark.streaming
+
+STORY = prompt("Tell a short story about a local model server.")
+
+
+async def test_tokens_arrive_incrementally(target: Target, aclient: AsyncClient,
+                                           record_property: Any) -> None:
+    """Gap: no streaming model handling. The first chunk reaches the caller well before the
+    last one: the client streams instead of buffering the whole answer."""
+    target.require("realtime")
+    arrivals: list[float] = []
+    started = time.perf_counter()
+    async with aclient.stream_chat(STORY, seed=3) as stream:
+        async for event in stream:
+            if isinstance(event, TextDelta) and event.text:
+                arrivals.append(time.perf_counter() - started)
+        result = await stream.result()
+    assert result.finish_reason == "stop"
+    assert len(arrivals) >= 5, f"only {len(arrivals)} text chunks for a whole story"
+    first, last = arrivals[0], arrivals[-1]
+    assert first < last / 2, f"first chunk at {first:.3f}s is not well before the last {last:.3f}s"
+    assert result.timings.ttft is not None and result.timings.ttft <= first + 0.01
+    record_property("evidence", f"{len(arrivals)} chunks; first at {first * 1000:.0f} ms, "
+                                f"last at {last * 1000:.0f} ms")
+
+
+def test_stream_and_non_stream_agree(client: Client, record_property: Any) -> None:
+    """Gap: no streaming model handling. A deterministic request gives the same text, finish
+    reason and usage streamed and not streamed."""
+    whole = client.chat(STORY, seed=7, temperature=0)
+    with client.stream_chat(STORY, seed=7, temperature=0) as stream:
+        pieces = [e.text for e in stream if isinstance(e, TextDelta)]
+        streamed = stream.result()
+    assert "".join(pieces) == streamed.text == whole.text
+    assert streamed.finish_reason == whole.finish_reason == "stop"
+    assert streamed.model == whole.model == client.model
+    assert streamed.usage is not None and whole.usage is not None
+    assert streamed.usage.completion_tokens == whole.usage.completion_tokens
+    record_property("evidence", f"{len(pieces)} deltas reassemble the {len(whole.text)}-char "
+                                "non-streamed answer exactly")
+
+
+@pytest.mark.needs_truth
+async def test_stream_usage_and_finish_reason_match_truth(aclient: AsyncClient, truth: Truth,
+                                                          record_property: Any) -> None:
+    """Gap: no streaming model handling. The streamed usage and finish_reason are what the
+    server really produced (ground truth), including a length cut-off."""
+    for max_tokens, expected in ((None, "stop"), (5, "length")):
+        async with aclient.stream_chat(STORY, seed=5, max_tokens=max_tokens) as stream:
+            result = await stream.result()
+        record = truth.settled("/v1/chat/completions")[-1]
+        assert result.finish_reason == record["finish_reason"] == expected
+        assert result.usage is not None
+        assert result.usage.completion_tokens == record["completion_tokens"]
+    record_property("evidence", "finish_reason stop and length and completion_tokens equal "
+                                "the server's truth")
+
+
+async def test_reasoning_is_kept_apart_from_the_answer(target: Target, aclient: AsyncClient,
+                                                      record_property: Any) -> None:
+    """Gap: no streaming model handling. Reasoning deltas (``reasoning_content`` and gpt-oss's
+    ``reasoning``) never leak into the answer text."""
+    models = reasoning_models(target)
+    if not models:
+        pytest.skip(f"target {target.kind} lists none of the reasoning models to check")
+    for model in models:
+        reasoning, text = [], []
+        async with aclient.stream_chat(STORY, model=model, seed=1) as stream:
+            async for event in stream:
+                if isinstance(event, ReasoningDelta):
+                    reasoning.append(event.text)
+                elif isinstance(event, TextDelta):
+                    text.append(event.text)
+            result = await stream.result()
+        assert result.reasoning and result.reasoning == "".join(reasoning)
+        assert result.text == "".join(text)
+        assert result.reasoning.strip() not in result.text
+    record_property("evidence", f"reasoning kept separate for {', '.join(models)}")
+
+
+async def test_tool_call_deltas_assemble_to_valid_json(target: Target, aclient: AsyncClient,
+                                                       record_property: Any) -> None:
+    """Gap: no streaming model handling. Streamed tool-call fragments (name, then argument
+    pieces) assemble into one call whose arguments are valid JSON."""
+    require_emulator_behaviour(target, "a tool call on demand")
+    arguments = {"city": "Paris", "units": "metric", "days": [1, 2, 3]}
+    fragments: list[ToolCallDelta] = []
+    async with aclient.stream_chat(scripted_tool_call("get_weather", arguments),
+                                   tools=TOOLS) as stream:
+        async for event in stream:
+            if isinstance(event, ToolCallDelta):
+                fragments.append(event)
+        result = await stream.result()
+    assert result.finish_reason == "tool_calls"
+    assert len(fragments) >= 2, "tool call arrived in one piece: nothing was assembled"
+    [call] = result.tool_calls
+    assert call.name == "get_weather" and call.id
+    assert call.parsed_arguments() == arguments
+    record_property("evidence", f"{len(fragments)} tool-call deltas -> {call.arguments}")
+
+
+@pytest.mark.needs_truth
+async def test_closing_early_frees_the_server_slot(target: Target, aclient: AsyncClient,
+                                                   truth: Truth, record_property: Any) -> None:
+    """Gap: no streaming model handling. A caller that stops reading closes the connection: the
+    server sees the disconnect, stops generating, and the slot serves the next request at once."""
+    slots = 4
+    for _ in range(slots):
+        async with aclient.stream_chat(STORY, seed=9) as stream:
+            async for event in stream:
+                if isinstance(event, TextDelta) and event.text:
+                    break
+    records = truth.settled("/v1/chat/completions", expect=slots)
+    for record in records:
+        assert record["disconnect_seen"], record
+        assert record["chunks_sent"] < record["completion_tokens"], record
+    state = truth.state()
+    assert all(i["active"] == 0 and i["queued"] == 0 for i in state.get("instances", [])), state
+    mark = truth.mark()
+    results = [await aclient.chat(STORY, seed=s) for s in range(slots)]
+    assert all(r.finish_reason == "stop" for r in results)
+    after = truth.settled("/v1/chat/completions", since=mark)
+    assert [r["queue_wait_s"] for r in after] == [0.0] * slots
+    record_property("evidence", f"{slots} early closes: server saw each disconnect after "
+                                f"{[r['chunks_sent'] for r in records]} of "
+                                f"{[r['completion_tokens'] for r in records]} chunks; "
+                                "next requests waited 0 s for a slot")
+
+
+STREAM_FAULTS: list[tuple[str, FaultAction]] = [
+    ("truncated-json", TruncatedJsonFault(after_chunks=3, then="close")),
+    ("missing-done", MissingDoneFault()),
+    ("disconnect-after-3", DisconnectFault(after_chunks=3)),
+    ("malformed-line", MalformedSseFault(after_chunks=3)),
+    ("done-without-finish", EarlyEndFault(after_chunks=3)),
+    ("stall", StallFault(after_chunks=3, seconds=1.0)),
+]
+
+
+@pytest.mark.needs_faults
+@pytest.mark.parametrize("name,fault", STREAM_FAULTS, ids=[n for n, _ in STREAM_FAULTS])
+def test_broken_stream_raises_typed_error_with_partial_output(
+        target: Target, faults: Faults, name: str, fault: FaultAction,
+        record_property: Any) -> None:
+    """Gap: no streaming model handling ("incomplete streams"). A stream that breaks is never
+    returned as an answer: it raises ``StreamInterrupted`` (``StreamStalled`` for a stall) that
+    keeps what arrived, and that prefix is exactly the start of the real answer."""
+    with Client(target.base_url, model=target.model(0), api_token=target.api_token,
+                retry=RetryPolicy.none(),
+                timeout=Timeouts(read=10, stream_idle=0.25, deadline=10)) as client:
+        whole = client.chat(STORY, seed=21)
+        faults.set(fault, endpoint="/v1/chat/completions")
+        texts: list[str] = []
+        with pytest.raises(StreamInterrupted) as caught:  # noqa: PT012
+            with client.stream_chat(STORY, seed=21) as stream:
+                texts.extend(e.text for e in stream if isinstance(e, TextDelta))
+                stream.result()
+    err = caught.value
+    if name == "stall":
+        assert isinstance(err, StreamStalled) and err.phase == "stream-idle"
+    partial = err.partial
+    assert partial.chunks >= 3 and partial.text, str(err)
+    assert partial.text == "".join(texts)
+    assert whole.text.startswith(partial.text)
+    if name != "missing-done":
+        assert len(partial.text) < len(whole.text)
+    assert client.base_url in str(err) and "POST" in str(err)
+    record_property("evidence", f"{type(err).__name__}: kept {partial.chunks} chunks / "
+                                f"{len(partial.text)} of {len(whole.text)} chars")
