@@ -32,6 +32,7 @@ from harness.agent import (
     ErrorPolicy,
     MaxRoundsExceeded,
     McpConfigError,
+    ModelCallFailed,
     RunDeadlineExceeded,
     RunLimits,
     ServerPool,
@@ -376,3 +377,17 @@ async def test_failed_start_under_fail_fast_raises_with_transcript(aclient: Asyn
     assert info.value.server == "broken" and "refusing to start" in str(info.value)
     assert info.value.transcript is not None
     assert info.value.transcript.server_failures[0].server == "broken"
+
+
+async def test_model_call_failure_is_typed_and_keeps_the_transcript(
+    aclient: AsyncClient, shared: ServerPool
+) -> None:
+    from harness.client.errors import LMStudioError
+
+    with pytest.raises(ModelCallFailed) as info:
+        await agent(aclient, shared, model="no-such/model").run(directive([call("calc__add")]))
+    assert isinstance(info.value.__cause__, LMStudioError)
+    assert "round 1" in str(info.value) and "no-such/model" in str(info.value)
+    transcript = info.value.transcript
+    assert transcript is not None and transcript.model == "no-such/model"
+    assert transcript.outcome == "failed" and transcript.rounds == []
