@@ -54,7 +54,8 @@ def start_server(port: int, parallel: int) -> tuple[subprocess.Popen[bytes], flo
         except OSError:
             pass
         if proc.poll() is not None:
-            raise RuntimeError(f"server exited: {proc.stderr.read().decode() if proc.stderr else ''}")
+            err = proc.stderr.read().decode() if proc.stderr else ""
+            raise RuntimeError(f"server exited: {err}")
         if time.monotonic() - t0 > 20:
             proc.kill()
             raise RuntimeError("server did not answer within 20 s")
@@ -160,7 +161,8 @@ def main() -> None:
           {i: round(pct(v, .99) * 1000, 1) for i, v in sorted(by_index.items())})
     complete = sum(1 for _, ok in results if ok)
     chunks = sum(len(a) for a, _ in results)
-    print(f"streams: {args.streams} concurrent, {args.tokens} tokens each at {TOKENS_PER_S:g} tok/s,"
+    print(f"streams: {args.streams} concurrent, {args.tokens} tokens each at "
+          f"{TOKENS_PER_S:g} tok/s,"
           f" opened over {args.ramp:g} s (server pinned to CPU 0, load generator to CPU 1)")
     print(f"start-up to first answer: {startup * 1000:.0f} ms")
     print(f"complete streams: {complete}/{args.streams}; chunks received: {chunks}; "

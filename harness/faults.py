@@ -177,7 +177,7 @@ class FaultRule(BaseModel):
     model_config = ConfigDict(frozen=True, extra="forbid")
 
     name: str | None = None
-    match: FaultMatch = FaultMatch()
+    match: FaultMatch = Field(default_factory=FaultMatch)
     action: FaultAction
 
 
@@ -200,7 +200,8 @@ class FaultPlan(BaseModel):
         try:
             data = tomllib.loads(raw.decode()) if path.suffix == ".toml" else json.loads(raw)
         except (tomllib.TOMLDecodeError, json.JSONDecodeError, UnicodeDecodeError) as exc:
-            raise FaultPlanError(f"fault plan {path} is not valid {path.suffix[1:]}: {exc}") from exc
+            kind = path.suffix[1:]
+            raise FaultPlanError(f"fault plan {path} is not valid {kind}: {exc}") from exc
         try:
             return cls.model_validate(data)
         except ValidationError as exc:

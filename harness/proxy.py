@@ -17,7 +17,7 @@ import asyncio
 import json
 import logging
 from collections.abc import AsyncIterator
-from typing import Any
+from typing import Any, cast
 
 import httpx
 from starlette.applications import Starlette
@@ -264,7 +264,7 @@ def create_proxy_app(upstream: str, *, faults: FaultPlan | None = None, control:
         state.client = None
 
     routes: list[Any] = control_routes.routes(state) if control else []
-    routes.append(Mount("/", app=ProxyApp(state)))
+    routes.append(Mount("/", app=cast(Any, ProxyApp(state))))
     app = Starlette(routes=routes, lifespan=lifespan)
     app.state.proxy = state
     return app

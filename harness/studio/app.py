@@ -20,7 +20,7 @@ from typing import Any
 from starlette.applications import Starlette
 from starlette.requests import Request
 from starlette.responses import Response
-from starlette.routing import Route
+from starlette.routing import BaseRoute, Route
 
 from harness.faults import (
     FAULT_HEADER,
@@ -120,7 +120,8 @@ def unexpected_body(method: str, path: str) -> bytes:
 
 async def _read_body(receive: Receive, limit: int, declared: int | None) -> bytes:
     if declared is not None and declared > limit:
-        raise BadRequest(f"Request body of {declared} bytes exceeds the limit of {limit} bytes", 413)
+        message = f"Request body of {declared} bytes exceeds the limit of {limit} bytes"
+        raise BadRequest(message, 413)
     chunks: list[bytes] = []
     size = 0
     while True:
@@ -253,7 +254,7 @@ def create_app(engine: Engine, *, api_token: str | None = None, control: bool = 
     def api(**methods: Handler) -> _Api:
         return _Api(state, methods)
 
-    routes = [
+    routes: list[BaseRoute] = [
         Route("/v1/models", api(GET=h.openai_models)),
         Route("/v1/chat/completions", api(POST=h.chat_completions)),
         Route("/v1/completions", api(POST=h.completions)),

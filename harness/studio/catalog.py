@@ -83,7 +83,7 @@ class Catalog(BaseModel):
 
     name: str = "catalog"
     description: str = ""
-    defaults: SpeedDefaults = SpeedDefaults()
+    defaults: SpeedDefaults = Field(default_factory=SpeedDefaults)
     models: tuple[ModelSpec, ...]
 
     @model_validator(mode="after")

@@ -345,8 +345,7 @@ def responses_frames(
     start = {**final, "status": "in_progress", "output": [], "usage": None}
     add("response.created", {"response": start}, 0)
     add("response.in_progress", {"response": start}, 0)
-    index = 0
-    for item in final["output"]:
+    for index, item in enumerate(final["output"]):
         if item["type"] == "reasoning":
             add("response.output_item.added",
                 {"output_index": index, "item": {**item, "content": []}}, step)
@@ -389,8 +388,8 @@ def responses_frames(
             add("response.content_part.done",
                 {"item_id": item["id"], "output_index": index, "content_index": 0,
                  "part": item["content"][0]}, last)
-        add("response.output_item.done", {"output_index": index, "item": item}, max(step - 1, 0))
-        index += 1
+        add("response.output_item.done", {"output_index": index, "item": item},
+            max(step - 1, 0))
     add("response.completed", {"response": final}, max(step - 1, 0))
     return Frames(frames, steps)
 

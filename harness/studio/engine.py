@@ -167,7 +167,9 @@ class EndpointCounters:
 
 def _model_not_found(name: str, keys: list[str]) -> ModelNotFound:
     listing = "\n".join(f"\t{k}" for k in keys)
-    message = f'Model "{name}" not found. Please specify a valid model.\n\nYour models:\n\n{listing}'
+    message = (
+        f'Model "{name}" not found. Please specify a valid model.\n\nYour models:\n\n{listing}'
+    )
     return ModelNotFound(
         message,
         {

@@ -19,7 +19,9 @@ from typing import Any
 
 from harness.studio.catalog import ModelSpec
 
-WORDS = ["the", "model", "answers", "with", "tokens", "that", "arrive", "one", "by", "one", "over", "a", "local", "socket", "while", "the", "harness", "measures", "time", "to", "first", "token", "inter", "token", "latency", "and", "throughput", "under", "load", "streams", "may", "end", "early", "when", "another", "model", "is", "loaded", "so", "every", "client", "must", "check", "the", "finish", "reason", "before", "trusting", "a", "reply", "queue", "slots", "parallel", "requests", "cache", "expiry", "retry", "budget", "backoff", "jitter", "deadline", "context", "window", "prompt", "template", "reasoning", "tool", "call", "arguments", "schema", "validation", "embedding", "vector", "catalog", "server", "process", "memory", "latency", "percentile", "report", "review", "agent", "suite", "fixture", "cassette", "emulator", "proxy", "fault", "status", "header", "chunk", "frame", "event", "error", "recovery", "timeout", "connection", "pool", "keep", "alive", "quick", "brown", "fox", "jumps", "over", "lazy", "dog", "small", "large", "fast", "slow", "local", "remote", "simple", "robust", "clear", "honest", "exact", "careful", "bounded", "typed", "pure", "stable"]
+WORDS = tuple(
+    ["the", "model", "answers", "with", "tokens", "that", "arrive", "one", "by", "one", "over", "a", "local", "socket", "while", "the", "harness", "measures", "time", "to", "first", "token", "inter", "token", "latency", "and", "throughput", "under", "load", "streams", "may", "end", "early", "when", "another", "model", "is", "loaded", "so", "every", "client", "must", "check", "the", "finish", "reason", "before", "trusting", "a", "reply", "queue", "slots", "parallel", "requests", "cache", "expiry", "retry", "budget", "backoff", "jitter", "deadline", "context", "window", "prompt", "template", "reasoning", "tool", "call", "arguments", "schema", "validation", "embedding", "vector", "catalog", "server", "process", "memory", "latency", "percentile", "report", "review", "agent", "suite", "fixture", "cassette", "emulator", "proxy", "fault", "status", "header", "chunk", "frame", "event", "error", "recovery", "timeout", "connection", "pool", "keep", "alive", "quick", "brown", "fox", "jumps", "over", "lazy", "dog", "small", "large", "fast", "slow", "local", "remote", "simple", "robust", "clear", "honest", "exact", "careful", "bounded", "typed", "pure", "stable"]
+)
 
 TOOLS_DIRECTIVE = re.compile(r"\[\[tools:\s*")
 _TOKEN_PIECES = re.compile(r"\s*[A-Za-z0-9_]{1,6}|\s*[^A-Za-z0-9_\s]|\s+")
@@ -195,7 +197,7 @@ def _scripted_tool_answer(
 def _review_text(spec: ModelSpec, request: ChatRequest, response_format: Any) -> str | None:
     """Ask the review engineer's hook (if present) whether this is a review prompt."""
     try:
-        from harness.studio import reviewer  # type: ignore[attr-defined]
+        from harness.studio import reviewer
     except ImportError:
         return None
     messages = [dict(m) for m in request.messages]
@@ -387,11 +389,11 @@ def _number(schema: Mapping[str, Any], rng: random.Random, integer: bool) -> flo
         raise SchemaUnsupported(f"empty number range [{low}, {high}]")
     if multiple:
         m = float(multiple)
-        first = math.ceil(low / m)
-        last = math.floor(high / m)
-        if first > last:
+        k_first = math.ceil(low / m)
+        k_last = math.floor(high / m)
+        if k_first > k_last:
             raise SchemaUnsupported(f"no multiple of {m} in [{low}, {high}]")
-        return rng.randint(first, last) * m
+        return rng.randint(k_first, k_last) * m
     return round(rng.uniform(low, high), 3) if high - low > 0.01 else low
 
 
@@ -415,7 +417,8 @@ def _value(schema: Any, rng: random.Random, root: Mapping[str, Any], depth: int)
     for key in ("anyOf", "oneOf"):
         if key in schema:
             options = list(schema[key])
-            return _value(options[0] if key == "oneOf" else rng.choice(options), rng, root, depth + 1)
+            pick = options[0] if key == "oneOf" else rng.choice(options)
+            return _value(pick, rng, root, depth + 1)
     kind = schema.get("type")
     if isinstance(kind, list):
         kind = next((k for k in kind if k != "null"), "null")
@@ -429,7 +432,8 @@ def _value(schema: Any, rng: random.Random, root: Mapping[str, Any], depth: int)
         for name in schema.get("required", []):
             if name not in out:
                 extra = schema.get("additionalProperties", True)
-                out[name] = _value(extra if isinstance(extra, Mapping) else {}, rng, root, depth + 1)
+                sub = extra if isinstance(extra, Mapping) else {}
+                out[name] = _value(sub, rng, root, depth + 1)
         return out
     if kind == "array":
         prefix = list(schema.get("prefixItems", []))

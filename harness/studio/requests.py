@@ -25,7 +25,9 @@ def _type_name(value: Any) -> str:
     return "null" if value is None else type(value).__name__
 
 
-def opt(body: Mapping[str, Any], name: str, kind: type | tuple[type, ...], default: Any = None) -> Any:
+def opt(
+    body: Mapping[str, Any], name: str, kind: type | tuple[type, ...], default: Any = None
+) -> Any:
     if name not in body or body[name] is None:
         return default
     value = body[name]

@@ -77,7 +77,6 @@ class BackgroundServer:
         self.host = host
         self.port: int = self.sock.getsockname()[1]
         self.server = uvicorn.Server(server_config(app, host, self.port))
-        self.server.install_signal_handlers = lambda: None  # type: ignore[method-assign]
         self.thread = threading.Thread(
             target=self.server.run, kwargs={"sockets": [self.sock]}, daemon=True,
             name=f"harness-server-{self.port}",

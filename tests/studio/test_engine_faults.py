@@ -72,7 +72,7 @@ def test_jit_switch_cuts_off_or_finishes(mode: str, expect_finish: bool) -> None
         finished = any('"finish_reason":"' in line for line in lines)
         assert finished is expect_finish
         assert lines[-1] == "data: [DONE]"
-        truth = [r for r in s.truth() if r["stream"]][0]
+        truth = next(r for r in s.truth() if r["stream"])
         assert truth["cut_off"] is (not expect_finish)
 
 
