@@ -82,7 +82,8 @@ class RunPrinter:
         calls = transcript.calls
         counts = {status: sum(c.status is status for c in calls) for status in CallStatus}
         summary = (
-            f"{len(transcript.rounds)} round(s), {len(calls)} call(s): "
+            f"{sum(1 for r in transcript.rounds if r.calls)} tool round(s), "
+            f"{len(transcript.rounds)} model turn(s), {len(calls)} call(s): "
             f"{counts[CallStatus.OK]} ok, "
             f"{sum(counts[s] for s in CallStatus if s.is_failure)} failed, "
             f"{counts[CallStatus.REJECTED]} rejected, {counts[CallStatus.CANCELLED]} cancelled; "

@@ -47,7 +47,7 @@ def test_run_prints_rounds_and_writes_transcript(
                           "qwen/qwen3-4b", "--base-url", studio.base_url, "--out", str(out))
     assert code == 0, output
     assert "Round 1" in output and "calc/add" in output and "42.0" in output
-    assert "2 round(s), 1 call(s): 1 ok, 0 failed" in " ".join(output.split())
+    assert "1 tool round(s), 2 model turn(s), 1 call(s): 1 ok, 0 failed" in " ".join(output.split())
     transcript = json.loads(out.read_text())
     assert transcript["outcome"] == "completed" and transcript["model"] == "qwen/qwen3-4b"
     assert transcript["rounds"][0]["calls"][0]["output"] == "42.0"
