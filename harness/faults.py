@@ -55,18 +55,18 @@ class StatusFault(_Action):
     """Answer with an error status (429 by default) and optional ``Retry-After``."""
 
     kind: Literal["status"] = "status"
-    status: int = Field(429, ge=400, le=599)
+    status: int = Field(default=429, ge=400, le=599)
     retry_after: float | str | None = None
     retry_after_format: Literal["seconds", "http_date"] = "seconds"
     body: dict[str, Any] | str | None = None
-    delay_s: float = Field(0.0, ge=0)
+    delay_s: float = Field(default=0.0, ge=0)
 
 
 class HtmlErrorFault(_Action):
     """A gateway's HTML error page instead of JSON (what nginx or a tunnel sends)."""
 
     kind: Literal["html_error"] = "html_error"
-    status: int = Field(502, ge=400, le=599)
+    status: int = Field(default=502, ge=400, le=599)
 
 
 class ErrorBody200Fault(_Action):
@@ -80,30 +80,30 @@ class LatencyFault(_Action):
     """Extra latency before the response headers and/or before every stream chunk."""
 
     kind: Literal["latency"] = "latency"
-    before_headers_s: float = Field(0.0, ge=0)
-    between_chunks_s: float = Field(0.0, ge=0)
+    before_headers_s: float = Field(default=0.0, ge=0)
+    between_chunks_s: float = Field(default=0.0, ge=0)
 
 
 class DisconnectFault(_Action):
     """Close the connection after N chunks (0: right after the headers)."""
 
     kind: Literal["disconnect"] = "disconnect"
-    after_chunks: int = Field(0, ge=0)
+    after_chunks: int = Field(default=0, ge=0)
 
 
 class StallFault(_Action):
     """Stop sending for ``seconds`` after N chunks, then carry on."""
 
     kind: Literal["stall"] = "stall"
-    after_chunks: int = Field(1, ge=0)
-    seconds: float = Field(5.0, ge=0)
+    after_chunks: int = Field(default=1, ge=0)
+    seconds: float = Field(default=5.0, ge=0)
 
 
 class MalformedSseFault(_Action):
     """Insert a line that is not valid SSE/JSON after N chunks."""
 
     kind: Literal["malformed_sse"] = "malformed_sse"
-    after_chunks: int = Field(1, ge=0)
+    after_chunks: int = Field(default=1, ge=0)
     line: str = 'data: {"choices": [ {"delta": oops\n\n'
 
 
@@ -111,7 +111,7 @@ class TruncatedJsonFault(_Action):
     """Send chunk N with its JSON cut in half; then continue or close the connection."""
 
     kind: Literal["truncated_json"] = "truncated_json"
-    after_chunks: int = Field(1, ge=0)
+    after_chunks: int = Field(default=1, ge=0)
     then: Literal["continue", "close"] = "close"
 
 
@@ -125,14 +125,14 @@ class EarlyEndFault(_Action):
     """After N chunks send ``[DONE]`` with no ``finish_reason`` ever sent (llama.cpp cut-off)."""
 
     kind: Literal["early_end"] = "early_end"
-    after_chunks: int = Field(2, ge=0)
+    after_chunks: int = Field(default=2, ge=0)
 
 
 class EvictFault(_Action):
     """Unload the answering model after N chunks (the server decides how the stream ends)."""
 
     kind: Literal["evict"] = "evict"
-    after_chunks: int = Field(2, ge=0)
+    after_chunks: int = Field(default=2, ge=0)
 
 
 class WrongModelFault(_Action):
@@ -169,8 +169,8 @@ class FaultMatch(BaseModel):
     method: str | None = None
     model: str | None = None
     nth: tuple[int, ...] | None = None
-    probability: float = Field(1.0, ge=0.0, le=1.0)
-    times: int | None = Field(None, ge=0)
+    probability: float = Field(default=1.0, ge=0.0, le=1.0)
+    times: int | None = Field(default=None, ge=0)
 
 
 class FaultRule(BaseModel):

@@ -120,8 +120,8 @@ def unexpected_body(method: str, path: str) -> bytes:
 
 async def _read_body(receive: Receive, limit: int, declared: int | None) -> bytes:
     if declared is not None and declared > limit:
-        message = f"Request body of {declared} bytes exceeds the limit of {limit} bytes"
-        raise BadRequest(message, 413)
+        too_big = f"Request body of {declared} bytes exceeds the limit of {limit} bytes"
+        raise BadRequest(too_big, 413)
     chunks: list[bytes] = []
     size = 0
     while True:

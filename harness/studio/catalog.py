@@ -24,9 +24,9 @@ class SpeedDefaults(BaseModel):
 
     model_config = ConfigDict(frozen=True, extra="forbid")
 
-    load_time_s: float = Field(0.05, ge=0)
-    ttft_s: float = Field(0.02, ge=0)
-    tokens_per_s: float = Field(500.0, gt=0)
+    load_time_s: float = Field(default=0.05, ge=0)
+    ttft_s: float = Field(default=0.02, ge=0)
+    tokens_per_s: float = Field(default=500.0, gt=0)
     reply_tokens: tuple[int, int] = (24, 64)
 
 
@@ -51,9 +51,9 @@ class ModelSpec(BaseModel):
     vision: bool = False
     reasoning: Literal["reasoning_content", "reasoning"] | None = None
     embedding_dims: int = 768
-    load_time_s: float | None = Field(None, ge=0)
-    ttft_s: float | None = Field(None, ge=0)
-    tokens_per_s: float | None = Field(None, gt=0)
+    load_time_s: float | None = Field(default=None, ge=0)
+    ttft_s: float | None = Field(default=None, ge=0)
+    tokens_per_s: float | None = Field(default=None, gt=0)
     reply_tokens: tuple[int, int] | None = None
 
     @property

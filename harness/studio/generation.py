@@ -19,8 +19,21 @@ from typing import Any
 
 from harness.studio.catalog import ModelSpec
 
-WORDS = tuple(
-    ["the", "model", "answers", "with", "tokens", "that", "arrive", "one", "by", "one", "over", "a", "local", "socket", "while", "the", "harness", "measures", "time", "to", "first", "token", "inter", "token", "latency", "and", "throughput", "under", "load", "streams", "may", "end", "early", "when", "another", "model", "is", "loaded", "so", "every", "client", "must", "check", "the", "finish", "reason", "before", "trusting", "a", "reply", "queue", "slots", "parallel", "requests", "cache", "expiry", "retry", "budget", "backoff", "jitter", "deadline", "context", "window", "prompt", "template", "reasoning", "tool", "call", "arguments", "schema", "validation", "embedding", "vector", "catalog", "server", "process", "memory", "latency", "percentile", "report", "review", "agent", "suite", "fixture", "cassette", "emulator", "proxy", "fault", "status", "header", "chunk", "frame", "event", "error", "recovery", "timeout", "connection", "pool", "keep", "alive", "quick", "brown", "fox", "jumps", "over", "lazy", "dog", "small", "large", "fast", "slow", "local", "remote", "simple", "robust", "clear", "honest", "exact", "careful", "bounded", "typed", "pure", "stable"]
+WORDS: tuple[str, ...] = (
+    "the", "model", "answers", "with", "tokens", "that", "arrive", "one", "by", "one",
+    "over", "a", "local", "socket", "while", "the", "harness", "measures", "time", "to",
+    "first", "token", "inter", "token", "latency", "and", "throughput", "under", "load",
+    "streams", "may", "end", "early", "when", "another", "model", "is", "loaded", "so",
+    "every", "client", "must", "check", "the", "finish", "reason", "before", "trusting",
+    "a", "reply", "queue", "slots", "parallel", "requests", "cache", "expiry", "retry",
+    "budget", "backoff", "jitter", "deadline", "context", "window", "prompt", "template",
+    "reasoning", "tool", "call", "arguments", "schema", "validation", "embedding", "vector",
+    "catalog", "server", "process", "memory", "latency", "percentile", "report", "review",
+    "agent", "suite", "fixture", "cassette", "emulator", "proxy", "fault", "status",
+    "header", "chunk", "frame", "event", "error", "recovery", "timeout", "connection",
+    "pool", "keep", "alive", "quick", "brown", "fox", "jumps", "over", "lazy", "dog",
+    "small", "large", "fast", "slow", "local", "remote", "simple", "robust", "clear",
+    "honest", "exact", "careful", "bounded", "typed", "pure", "stable",
 )
 
 TOOLS_DIRECTIVE = re.compile(r"\[\[tools:\s*")
@@ -370,7 +383,7 @@ def _number(schema: Mapping[str, Any], rng: random.Random, integer: bool) -> flo
     if xhi is not None and not isinstance(xhi, bool):
         high = min(high, float(xhi) - (1 if integer else 1e-6))
     if lo is not None and hi is None and xhi is None:
-        high = low + 100
+        high = float(low) + 100
     if hi is not None and lo is None and xlo is None:
         low = high - 100
     multiple = schema.get("multipleOf")
@@ -388,12 +401,12 @@ def _number(schema: Mapping[str, Any], rng: random.Random, integer: bool) -> flo
     if low > high:
         raise SchemaUnsupported(f"empty number range [{low}, {high}]")
     if multiple:
-        m = float(multiple)
-        k_first = math.ceil(low / m)
-        k_last = math.floor(high / m)
+        unit = float(multiple)
+        k_first = math.ceil(low / unit)
+        k_last = math.floor(high / unit)
         if k_first > k_last:
-            raise SchemaUnsupported(f"no multiple of {m} in [{low}, {high}]")
-        return rng.randint(k_first, k_last) * m
+            raise SchemaUnsupported(f"no multiple of {unit} in [{low}, {high}]")
+        return rng.randint(k_first, k_last) * unit
     return round(rng.uniform(low, high), 3) if high - low > 0.01 else low
 
 
