@@ -1,0 +1,166 @@
+"""Per-request LLM load metrics with vLLM's names and definitions, and exact percentiles.
+
+One request is one ``RequestRecord`` (also one JSONL line): raw timestamps only, so every derived
+number can be recomputed and checked. The definitions (also written into the report):
+
+- TTFT  = t_first_token - t_send. The first token is the first chunk carrying a content,
+  reasoning or tool-call delta; a role-only or empty frame, or the response headers, never count.
+- TTFO  = t_first_visible - t_send: first *visible* content (text or tool call, not reasoning).
+- E2E   = t_last_token - t_send (the usage chunk and ``[DONE]`` do not extend it).
+- TPOT  = (E2E - TTFT) / (N - 1), N = output tokens from the server (``usage`` or native
+  ``stats``); when the server gave no count, N is the number of content chunks and the record is
+  flagged ``usage_missing`` (the run's validity gate reports it).
+- ICL   = every gap between successive content chunks, pooled over requests (vLLM's "ITL").
+- tokens per chunk = N / content chunks (1.0 unless the server coalesces tokens).
+- schedule lag = t_send - t_intended; queue-inclusive E2E = t_last_token - t_intended (open loop:
+  coordinated omission made visible).
+
+Why exact percentiles: Locust buckets response times (2 significant figures above 100 ms); the
+report's numbers come from the raw records instead, with linear interpolation between ranks.
+"""
+
+from __future__ import annotations
+
+import math
+from collections.abc import Iterable, Sequence
+from dataclasses import asdict, dataclass, field, fields
+from typing import Any
+
+
+@dataclass(slots=True)
+class RequestRecord:
+    """What one request did, as raw timestamps (epoch seconds at perf_counter precision)."""
+
+    endpoint: str
+    model: str
+    stream: bool
+    t_intended: float
+    t_send: float
+    t_first_token: float | None = None
+    t_first_visible: float | None = None
+    t_last_token: float | None = None
+    t_done: float | None = None
+    gaps: list[float] = field(default_factory=list)
+    chunks: int = 0
+    n_server: int | None = None
+    prompt_tokens: int | None = None
+    finish_reason: str | None = None
+    ok: bool = True
+    error_kind: str | None = None
+    error: str | None = None
+    status: int | None = None
+    server_ttft_s: float | None = None
+    server_tps: float | None = None
+    worker: int = 0
+    user: int = 0
+    level: int = 0
+    warmup: bool = False
+
+    def to_json(self) -> dict[str, Any]:
+        return asdict(self)
+
+    @classmethod
+    def from_json(cls, data: dict[str, Any]) -> RequestRecord:
+        known = {f.name for f in fields(cls)}
+        return cls(**{k: v for k, v in data.items() if k in known})
+
+    # -- derived metrics (seconds) ---------------------------------------------------------------
+
+    @property
+    def usage_missing(self) -> bool:
+        return self.ok and self.n_server is None
+
+    @property
+    def output_tokens(self) -> int:
+        """N: the server's count, else the content-chunk count (flagged by ``usage_missing``)."""
+        return self.n_server if self.n_server is not None else self.chunks
+
+    @property
+    def ttft(self) -> float | None:
+        return None if self.t_first_token is None else self.t_first_token - self.t_send
+
+    @property
+    def ttfo(self) -> float | None:
+        return None if self.t_first_visible is None else self.t_first_visible - self.t_send
+
+    @property
+    def e2e(self) -> float | None:
+        end = self.t_last_token if self.t_last_token is not None else self.t_done
+        return None if end is None else end - self.t_send
+
+    @property
+    def tpot(self) -> float | None:
+        ttft, e2e, n = self.ttft, self.e2e, self.output_tokens
+        if ttft is None or e2e is None or n < 2:
+            return None
+        return (e2e - ttft) / (n - 1)
+
+    @property
+    def tokens_per_chunk(self) -> float | None:
+        return None if not self.chunks else self.output_tokens / self.chunks
+
+    @property
+    def output_tps(self) -> float | None:
+        e2e = self.e2e
+        return None if not e2e or e2e <= 0 else self.output_tokens / e2e
+
+    @property
+    def schedule_lag(self) -> float:
+        return self.t_send - self.t_intended
+
+    @property
+    def queued_e2e(self) -> float | None:
+        e2e = self.e2e
+        return None if e2e is None else e2e + self.schedule_lag
+
+
+def percentile(values: Sequence[float], q: float) -> float | None:
+    """Exact percentile with linear interpolation between closest ranks (numpy's default).
+
+    ``values`` need not be sorted; ``q`` is in [0, 100]. None for no values.
+    """
+    if not 0 <= q <= 100:
+        raise ValueError(f"percentile q must be within [0, 100], got {q}")
+    if not values:
+        return None
+    ordered = sorted(values)
+    rank = (len(ordered) - 1) * q / 100.0
+    low = math.floor(rank)
+    high = min(low + 1, len(ordered) - 1)
+    frac = rank - low
+    return ordered[low] + (ordered[high] - ordered[low]) * frac
+
+
+@dataclass(frozen=True, slots=True)
+class Distribution:
+    """Summary of one metric in milliseconds (or tokens for token metrics)."""
+
+    count: int
+    mean: float | None
+    p50: float | None
+    p90: float | None
+    p95: float | None
+    p99: float | None
+    max: float | None
+
+    @classmethod
+    def of(cls, values: Iterable[float | None], scale: float = 1000.0) -> Distribution:
+        data = sorted(v * scale for v in values if v is not None)
+        if not data:
+            return cls(0, None, None, None, None, None, None)
+        return cls(
+            count=len(data),
+            mean=sum(data) / len(data),
+            p50=percentile(data, 50),
+            p90=percentile(data, 90),
+            p95=percentile(data, 95),
+            p99=percentile(data, 99),
+            max=data[-1],
+        )
+
+    def at(self, q: int) -> float | None:
+        return {50: self.p50, 90: self.p90, 95: self.p95, 99: self.p99}[q]
+
+
+def pooled_gaps(records: Iterable[RequestRecord]) -> list[float]:
+    return [g for r in records for g in r.gaps]

@@ -1,0 +1,206 @@
+"""The load generator's HTTP/1.1 hot path: one gevent socket per user, llhttp (C) parsing.
+
+Why not httpx or FastHttpSession here: a load generator must time the arrival of each network
+read, not of a parsed line or of the headers (Locust's ``stream=True`` timing is time-to-headers,
+locust #2443), and one worker process must keep hundreds of streams at tens of tokens per second
+without its own CPU becoming what is measured. A plain socket read timed with ``perf_counter``,
+fed to geventhttpclient's C response parser, then to the client core's sans-IO SSE decoder and
+stream assembler (the product's one parser), is the least work per chunk we found; see
+``benchmarks/bench_load.py``.
+
+Every failure is a typed client error carrying the request context: ``ConnectError`` when the
+connection is refused or reset before a response, ``LMStudioTimeout`` (phase ``connect``,
+``read`` or ``stream-idle``) when the server goes quiet.
+"""
+
+from __future__ import annotations
+
+import errno
+import socket as pysocket
+import time
+from collections.abc import Iterator
+from urllib.parse import urlsplit
+
+import gevent.socket as gsocket
+from geventhttpclient.response import HTTPResponse
+
+from harness.client.errors import ConnectError, LMStudioTimeout, RequestContext
+
+_READ_SIZE = 65536
+perf_counter = time.perf_counter
+
+
+class _Parser(HTTPResponse):
+    """geventhttpclient's llhttp-based parser, collecting body bytes instead of buffering them."""
+
+    def __init__(self, method: str) -> None:
+        super().__init__(method=method)
+        self.parts: list[bytes] = []
+
+    def _on_body(self, buf: bytearray) -> None:
+        self.parts.append(bytes(buf))
+
+    def take(self) -> bytes:
+        parts = self.parts
+        if not parts:
+            return b""
+        data = parts[0] if len(parts) == 1 else b"".join(parts)
+        self.parts = []
+        return data
+
+
+class Response:
+    """Status and headers of one answer; ``chunks()`` yields body bytes with their arrival time."""
+
+    def __init__(self, conn: Connection, parser: _Parser, ctx: RequestContext,
+                 first: tuple[bytes, float]) -> None:
+        self._conn = conn
+        self._parser = parser
+        self._ctx = ctx
+        self._first = first
+        self.status = parser.status_code
+        self.headers = {k.lower(): v for k, v in parser.items()}
+
+    def chunks(self) -> Iterator[tuple[bytes, float]]:
+        """Body bytes as they arrive, each with the ``perf_counter`` time of its read."""
+        parser, sock = self._parser, self._conn.sock
+        data, now = self._first
+        if data:
+            yield data, now
+        try:
+            while not parser.message_complete:
+                assert sock is not None
+                try:
+                    raw = sock.recv(_READ_SIZE)
+                except pysocket.timeout:
+                    raise LMStudioTimeout(
+                        "no data from the server within the idle limit", phase="stream-idle",
+                        limit=self._conn.read_timeout, context=self._ctx, status=self.status,
+                    ) from None
+                except OSError as exc:
+                    raise ConnectError(f"connection lost mid-response: {exc}", context=self._ctx,
+                                       status=self.status) from None
+                now = perf_counter()
+                if not raw:
+                    break  # peer closed: the caller's assembler decides what that means
+                parser.feed(raw)
+                data = parser.take()
+                if data:
+                    yield data, now
+        finally:
+            self.release()
+
+    def read_all(self) -> bytes:
+        return b"".join(data for data, _ in self.chunks())
+
+    def release(self) -> None:
+        """Keep the connection for the next request only if this answer was read to its end."""
+        parser = self._parser
+        if not parser.message_complete or parser.should_close():
+            self._conn.close()
+
+
+class Connection:
+    """One keep-alive HTTP/1.1 connection (one per Locust user: no pool, no lock)."""
+
+    def __init__(self, base_url: str, *, connect_timeout: float = 5.0,
+                 read_timeout: float = 60.0, api_token: str | None = None) -> None:
+        parts = urlsplit(base_url)
+        if parts.scheme != "http" or not parts.hostname:
+            raise ValueError(f"load transport needs an http:// base URL, got {base_url!r}")
+        self.host = parts.hostname
+        self.port = parts.port or 80
+        self.prefix = parts.path.rstrip("/")
+        self.connect_timeout = connect_timeout
+        self.read_timeout = read_timeout
+        self.sock: gsocket.socket | None = None
+        host_header = f"{self.host}:{self.port}"
+        auth = f"Authorization: Bearer {api_token}\r\n" if api_token else ""
+        self._head = (f"Host: {host_header}\r\nContent-Type: application/json\r\n"
+                      f"Accept: application/json, text/event-stream\r\n{auth}")
+        self.reconnects = 0
+
+    def close(self) -> None:
+        if self.sock is not None:
+            try:
+                self.sock.close()
+            finally:
+                self.sock = None
+
+    def _connect(self, ctx: RequestContext) -> gsocket.socket:
+        try:
+            sock = gsocket.create_connection((self.host, self.port), timeout=self.connect_timeout)
+        except pysocket.timeout:
+            raise LMStudioTimeout("connect timed out", phase="connect",
+                                  limit=self.connect_timeout, context=ctx) from None
+        except OSError as exc:
+            raise ConnectError(f"cannot connect: {exc.strerror or exc}", context=ctx) from None
+        sock.setsockopt(pysocket.IPPROTO_TCP, pysocket.TCP_NODELAY, 1)
+        sock.settimeout(self.read_timeout)
+        self.sock = sock
+        return sock
+
+    def request_bytes(self, method: str, path: str, body: bytes) -> bytes:
+        return (f"{method} {self.prefix}{path} HTTP/1.1\r\n{self._head}"
+                f"Content-Length: {len(body)}\r\n\r\n").encode("latin-1") + body
+
+    def send(self, method: str, path: str, body: bytes, ctx: RequestContext) -> tuple[
+            Response, float]:
+        """Send one request; returns the response (headers read) and the send time.
+
+        A kept-alive socket the server already closed fails before any response byte; that is
+        retried once on a fresh connection (nothing was processed), anything else is an error.
+        """
+        payload = self.request_bytes(method, path, body)
+        for attempt in (1, 2):
+            fresh = self.sock is None
+            sock = self.sock if self.sock is not None else self._connect(ctx)
+            t_send = perf_counter()
+            try:
+                sock.sendall(payload)
+            except OSError as exc:
+                self.close()
+                if fresh or attempt == 2:
+                    raise ConnectError(f"cannot send the request: {exc}", context=ctx) from None
+                self.reconnects += 1
+                continue
+            try:
+                return self._read_head(sock, method, ctx), t_send
+            except _StaleConnection:
+                self.close()
+                if fresh or attempt == 2:
+                    raise ConnectError("connection closed by the server before any response",
+                                       context=ctx) from None
+                self.reconnects += 1
+        raise AssertionError("unreachable")
+
+    def _read_head(self, sock: gsocket.socket, method: str, ctx: RequestContext) -> Response:
+        parser = _Parser(method)
+        got_any = False
+        while not parser.headers_complete:
+            try:
+                raw = sock.recv(_READ_SIZE)
+            except pysocket.timeout:
+                self.close()
+                raise LMStudioTimeout("no response headers within the read limit", phase="read",
+                                      limit=self.read_timeout, context=ctx) from None
+            except OSError as exc:
+                if not got_any and exc.errno in (errno.ECONNRESET, errno.EPIPE):
+                    raise _StaleConnection from None
+                self.close()
+                raise ConnectError(f"connection error before the response: {exc}",
+                                   context=ctx) from None
+            now = perf_counter()
+            if not raw:
+                if not got_any:
+                    raise _StaleConnection
+                self.close()
+                raise ConnectError("connection closed in the middle of the response headers",
+                                   context=ctx)
+            got_any = True
+            parser.feed(raw)
+        return Response(self, parser, ctx, (parser.take(), now))
+
+
+class _StaleConnection(Exception):
+    """The server closed a kept-alive connection before answering."""
