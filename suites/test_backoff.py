@@ -1,0 +1,167 @@
+"""Backoff suite. Gap: "Inadequate Rate Limit Handling" (reference analysis, major issue 2).
+
+The review found retries without limits ("10 retries in 10 s = 10x rate limit") and no test of
+"repeated 429s with different delays"; it recommended at most 5 retries and 15 s maximum
+backoff. LM Studio itself never answers 429 (it queues), but the gateways and proxies in front of
+it do, so against a live server these tests run through the fault proxy (``--via-proxy``).
+
+Waits are recorded by an injected sleep, so the caps are checked without waiting for them; the
+one test about the deadline uses short real waits. Upstream attempts are counted by the server's
+ground truth, not by the client under test.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+import time
+from typing import Any
+
+import pytest
+
+from harness.client import AsyncClient, RetryPolicy, Timeouts
+from harness.client.errors import HTTPStatusError, RateLimited
+from harness.evaluate.target import Faults, Target, Truth
+from harness.faults import FaultMatch, FaultPlan, FaultRule, StatusFault
+from suites.support import prompt
+
+pytestmark = [pytest.mark.backoff, pytest.mark.needs_faults, pytest.mark.needs_truth]
+
+CHAT = "/v1/chat/completions"
+HELLO = prompt("hello")
+
+
+class RecordingSleep:
+    """An injected ``sleep`` that records each wait and returns at once."""
+
+    def __init__(self) -> None:
+        self.waits: list[float] = []
+
+    async def __call__(self, seconds: float) -> None:
+        self.waits.append(seconds)
+        await asyncio.sleep(0)
+
+
+def rule(action: StatusFault, nth: tuple[int, ...] | None = None) -> FaultRule:
+    return FaultRule(match=FaultMatch(endpoint=CHAT, nth=nth), action=action)
+
+
+def client_for(target: Target, sleep: Any, **kwargs: Any) -> AsyncClient:
+    return AsyncClient(target.base_url, model=target.model(0), api_token=target.api_token,
+                       sleep=sleep, **kwargs)
+
+
+async def test_repeated_429s_with_varied_retry_after_are_capped(
+        target: Target, faults: Faults, truth: Truth, caplog: pytest.LogCaptureFixture,
+        record_property: Any) -> None:
+    """Gap: inadequate rate limit handling ("no tests for repeated 429s with different
+    delays"). Retry-After absent, in seconds, as an HTTP date and huge: at most 5 attempts, no
+    wait over 15 s, each hint honoured up to the cap, and the error reports attempts and waits."""
+    faults.set(FaultPlan(rules=(
+        rule(StatusFault(status=429), nth=(1,)),
+        rule(StatusFault(status=429, retry_after=3), nth=(2,)),
+        rule(StatusFault(status=429, retry_after=8, retry_after_format="http_date"), nth=(3,)),
+        rule(StatusFault(status=429, retry_after=86400), nth=(4,)),
+        rule(StatusFault(status=429, retry_after=1)),
+    )))
+    sleep = RecordingSleep()
+    caplog.set_level(logging.WARNING, logger="harness.client")
+    async with client_for(target, sleep) as client:
+        with pytest.raises(RateLimited) as caught:
+            await client.chat(HELLO)
+    err = caught.value
+    attempts = truth.settled(CHAT)
+    assert len(attempts) == 5 and all(r["status"] == 429 for r in attempts)
+    assert err.attempt == err.max_attempts == 5
+    waits = sleep.waits
+    assert len(waits) == 4 and max(waits) <= 15.0
+    assert 0 <= waits[0] <= 0.5 * 2 ** 0  # no hint: jittered backoff, first ceiling 0.5 s
+    assert waits[1] == 3.0
+    assert 6.0 <= waits[2] <= 8.0  # an HTTP date has one-second resolution
+    assert waits[3] == 15.0  # one day asked, capped
+    assert err.total_waited == pytest.approx(sum(waits))
+    text = str(err)
+    assert "attempt 5/5" in text and "HTTP 429" in text and "waited" in text
+    retries = [r for r in caplog.records if "retry" in r.getMessage()]
+    assert len(retries) == 4 and "attempt 4/5" in retries[-1].getMessage()
+    record_property("evidence", f"5 upstream attempts; waits {[round(w, 2) for w in waits]} s "
+                                f"(cap 15 s); error: {text[:160]}")
+
+
+async def test_retries_stop_within_the_deadline(target: Target, faults: Faults, truth: Truth,
+                                                record_property: Any) -> None:
+    """Gap: inadequate rate limit handling. Retries never run past the call's deadline: a wait
+    that would cross it is not taken, and the call gives up in time with the 429 (real time,
+    short cap: 1 s deadline, 0.4 s Retry-After)."""
+    faults.set(FaultPlan(rules=(rule(StatusFault(status=429, retry_after=0.4)),)))
+    started = time.perf_counter()
+    async with client_for(target, asyncio.sleep,
+                          timeout=Timeouts(connect=2, read=5, deadline=1.0)) as client:
+        with pytest.raises(RateLimited) as caught:
+            await client.chat(HELLO)
+    elapsed = time.perf_counter() - started
+    assert elapsed < 1.0, f"gave up after {elapsed:.2f}s, past the 1 s deadline"
+    attempts = len(truth.settled(CHAT))
+    assert attempts == caught.value.attempt < 5
+    record_property("evidence", f"gave up after {attempts} attempts in {elapsed:.2f} s "
+                                "(deadline 1 s)")
+
+
+async def test_429_storm_stays_within_the_retry_budget(target: Target, faults: Faults,
+                                                       truth: Truth,
+                                                       record_property: Any) -> None:
+    """Gap: inadequate rate limit handling ("10 retries in 10 s = 10x rate limit"). 100
+    concurrent calls in a 429 storm: the client's shared retry budget keeps upstream attempts
+    near 100 + 20% + a small floor instead of 500 (counted by the server's ground truth)."""
+    faults.set(FaultPlan(rules=(rule(StatusFault(status=429)),)))
+    sleep = RecordingSleep()
+    policy = RetryPolicy()
+    async with client_for(target, sleep, retry=policy) as client:
+        outcomes = await asyncio.gather(*(client.chat(HELLO) for _ in range(100)),
+                                        return_exceptions=True)
+    assert all(isinstance(o, RateLimited) for o in outcomes), {type(o) for o in outcomes}
+    upstream = len(truth.settled(CHAT, expect=100))
+    allowed = 100 + policy.budget_floor + int(policy.budget_ratio * 100)
+    assert 100 < upstream <= allowed, f"{upstream} upstream attempts, budget allows {allowed}"
+    assert max(sleep.waits) <= 15.0
+    record_property("evidence", f"{upstream} upstream attempts for 100 calls (unbounded: 500; "
+                                f"budget: {allowed})")
+
+
+@pytest.mark.parametrize("stream", [False, True], ids=["chat", "stream"])
+async def test_5xx_burst_recovers(target: Target, faults: Faults, truth: Truth, stream: bool,
+                                  record_property: Any) -> None:
+    """Gap: inadequate rate limit handling. A burst of 500/502/503 answers is retried with
+    backoff and the call then succeeds (a stream is retried before its first token)."""
+    faults.set(FaultPlan(rules=(
+        rule(StatusFault(status=500), nth=(1,)),
+        rule(StatusFault(status=502), nth=(2,)),
+        rule(StatusFault(status=503), nth=(3,)),
+    )))
+    sleep = RecordingSleep()
+    async with client_for(target, sleep) as client:
+        if stream:
+            async with client.stream_chat(HELLO) as s:
+                result = await s.result()
+        else:
+            result = await client.chat(HELLO)
+    assert result.finish_reason == "stop" and result.text
+    statuses = [r["status"] for r in truth.settled(CHAT)]
+    assert statuses == [500, 502, 503, 200]
+    assert len(sleep.waits) == 3
+    for attempt, wait in enumerate(sleep.waits, start=1):  # full jitter under the doubling ceiling
+        assert 0 <= wait <= RetryPolicy().backoff_base * 2 ** (attempt - 1)
+    record_property("evidence", f"statuses {statuses}; waits {[round(w, 2) for w in sleep.waits]}")
+
+
+async def test_non_retryable_status_is_not_retried(target: Target, faults: Faults,
+                                                   truth: Truth) -> None:
+    """Gap: inadequate rate limit handling. A client error (400) is reported at once: retrying
+    it would only multiply load."""
+    faults.set(FaultPlan(rules=(rule(StatusFault(status=400)),)))
+    sleep = RecordingSleep()
+    async with client_for(target, sleep) as client:
+        with pytest.raises(HTTPStatusError) as caught:
+            await client.chat(HELLO)
+    assert caught.value.status == 400 and caught.value.attempt == 1
+    assert len(truth.settled(CHAT)) == 1 and sleep.waits == []
