@@ -13,31 +13,26 @@ import httpx
 from harness.client import protocol
 from harness.client.base import (
     Call,
-    ClientOptions,
-    InflightPolicy,
+    ClientCore,
     SharedState,
+    StreamCore,
     Timeouts,
     base_headers,
-    chat_payload,
     default_limits,
     derive_options,
     log_attempt,
     make_options,
+    not_a_stream,
     now,
-    prepare,
     transport_error,
 )
 from harness.client.catalog import ModelCatalog
 from harness.client.errors import (
-    BadResponse,
     LMStudioError,
     LMStudioTimeout,
     ModelNotFound,
     ModelSwitched,
     RequestContext,
-    StreamInterrupted,
-    StreamStalled,
-    ValidationError,
 )
 from harness.client.models import (
     ChatResult,
@@ -49,14 +44,7 @@ from harness.client.models import (
 )
 from harness.client.retry import RetryBudget, RetryPolicy
 from harness.client.sse import SSEDecoder
-from harness.client.validation import validate_model_id, validate_params
-from harness.client.wire import (
-    embeddings_result,
-    parse_model_list,
-    response_result,
-)
-
-Assembler = protocol.ChatStreamAssembler | protocol.NativeChatAssembler
+from harness.client.wire import embeddings_result, parse_model_list, response_result
 
 
 def _cancel_soon(loop: asyncio.AbstractEventLoop, task: asyncio.Task[Any]) -> None:
@@ -64,7 +52,7 @@ def _cancel_soon(loop: asyncio.AbstractEventLoop, task: asyncio.Task[Any]) -> No
     loop.call_soon_threadsafe(task.cancel)
 
 
-class AsyncClient:
+class AsyncClient(ClientCore):
     """Async client for LM Studio. One connection pool per client; ``with_options`` views share it.
 
     ``base_url`` may be given with or without ``/v1``. ``model`` is the default model, read once
@@ -84,49 +72,30 @@ class AsyncClient:
         transport: httpx.AsyncBaseTransport | None = None,
         sleep: Callable[[float], Awaitable[None]] = asyncio.sleep,
     ) -> None:
-        options = make_options(base_url, None, api_token, timeout, retry)
-        self._options = options
-        self._shared = SharedState(model, RetryBudget.for_policy(options.retry))
+        options = make_options(base_url, model, api_token, timeout, retry)
+        self._options = options.without_model()
+        self._shared = SharedState(options.model, RetryBudget.for_policy(options.retry))
         self._http = httpx.AsyncClient(
             headers=base_headers(options), limits=limits or default_limits(),
             timeout=options.timeouts.httpx(), transport=transport,
         )
-        self._shared.catalog = ModelCatalog(afetch=self._fetch_catalog, ttl=catalog_ttl)
+        self._shared.catalog = ModelCatalog(afetch=self.list_models, ttl=catalog_ttl)
         self._sleep = sleep
         self._owner = True
-
-    # -- views and lifecycle -------------------------------------------------------------------
-    @classmethod
-    def _view(cls, parent: AsyncClient, options: ClientOptions) -> AsyncClient:
-        view = cls.__new__(cls)
-        view._options, view._shared, view._http, view._sleep, view._owner = (
-            options, parent._shared, parent._http, parent._sleep, False)
-        return view
 
     def with_options(self, *, model: str | None = None, timeout: Timeouts | float | None = None,
                      retry: RetryPolicy | None = None) -> AsyncClient:
         """A view pinned to ``model`` (and/or other timeouts) sharing this client's pool."""
-        return self._view(self, derive_options(self._options, model=model, timeout=timeout,
-                                               retry=retry))
-
-    @property
-    def base_url(self) -> str:
-        return self._options.base_url
-
-    @property
-    def model(self) -> str | None:
-        return self._options.model or self._shared.default_model
+        view = AsyncClient.__new__(AsyncClient)
+        view._options = derive_options(self._options, model=model, timeout=timeout, retry=retry)
+        view._shared, view._http, view._sleep, view._owner = (
+            self._shared, self._http, self._sleep, False)
+        return view
 
     @property
     def catalog(self) -> ModelCatalog:
         catalog: ModelCatalog = self._shared.catalog
         return catalog
-
-    def switch_model(self, model: str, *, inflight: InflightPolicy = "finish") -> int:
-        """New calls use ``model``. With ``inflight="cancel"`` running calls pinned to another
-        model end with ``ModelSwitched`` (their partial output kept); with ``finish`` they
-        complete on their own model. Returns the number of calls cancelled."""
-        return self._shared.switch(model, inflight)
 
     async def aclose(self) -> None:
         if self._owner:
@@ -146,8 +115,8 @@ class AsyncClient:
         shared.budget.record_call()
         entry = shared.register(call.model)
         task = asyncio.current_task()
-        loop = asyncio.get_running_loop()
         if task is not None:
+            loop = asyncio.get_running_loop()
             entry.cancel_hook = lambda: _cancel_soon(loop, task)
         number = 1
         try:
@@ -213,19 +182,13 @@ class AsyncClient:
     # -- OpenAI-compatible endpoints ---------------------------------------------------------------
     async def chat(self, messages: list[dict[str, Any]], *, model: str | None = None,
                    **params: Any) -> ChatResult:
-        call = prepare(self._shared, self._options, "POST", "/v1/chat/completions",
-                       payload=chat_payload(messages, params), model=model, needs_model=True)
-        body, ctx, timings = await self._request_json(call)
+        body, ctx, timings = await self._request_json(self._chat_call(messages, model, params))
         return protocol.chat_result(ctx, body, timings)
 
     def stream_chat(self, messages: list[dict[str, Any]], *, model: str | None = None,
                     include_usage: bool = True, **params: Any) -> AsyncChatStream:
         """Open with ``async with``; iterate for deltas; ``await stream.result()`` at the end."""
-        payload = chat_payload(messages, params)
-        if include_usage:
-            payload.setdefault("stream_options", {"include_usage": True})
-        call = prepare(self._shared, self._options, "POST", "/v1/chat/completions",
-                       payload=payload, model=model, needs_model=True, stream=True)
+        call = self._chat_call(messages, model, params, stream=True, include_usage=include_usage)
         return AsyncChatStream(self, call, protocol.ChatStreamAssembler)
 
     async def complete(self, prompt: str, *, model: str | None = None, **params: Any
@@ -239,68 +202,39 @@ class AsyncClient:
         call = self._completion_call(prompt, model, params, stream=True)
         return AsyncChatStream(self, call, protocol.ChatStreamAssembler)
 
-    def _completion_call(self, prompt: str, model: str | None, params: dict[str, Any],
-                         stream: bool) -> Call:
-        if not isinstance(prompt, str) or not prompt:
-            raise ValidationError("prompt", "must be a non-empty string")
-        validate_params(params)
-        payload = {"prompt": prompt, **{k: v for k, v in params.items() if v is not None}}
-        return prepare(self._shared, self._options, "POST", "/v1/completions", payload=payload,
-                       model=model, needs_model=True, stream=stream)
-
     async def embed(self, inputs: str | list[str], *, model: str | None = None) -> Embeddings:
-        if isinstance(inputs, str):
-            inputs = [inputs]
-        if not inputs or not all(isinstance(i, str) for i in inputs):
-            raise ValidationError("input", "must be a string or a non-empty list of strings")
-        call = prepare(self._shared, self._options, "POST", "/v1/embeddings",
-                       payload={"input": inputs}, model=model, needs_model=True)
-        body, ctx, _ = await self._request_json(call)
+        body, ctx, _ = await self._request_json(self._embed_call(inputs, model))
         return embeddings_result(ctx, body)
 
     async def respond(self, input: str | list[dict[str, Any]], *, model: str | None = None,
                       previous_response_id: str | None = None, **params: Any) -> ResponseResult:
         """``POST /v1/responses``; pass the returned ``id`` as ``previous_response_id``."""
-        if not input:
-            raise ValidationError("input", "must not be empty")
-        payload: dict[str, Any] = {"input": input, **params}
-        if previous_response_id is not None:
-            payload["previous_response_id"] = previous_response_id
-        call = prepare(self._shared, self._options, "POST", "/v1/responses", payload=payload,
-                       model=model, needs_model=True)
+        call = self._respond_call(input, model, previous_response_id, params)
         body, ctx, _ = await self._request_json(call)
         return response_result(ctx, body)
 
     async def list_models(self) -> list[ModelInfo]:
         """``GET /v1/models`` (fresh; use ``catalog`` for the cached view)."""
-        body, _, _ = await self._request_json(prepare(self._shared, self._options, "GET",
-                                                      "/v1/models"))
+        body, _, _ = await self._request_json(self._call("GET", "/v1/models"))
         return parse_model_list(body)
 
     # -- native endpoints ------------------------------------------------------------------------
     async def native_models(self) -> list[ModelInfo]:
         """``GET /api/v1/models``: every downloaded model with its loaded instances."""
-        body, _, _ = await self._request_json(prepare(self._shared, self._options, "GET",
-                                                      "/api/v1/models"))
+        body, _, _ = await self._request_json(self._call("GET", "/api/v1/models"))
         return parse_model_list(body)
 
     async def v0_models(self) -> list[ModelInfo]:
-        body, _, _ = await self._request_json(prepare(self._shared, self._options, "GET",
-                                                      "/api/v0/models"))
+        body, _, _ = await self._request_json(self._call("GET", "/api/v0/models"))
         return parse_model_list(body)
 
     async def load_model(self, model: str, **config: Any) -> dict[str, Any]:
-        call = prepare(self._shared, self._options, "POST", "/api/v1/models/load",
-                       payload=dict(config), model=model, needs_model=True)
-        body, _, _ = await self._request_json(call)
+        body, _, _ = await self._request_json(self._load_call(model, config))
         self.catalog.invalidate()
         return body
 
     async def unload_model(self, instance_id: str) -> dict[str, Any]:
-        validate_model_id(instance_id, "instance_id")
-        call = prepare(self._shared, self._options, "POST", "/api/v1/models/unload",
-                       payload={"instance_id": instance_id})
-        body, _, _ = await self._request_json(call)
+        body, _, _ = await self._request_json(self._unload_call(instance_id))
         self.catalog.invalidate()
         return body
 
@@ -315,51 +249,26 @@ class AsyncClient:
         call = self._native_call(input, model, params, stream=True)
         return AsyncChatStream(self, call, protocol.NativeChatAssembler)
 
-    def _native_call(self, input: Any, model: str | None, params: dict[str, Any],
-                     stream: bool) -> Call:
-        if not input:
-            raise ValidationError("input", "must not be empty")
-        validate_params(params)
-        return prepare(self._shared, self._options, "POST", "/api/v1/chat",
-                       payload={"input": input, **params}, model=model, needs_model=True,
-                       stream=stream)
 
-    async def _fetch_catalog(self) -> list[ModelInfo]:
-        return await self.list_models()
-
-
-class AsyncChatStream:
+class AsyncChatStream(StreamCore):
     """One streamed call. Complete only on the server's end signal; otherwise it raises
     ``StreamInterrupted`` (or a subclass) with the partial output. Leaving ``async with`` early
     closes the HTTP response, so the server stops generating."""
 
-    def __init__(self, client: AsyncClient, call: Call,
-                 assembler: type[protocol.ChatStreamAssembler] | type[protocol.NativeChatAssembler]
-                 ) -> None:
+    def __init__(self, client: AsyncClient, call: Call, assembler_type: type[Any]) -> None:
+        super().__init__(call, assembler_type, client._options.timeouts)
         self._client = client
-        self._call = call
-        self._assembler_type = assembler
         self._response: httpx.Response | None = None
-        self._assembler: Assembler | None = None
-        self._result: ChatResult | None = None
-        self._error: LMStudioError | None = None
-        self._started = 0.0
         self._events: AsyncIterator[StreamEvent] | None = None
-        self._entry: Any = None
-
-    @property
-    def model(self) -> str | None:
-        return self._call.model
 
     async def __aenter__(self) -> AsyncChatStream:
-        client = self._client
-        timeouts = client._options.timeouts
+        client, timeouts, call = self._client, self._timeouts, self._call
         self._started = now()
 
         async def attempt(ctx: RequestContext, remaining: float) -> None:
             request = client._http.build_request(
-                self._call.method, self._call.url, content=self._call.body,
-                headers=dict(self._call.headers), timeout=timeouts.httpx(remaining))
+                call.method, call.url, content=call.body, headers=dict(call.headers),
+                timeout=timeouts.httpx(remaining))
             sent = now()
             try:
                 response = await client._http.send(request, stream=True)
@@ -373,19 +282,14 @@ class AsyncChatStream:
                     raise transport_error(exc, ctx, timeouts, got_headers=True) from None
                 finally:
                     await response.aclose()
-                if response.status_code >= 400:
-                    raise protocol.error_from_response(ctx, response.status_code,
-                                                       response.headers, body)
-                protocol.json_body(ctx, response.headers, body)  # raises on 200-with-error
-                raise BadResponse("expected an event stream, got a plain body", context=ctx,
-                                  status=response.status_code)
+                raise not_a_stream(ctx, response.status_code, response.headers, body)
             # From here on a read timeout means the stream went quiet, not the server slow.
             request.extensions["timeout"]["read"] = min(timeouts.stream_idle, remaining)
             self._response = response
             self._assembler = self._assembler_type(ctx, sent)
 
-        await client._run(self._call, attempt)
-        self._entry = client._shared.register(self._call.model)
+        await client._run(call, attempt)
+        self._entry = client._shared.register(call.model)
         return self
 
     async def __aexit__(self, exc_type: type[BaseException] | None, exc: BaseException | None,
@@ -407,12 +311,10 @@ class AsyncChatStream:
         return self._events
 
     async def _iterate(self) -> AsyncIterator[StreamEvent]:
-        assembler, response = self._assembler, self._response
+        assembler, response, entry = self._assembler, self._response, self._entry
         assert assembler is not None and response is not None
         decoder = SSEDecoder()
-        client, entry = self._client, self._entry
-        timeouts = client._options.timeouts
-        deadline_at = self._started + timeouts.deadline
+        deadline_at = self._started + self._timeouts.deadline
         raw = response.aiter_raw()
         task = asyncio.current_task()
         if entry is not None and task is not None:
@@ -427,35 +329,29 @@ class AsyncChatStream:
                 except asyncio.CancelledError:
                     if entry is not None and entry.cancelled and task is not None \
                             and task.uncancel() == 0:
-                        raise ModelSwitched("cut off by switch_model(inflight='cancel')",
-                                            context=self._ctx(),
-                                            partial=assembler.partial()) from None
+                        raise self._switched() from None
                     raise
                 except httpx.ReadTimeout:
-                    raise self._stalled(deadline_at) from None
+                    raise self._stalled() from None
                 except httpx.HTTPError as exc:
-                    raise StreamInterrupted(
-                        f"connection lost mid-stream: {type(exc).__name__}: {exc}",
-                        context=self._ctx(), partial=assembler.partial()) from None
+                    raise self._interrupted(
+                        f"connection lost mid-stream: {type(exc).__name__}: {exc}") from None
                 if entry is not None and entry.cancelled:  # cancelled between two reads
-                    raise ModelSwitched("cut off by switch_model(inflight='cancel')",
-                                        context=self._ctx(), partial=assembler.partial())
+                    raise self._switched()
                 t = now()
                 for event in decoder.feed(chunk):
                     for delta in assembler.feed(event, t):
                         yield delta
                 if t > deadline_at:
-                    raise StreamStalled("call deadline passed mid-stream", phase="deadline",
-                                        limit=timeouts.deadline, context=self._ctx(),
-                                        partial=assembler.partial())
-            if not assembler.done:
+                    raise self._stalled(deadline=True)
+            if assembler.done:
+                self._result = assembler.finish(now())
+            else:
                 partial_event = decoder.has_partial_event
                 for event in decoder.flush():
                     for delta in assembler.feed(event, now()):
                         yield delta
                 self._result = assembler.finish(now(), eof_with_partial_event=partial_event)
-            else:
-                self._result = assembler.finish(now())
         except LMStudioError as err:
             self._error = err
             raise
@@ -465,19 +361,6 @@ class AsyncChatStream:
             await raw.aclose()  # type: ignore[attr-defined]
             await response.aclose()
 
-    def _ctx(self) -> RequestContext:
-        assert self._assembler is not None
-        return self._assembler.ctx.at(elapsed=now() - self._started)
-
-    def _stalled(self, deadline_at: float) -> StreamStalled:
-        assert self._assembler is not None
-        timeouts = self._client._options.timeouts
-        phase = "deadline" if now() >= deadline_at else "stream-idle"
-        limit = timeouts.deadline if phase == "deadline" else timeouts.stream_idle
-        return StreamStalled(f"no stream data for {limit:g}s" if phase == "stream-idle"
-                             else "call deadline passed mid-stream", phase=phase, limit=limit,
-                             context=self._ctx(), partial=self._assembler.partial())
-
     async def result(self) -> ChatResult:
         """Drain what is left and return the assembled answer (or raise why it is not one)."""
         if self._result is None and self._error is None:
@@ -485,5 +368,5 @@ class AsyncChatStream:
                 pass
         if self._error is not None:
             raise self._error
-        assert self._result is not None
-        return self._result
+        result: ChatResult = self._result
+        return result

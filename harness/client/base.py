@@ -21,12 +21,16 @@ from urllib.parse import urlsplit
 import httpx
 
 from harness import __version__
+from harness.client import protocol
 from harness.client.errors import (
+    BadResponse,
     ConnectError,
     LMStudioError,
     LMStudioTimeout,
-    PartialOutput,
+    ModelSwitched,
     RequestContext,
+    StreamInterrupted,
+    StreamStalled,
     TransportError,
     ValidationError,
     redact,
@@ -165,8 +169,10 @@ class ClientOptions:
     timeouts: Timeouts
     retry: RetryPolicy
 
-    def redacted_token(self) -> tuple[str, ...]:
-        return (self.api_token,) if self.api_token else ()
+    def without_model(self) -> ClientOptions:
+        """The root client keeps its default model in ``SharedState`` (so ``switch_model`` can
+        change it); only views made by ``with_options`` pin a model in their options."""
+        return replace(self, model=None)
 
 
 def make_options(base_url: str, model: str | None, api_token: str | None,
@@ -228,11 +234,146 @@ def prepare(shared: SharedState, options: ClientOptions, method: str, path: str,
                 headers, stream, next(shared.ids))
 
 
-def chat_payload(messages: Any, params: dict[str, Any]) -> dict[str, Any]:
-    msgs = validate_messages(messages)
-    validate_params(params)
-    params.pop("stream", None)
-    return {"messages": msgs, **{k: v for k, v in params.items() if v is not None}}
+class ClientCore:
+    """What both shells share: options, shared state, and the sans-IO builders that turn each
+    endpoint's arguments into a validated, frozen ``Call`` (so a bad argument fails before I/O,
+    identically in ``Client`` and ``AsyncClient``)."""
+
+    _options: ClientOptions
+    _shared: SharedState
+
+    @property
+    def base_url(self) -> str:
+        return self._options.base_url
+
+    @property
+    def model(self) -> str | None:
+        """The model a call started now would use."""
+        return self._options.model or self._shared.default_model
+
+    def switch_model(self, model: str, *, inflight: InflightPolicy = "finish") -> int:
+        """New calls use ``model``. With ``inflight="cancel"`` running calls pinned to another
+        model end with ``ModelSwitched`` (partial output kept); with ``finish`` they complete on
+        their own model. Returns the number of calls cancelled."""
+        return self._shared.switch(model, inflight)
+
+    def _call(self, method: str, path: str, payload: dict[str, Any] | None = None, *,
+              model: str | None = None, needs_model: bool = False, stream: bool = False) -> Call:
+        return prepare(self._shared, self._options, method, path, payload=payload, model=model,
+                       needs_model=needs_model, stream=stream)
+
+    def _chat_call(self, messages: Any, model: str | None, params: dict[str, Any], *,
+                   stream: bool = False, include_usage: bool = True) -> Call:
+        msgs = validate_messages(messages)
+        validate_params(params)
+        params.pop("stream", None)
+        payload = {"messages": msgs, **{k: v for k, v in params.items() if v is not None}}
+        if stream and include_usage:
+            payload.setdefault("stream_options", {"include_usage": True})
+        return self._call("POST", "/v1/chat/completions", payload, model=model,
+                          needs_model=True, stream=stream)
+
+    def _completion_call(self, prompt: Any, model: str | None, params: dict[str, Any],
+                         stream: bool) -> Call:
+        if not isinstance(prompt, str) or not prompt:
+            raise ValidationError("prompt", "must be a non-empty string")
+        validate_params(params)
+        payload = {"prompt": prompt, **{k: v for k, v in params.items() if v is not None}}
+        return self._call("POST", "/v1/completions", payload, model=model, needs_model=True,
+                          stream=stream)
+
+    def _embed_call(self, inputs: Any, model: str | None) -> Call:
+        if isinstance(inputs, str):
+            inputs = [inputs]
+        if not isinstance(inputs, list) or not inputs or \
+                not all(isinstance(i, str) for i in inputs):
+            raise ValidationError("input", "must be a string or a non-empty list of strings")
+        return self._call("POST", "/v1/embeddings", {"input": inputs}, model=model,
+                          needs_model=True)
+
+    def _respond_call(self, input: Any, model: str | None, previous_response_id: str | None,
+                      params: dict[str, Any]) -> Call:
+        if not input:
+            raise ValidationError("input", "must not be empty")
+        validate_params(params)
+        payload: dict[str, Any] = {"input": input, **params}
+        if previous_response_id is not None:
+            if not isinstance(previous_response_id, str) or not previous_response_id:
+                raise ValidationError("previous_response_id", "must be a non-empty string")
+            payload["previous_response_id"] = previous_response_id
+        return self._call("POST", "/v1/responses", payload, model=model, needs_model=True)
+
+    def _native_call(self, input: Any, model: str | None, params: dict[str, Any],
+                     stream: bool) -> Call:
+        if not input:
+            raise ValidationError("input", "must not be empty")
+        validate_params(params)
+        return self._call("POST", "/api/v1/chat", {"input": input, **params}, model=model,
+                          needs_model=True, stream=stream)
+
+    def _load_call(self, model: str, config: dict[str, Any]) -> Call:
+        return self._call("POST", "/api/v1/models/load", dict(config), model=model,
+                          needs_model=True)
+
+    def _unload_call(self, instance_id: str) -> Call:
+        validate_model_id(instance_id, "instance_id")
+        return self._call("POST", "/api/v1/models/unload", {"instance_id": instance_id})
+
+
+class StreamCore:
+    """What both stream shells share: the call, the assembler, and how failures are worded."""
+
+    _assembler: Any
+    _started: float
+    _timeouts: Timeouts
+
+    def __init__(self, call: Call, assembler_type: type[Any], timeouts: Timeouts) -> None:
+        self._call = call
+        self._assembler_type = assembler_type
+        self._timeouts = timeouts
+        self._assembler = None
+        self._result: Any = None
+        self._error: LMStudioError | None = None
+        self._started = 0.0
+        self._entry: Inflight | None = None
+
+    @property
+    def model(self) -> str | None:
+        return self._call.model
+
+    def _ctx(self) -> RequestContext:
+        ctx: RequestContext = self._assembler.ctx
+        return ctx.at(elapsed=now() - self._started)
+
+    def _interrupted(self, why: str) -> LMStudioError:
+        return StreamInterrupted(why, context=self._ctx(), partial=self._assembler.partial())
+
+    def _switched(self) -> LMStudioError:
+        return ModelSwitched("cut off by switch_model(inflight='cancel')", context=self._ctx(),
+                             partial=self._assembler.partial())
+
+    def _stalled(self, *, deadline: bool | None = None) -> LMStudioError:
+        timeouts = self._timeouts
+        if deadline is None:
+            deadline = now() >= self._started + timeouts.deadline
+        phase = "deadline" if deadline else "stream-idle"
+        limit = timeouts.deadline if deadline else timeouts.stream_idle
+        message = ("call deadline passed mid-stream" if deadline
+                   else f"no stream data for {limit:g}s")
+        return StreamStalled(message, phase=phase, limit=limit, context=self._ctx(),
+                             partial=self._assembler.partial())
+
+
+def not_a_stream(ctx: RequestContext, status: int, headers: Mapping[str, str], body: bytes
+                 ) -> LMStudioError:
+    """Why a response that should have been an event stream is not one."""
+    if status >= 400:
+        return protocol.error_from_response(ctx, status, headers, body)
+    try:
+        protocol.json_body(ctx, headers, body)  # raises on 200-with-error bodies
+    except LMStudioError as err:
+        return err
+    return BadResponse("expected an event stream, got a plain body", context=ctx, status=status)
 
 
 def transport_error(exc: httpx.HTTPError, ctx: RequestContext, timeouts: Timeouts, *,
@@ -279,10 +420,6 @@ def log_attempt(event: str, ctx: RequestContext, **fields: Any) -> None:
                    "".join(f" {k}={v}" for k, v in fields.items()),
                    extra={"event": event, "method": ctx.method, "url": ctx.url,
                           "model": ctx.model, "attempt": ctx.attempt, **fields})
-
-
-def partial_of(assembler: Any) -> PartialOutput:
-    return assembler.partial() if assembler is not None else PartialOutput()
 
 
 now = time.perf_counter

@@ -13,31 +13,27 @@ import httpx
 from harness.client import protocol
 from harness.client.base import (
     Call,
-    InflightPolicy,
+    ClientCore,
     SharedState,
+    StreamCore,
     Timeouts,
     base_headers,
-    chat_payload,
     default_limits,
     derive_options,
     log_attempt,
     make_options,
+    not_a_stream,
     now,
-    prepare,
     transport_error,
 )
 from harness.client.catalog import ModelCatalog
 from harness.client.errors import (
-    BadResponse,
     LMStudioError,
     LMStudioTimeout,
     ModelNotFound,
     ModelSwitched,
     PartialOutput,
     RequestContext,
-    StreamInterrupted,
-    StreamStalled,
-    ValidationError,
 )
 from harness.client.models import (
     ChatResult,
@@ -49,13 +45,10 @@ from harness.client.models import (
 )
 from harness.client.retry import RetryBudget, RetryPolicy
 from harness.client.sse import SSEDecoder
-from harness.client.validation import validate_model_id, validate_params
 from harness.client.wire import embeddings_result, parse_model_list, response_result
 
-Assembler = protocol.ChatStreamAssembler | protocol.NativeChatAssembler
 
-
-class Client:
+class Client(ClientCore):
     """Blocking client for LM Studio, safe to share between threads. See ``AsyncClient``."""
 
     def __init__(
@@ -71,9 +64,9 @@ class Client:
         transport: httpx.BaseTransport | None = None,
         sleep: Callable[[float], None] = time.sleep,
     ) -> None:
-        options = make_options(base_url, None, api_token, timeout, retry)
-        self._options = options
-        self._shared = SharedState(model, RetryBudget.for_policy(options.retry))
+        options = make_options(base_url, model, api_token, timeout, retry)
+        self._options = options.without_model()
+        self._shared = SharedState(options.model, RetryBudget.for_policy(options.retry))
         self._http = httpx.Client(
             headers=base_headers(options), limits=limits or default_limits(),
             timeout=options.timeouts.httpx(), transport=transport,
@@ -82,7 +75,6 @@ class Client:
         self._sleep = sleep
         self._owner = True
 
-    # -- views and lifecycle -------------------------------------------------------------------
     def with_options(self, *, model: str | None = None, timeout: Timeouts | float | None = None,
                      retry: RetryPolicy | None = None) -> Client:
         """A view pinned to ``model`` (and/or other timeouts) sharing this client's pool."""
@@ -93,21 +85,9 @@ class Client:
         return view
 
     @property
-    def base_url(self) -> str:
-        return self._options.base_url
-
-    @property
-    def model(self) -> str | None:
-        return self._options.model or self._shared.default_model
-
-    @property
     def catalog(self) -> ModelCatalog:
         catalog: ModelCatalog = self._shared.catalog
         return catalog
-
-    def switch_model(self, model: str, *, inflight: InflightPolicy = "finish") -> int:
-        """See ``AsyncClient.switch_model``."""
-        return self._shared.switch(model, inflight)
 
     def close(self) -> None:
         if self._owner:
@@ -196,113 +176,71 @@ class Client:
     # -- OpenAI-compatible endpoints ---------------------------------------------------------------
     def chat(self, messages: list[dict[str, Any]], *, model: str | None = None,
              **params: Any) -> ChatResult:
-        call = prepare(self._shared, self._options, "POST", "/v1/chat/completions",
-                       payload=chat_payload(messages, params), model=model, needs_model=True)
-        body, ctx, timings = self._request_json(call)
+        body, ctx, timings = self._request_json(self._chat_call(messages, model, params))
         return protocol.chat_result(ctx, body, timings)
 
     def stream_chat(self, messages: list[dict[str, Any]], *, model: str | None = None,
                     include_usage: bool = True, **params: Any) -> ChatStream:
         """Use as ``with client.stream_chat(...) as stream:``; iterate; ``stream.result()``."""
-        payload = chat_payload(messages, params)
-        if include_usage:
-            payload.setdefault("stream_options", {"include_usage": True})
-        call = prepare(self._shared, self._options, "POST", "/v1/chat/completions",
-                       payload=payload, model=model, needs_model=True, stream=True)
+        call = self._chat_call(messages, model, params, stream=True, include_usage=include_usage)
         return ChatStream(self, call, protocol.ChatStreamAssembler)
 
     def complete(self, prompt: str, *, model: str | None = None, **params: Any) -> ChatResult:
-        body, ctx, timings = self._request_json(self._completion_call(prompt, model, params,
-                                                                      stream=False))
+        call = self._completion_call(prompt, model, params, stream=False)
+        body, ctx, timings = self._request_json(call)
         return protocol.chat_result(ctx, body, timings)
 
     def stream_complete(self, prompt: str, *, model: str | None = None, **params: Any
                         ) -> ChatStream:
-        return ChatStream(self, self._completion_call(prompt, model, params, stream=True),
-                          protocol.ChatStreamAssembler)
-
-    def _completion_call(self, prompt: str, model: str | None, params: dict[str, Any],
-                         stream: bool) -> Call:
-        if not isinstance(prompt, str) or not prompt:
-            raise ValidationError("prompt", "must be a non-empty string")
-        validate_params(params)
-        payload = {"prompt": prompt, **{k: v for k, v in params.items() if v is not None}}
-        return prepare(self._shared, self._options, "POST", "/v1/completions", payload=payload,
-                       model=model, needs_model=True, stream=stream)
+        call = self._completion_call(prompt, model, params, stream=True)
+        return ChatStream(self, call, protocol.ChatStreamAssembler)
 
     def embed(self, inputs: str | list[str], *, model: str | None = None) -> Embeddings:
-        if isinstance(inputs, str):
-            inputs = [inputs]
-        if not inputs or not all(isinstance(i, str) for i in inputs):
-            raise ValidationError("input", "must be a string or a non-empty list of strings")
-        call = prepare(self._shared, self._options, "POST", "/v1/embeddings",
-                       payload={"input": inputs}, model=model, needs_model=True)
-        body, ctx, _ = self._request_json(call)
+        body, ctx, _ = self._request_json(self._embed_call(inputs, model))
         return embeddings_result(ctx, body)
 
     def respond(self, input: str | list[dict[str, Any]], *, model: str | None = None,
                 previous_response_id: str | None = None, **params: Any) -> ResponseResult:
         """``POST /v1/responses``; pass the returned ``id`` as ``previous_response_id``."""
-        if not input:
-            raise ValidationError("input", "must not be empty")
-        payload: dict[str, Any] = {"input": input, **params}
-        if previous_response_id is not None:
-            payload["previous_response_id"] = previous_response_id
-        call = prepare(self._shared, self._options, "POST", "/v1/responses", payload=payload,
-                       model=model, needs_model=True)
+        call = self._respond_call(input, model, previous_response_id, params)
         body, ctx, _ = self._request_json(call)
         return response_result(ctx, body)
 
     def list_models(self) -> list[ModelInfo]:
         """``GET /v1/models`` (fresh; use ``catalog`` for the cached view)."""
-        body, _, _ = self._request_json(prepare(self._shared, self._options, "GET", "/v1/models"))
+        body, _, _ = self._request_json(self._call("GET", "/v1/models"))
         return parse_model_list(body)
 
     # -- native endpoints ------------------------------------------------------------------------
     def native_models(self) -> list[ModelInfo]:
         """``GET /api/v1/models``: every downloaded model with its loaded instances."""
-        body, _, _ = self._request_json(prepare(self._shared, self._options, "GET",
-                                                "/api/v1/models"))
+        body, _, _ = self._request_json(self._call("GET", "/api/v1/models"))
         return parse_model_list(body)
 
     def v0_models(self) -> list[ModelInfo]:
-        body, _, _ = self._request_json(prepare(self._shared, self._options, "GET",
-                                                "/api/v0/models"))
+        body, _, _ = self._request_json(self._call("GET", "/api/v0/models"))
         return parse_model_list(body)
 
     def load_model(self, model: str, **config: Any) -> dict[str, Any]:
-        call = prepare(self._shared, self._options, "POST", "/api/v1/models/load",
-                       payload=dict(config), model=model, needs_model=True)
-        body, _, _ = self._request_json(call)
+        body, _, _ = self._request_json(self._load_call(model, config))
         self.catalog.invalidate()
         return body
 
     def unload_model(self, instance_id: str) -> dict[str, Any]:
-        validate_model_id(instance_id, "instance_id")
-        call = prepare(self._shared, self._options, "POST", "/api/v1/models/unload",
-                       payload={"instance_id": instance_id})
-        body, _, _ = self._request_json(call)
+        body, _, _ = self._request_json(self._unload_call(instance_id))
         self.catalog.invalidate()
         return body
 
     def native_chat(self, input: str | list[dict[str, Any]], *, model: str | None = None,
                     **params: Any) -> ChatResult:
-        body, ctx, timings = self._request_json(self._native_call(input, model, params, False))
+        call = self._native_call(input, model, params, stream=False)
+        body, ctx, timings = self._request_json(call)
         return protocol.native_chat_result(ctx, body, timings)
 
     def stream_native_chat(self, input: str | list[dict[str, Any]], *,
                            model: str | None = None, **params: Any) -> ChatStream:
-        return ChatStream(self, self._native_call(input, model, params, True),
-                          protocol.NativeChatAssembler)
-
-    def _native_call(self, input: Any, model: str | None, params: dict[str, Any],
-                     stream: bool) -> Call:
-        if not input:
-            raise ValidationError("input", "must not be empty")
-        validate_params(params)
-        return prepare(self._shared, self._options, "POST", "/api/v1/chat",
-                       payload={"input": input, **params}, model=model, needs_model=True,
-                       stream=stream)
+        call = self._native_call(input, model, params, stream=True)
+        return ChatStream(self, call, protocol.NativeChatAssembler)
 
 
 def _partial_from(result: Any) -> PartialOutput:
@@ -316,37 +254,24 @@ def _partial_from(result: Any) -> PartialOutput:
         return PartialOutput(model=body.get("model"))
 
 
-class ChatStream:
+class ChatStream(StreamCore):
     """One streamed call (see ``AsyncChatStream``). Breaking out of the loop or leaving the
     ``with`` block closes the HTTP response, so the server stops generating."""
 
-    def __init__(self, client: Client, call: Call,
-                 assembler: type[protocol.ChatStreamAssembler] | type[protocol.NativeChatAssembler]
-                 ) -> None:
+    def __init__(self, client: Client, call: Call, assembler_type: type[Any]) -> None:
+        super().__init__(call, assembler_type, client._options.timeouts)
         self._client = client
-        self._call = call
-        self._assembler_type = assembler
         self._response: httpx.Response | None = None
-        self._assembler: Assembler | None = None
-        self._result: ChatResult | None = None
-        self._error: LMStudioError | None = None
-        self._started = 0.0
         self._events: Iterator[StreamEvent] | None = None
-        self._entry: Any = None
-
-    @property
-    def model(self) -> str | None:
-        return self._call.model
 
     def __enter__(self) -> ChatStream:
-        client = self._client
-        timeouts = client._options.timeouts
+        client, timeouts, call = self._client, self._timeouts, self._call
         self._started = now()
 
         def attempt(ctx: RequestContext, remaining: float) -> None:
             request = client._http.build_request(
-                self._call.method, self._call.url, content=self._call.body,
-                headers=dict(self._call.headers), timeout=timeouts.httpx(remaining))
+                call.method, call.url, content=call.body, headers=dict(call.headers),
+                timeout=timeouts.httpx(remaining))
             sent = now()
             try:
                 response = client._http.send(request, stream=True)
@@ -360,23 +285,16 @@ class ChatStream:
                     raise transport_error(exc, ctx, timeouts, got_headers=True) from None
                 finally:
                     response.close()
-                if response.status_code >= 400:
-                    raise protocol.error_from_response(ctx, response.status_code,
-                                                       response.headers, body)
-                protocol.json_body(ctx, response.headers, body)  # raises on 200-with-error
-                raise BadResponse("expected an event stream, got a plain body", context=ctx,
-                                  status=response.status_code)
+                raise not_a_stream(ctx, response.status_code, response.headers, body)
             # From here on a read timeout means the stream went quiet, not the server slow.
             request.extensions["timeout"]["read"] = min(timeouts.stream_idle, remaining)
             self._response = response
             self._assembler = self._assembler_type(ctx, sent)
 
-        client._run(self._call, attempt)
-        self._entry = client._shared.register(self._call.model)
-        response = self._response
-        assert response is not None
+        client._run(call, attempt)
+        entry = self._entry = client._shared.register(call.model)
         # Closing the socket from the switching thread wakes a reader blocked on the next chunk.
-        self._entry.cancel_hook = response.close
+        entry.cancel_hook = self._response.close if self._response is not None else None
         return self
 
     def __exit__(self, exc_type: type[BaseException] | None, exc: BaseException | None,
@@ -398,12 +316,10 @@ class ChatStream:
         return self._events
 
     def _iterate(self) -> Iterator[StreamEvent]:
-        assembler, response = self._assembler, self._response
+        assembler, response, entry = self._assembler, self._response, self._entry
         assert assembler is not None and response is not None
         decoder = SSEDecoder()
-        entry = self._entry
-        timeouts = self._client._options.timeouts
-        deadline_at = self._started + timeouts.deadline
+        deadline_at = self._started + self._timeouts.deadline
         raw = response.iter_raw()
         try:
             while not assembler.done:
@@ -412,26 +328,22 @@ class ChatStream:
                 except StopIteration:
                     break
                 except httpx.ReadTimeout:
-                    raise self._stalled(deadline_at) from None
+                    raise self._stalled() from None
                 except (httpx.HTTPError, OSError, RuntimeError) as exc:
                     if entry is not None and entry.cancelled:
-                        break
-                    raise StreamInterrupted(
-                        f"connection lost mid-stream: {type(exc).__name__}: {exc}",
-                        context=self._ctx(), partial=assembler.partial()) from None
+                        raise self._switched() from None
+                    raise self._interrupted(
+                        f"connection lost mid-stream: {type(exc).__name__}: {exc}") from None
                 if entry is not None and entry.cancelled:
-                    break
+                    raise self._switched()
                 t = now()
                 for event in decoder.feed(chunk):
                     for delta in assembler.feed(event, t):
                         yield delta
                 if t > deadline_at:
-                    raise StreamStalled("call deadline passed mid-stream", phase="deadline",
-                                        limit=timeouts.deadline, context=self._ctx(),
-                                        partial=assembler.partial())
-            if entry is not None and entry.cancelled:
-                raise ModelSwitched("cut off by switch_model(inflight='cancel')",
-                                    context=self._ctx(), partial=assembler.partial())
+                    raise self._stalled(deadline=True)
+            if entry is not None and entry.cancelled:  # the close woke the reader as an EOF
+                raise self._switched()
             if assembler.done:
                 self._result = assembler.finish(now())
             else:
@@ -448,19 +360,6 @@ class ChatStream:
                 entry.cancel_hook = None
             response.close()
 
-    def _ctx(self) -> RequestContext:
-        assert self._assembler is not None
-        return self._assembler.ctx.at(elapsed=now() - self._started)
-
-    def _stalled(self, deadline_at: float) -> StreamStalled:
-        assert self._assembler is not None
-        timeouts = self._client._options.timeouts
-        phase = "deadline" if now() >= deadline_at else "stream-idle"
-        limit = timeouts.deadline if phase == "deadline" else timeouts.stream_idle
-        return StreamStalled(f"no stream data for {limit:g}s" if phase == "stream-idle"
-                             else "call deadline passed mid-stream", phase=phase, limit=limit,
-                             context=self._ctx(), partial=self._assembler.partial())
-
     def result(self) -> ChatResult:
         """Drain what is left and return the assembled answer (or raise why it is not one)."""
         if self._result is None and self._error is None:
@@ -468,5 +367,5 @@ class ChatStream:
                 pass
         if self._error is not None:
             raise self._error
-        assert self._result is not None
-        return self._result
+        result: ChatResult = self._result
+        return result
