@@ -1,0 +1,145 @@
+"""Cache expiry suite. Gap: "Model Cache Expiration Not Implemented" (major issue 1).
+
+The review found a model validator that cached ``/models`` forever: stale data, memory bloat
+(100+ models cached) and false "model not found". It recommended a 10-minute TTL. These tests
+drive ``ModelCatalog`` on a fake clock against the real server and count the upstream
+``GET /v1/models`` requests in the server's ground truth: hits within the TTL, a refresh after
+it, one request for 100 concurrent cold lookups, invalidation on load, unload and a
+model-not-found answer, and a bounded size.
+"""
+
+from __future__ import annotations
+
+import asyncio
+from concurrent.futures import ThreadPoolExecutor
+from typing import Any
+
+import pytest
+
+from harness.client import AsyncClient, Client, ModelCatalog
+from harness.client.errors import ModelNotFound
+from harness.evaluate.target import Target, Truth
+
+pytestmark = pytest.mark.cache
+
+MODELS = "/v1/models"
+
+
+class FakeClock:
+    def __init__(self) -> None:
+        self.now = 1000.0
+
+    def __call__(self) -> float:
+        return self.now
+
+
+def upstream(truth: Truth | None, catalog: ModelCatalog) -> int:
+    """Listing requests the server saw (truth), cross-checked with the catalog's own count."""
+    if truth is None:
+        return catalog.fetches
+    seen = len(truth.settled(MODELS))
+    assert seen == catalog.fetches, f"server saw {seen} listings, catalog made {catalog.fetches}"
+    return seen
+
+
+def maybe_truth(target: Target) -> Truth | None:
+    return Truth(target.control) if target.can("truth") and target.control else None
+
+
+async def test_hit_within_ttl_and_refresh_after_it(target: Target, aclient: AsyncClient,
+                                                   record_property: Any) -> None:
+    """Gap: model cache expiration not implemented. Lookups within the TTL are served from the
+    cache; the first lookup at the TTL goes upstream again (fake clock, 600 s TTL)."""
+    truth = maybe_truth(target)
+    clock = FakeClock()
+    catalog = ModelCatalog(afetch=aclient.list_models, ttl=600.0, clock=clock)
+    first = await catalog.amodels()
+    for step in (1.0, 300.0, 598.0):
+        clock.now += step - (clock.now - 1000.0)
+        assert await catalog.amodels() == first
+    assert upstream(truth, catalog) == 1
+    clock.now = 1000.0 + 600.0
+    await catalog.amodels()
+    assert upstream(truth, catalog) == 2
+    assert catalog.age == 0.0
+    record_property("evidence", "3 hits within 600 s made 0 requests; lookup at 600 s "
+                                "refreshed (2 upstream listings in total)")
+
+
+async def test_single_flight_under_100_concurrent_cold_lookups(
+        target: Target, aclient: AsyncClient, record_property: Any) -> None:
+    """Gap: model cache expiration not implemented. 100 concurrent lookups on a cold (or just
+    expired) cache make exactly one upstream ``/v1/models`` request, not 100."""
+    truth = maybe_truth(target)
+    clock = FakeClock()
+    catalog = ModelCatalog(afetch=aclient.list_models, ttl=60.0, clock=clock)
+    results = await asyncio.gather(*(catalog.amodels() for _ in range(100)))
+    assert all(r == results[0] for r in results) and results[0]
+    assert upstream(truth, catalog) == 1
+    clock.now += 60.0
+    await asyncio.gather(*(catalog.aget(target.model(0)) for _ in range(100)))
+    assert upstream(truth, catalog) == 2
+    record_property("evidence", "100 concurrent cold lookups -> 1 request; 100 after expiry "
+                                "-> 1 more")
+
+
+def test_single_flight_across_32_threads(target: Target, client: Client,
+                                         record_property: Any) -> None:
+    """Gap: model cache expiration not implemented. The sync catalog is single-flight across
+    threads too: 32 threads finding it cold make one upstream request."""
+    truth = maybe_truth(target)
+    catalog = ModelCatalog(fetch=client.list_models, ttl=60.0, clock=FakeClock())
+    with ThreadPoolExecutor(max_workers=32) as pool:
+        found = list(pool.map(lambda _: catalog.get(target.model(0)), range(32)))
+    assert all(info is not None and info.id == target.model(0) for info in found)
+    assert upstream(truth, catalog) == 1
+    record_property("evidence", "32 threads, 1 upstream listing")
+
+
+async def test_invalidated_on_load_unload_and_model_not_found(
+        target: Target, aclient: AsyncClient, record_property: Any) -> None:
+    """Gap: model cache expiration not implemented ("false negatives: model not found"). Loading
+    or unloading a model, and a model-not-found answer from the server, drop the cached listing
+    so the next lookup sees the server's current state."""
+    truth = maybe_truth(target)
+    catalog = aclient.catalog
+    await catalog.amodels()
+    await catalog.amodels()
+    assert upstream(truth, catalog) == 1
+    model_a, model_b = target.model(0), target.model(1)
+    await aclient.load_model(model_a)
+    await aclient.load_model(model_b)
+    await catalog.amodels()
+    assert upstream(truth, catalog) == 2
+    await aclient.unload_model(model_b)
+    await catalog.amodels()
+    assert upstream(truth, catalog) == 3
+    await aclient.load_model(model_b)
+    await catalog.amodels()
+    gone = "acme/removed-model-7b"
+    with pytest.raises(ModelNotFound) as caught:
+        await aclient.chat([{"role": "user", "content": "hi"}], model=gone)
+    assert gone in str(caught.value)
+    assert catalog.age is None, "a model-not-found answer must invalidate the cached listing"
+    await catalog.amodels()
+    assert upstream(truth, catalog) == 5
+    with pytest.raises(ModelNotFound) as missing:
+        await catalog.avalidate_model(gone)
+    assert missing.value.available, "the error should name the closest listed models"
+    record_property("evidence", "listing re-fetched after load, unload and a 404 "
+                                f"model_not_found; closest names offered: "
+                                f"{', '.join(missing.value.available[:3])}")
+
+
+async def test_cache_size_is_bounded(target: Target, aclient: AsyncClient,
+                                     record_property: Any) -> None:
+    """Gap: model cache expiration not implemented ("memory bloat: 100+ models cached"). The
+    catalog keeps at most ``max_entries`` models and says how many it dropped."""
+    listed = await aclient.list_models()
+    if len(listed) < 3:
+        pytest.skip(f"target lists {len(listed)} models; the bound needs at least 3")
+    catalog = ModelCatalog(afetch=aclient.list_models, max_entries=2, clock=FakeClock())
+    kept = await catalog.amodels()
+    assert len(kept) == 2 and catalog.truncated == len(listed) - 2
+    assert [m.id for m in kept] == [m.id for m in listed[:2]]
+    record_property("evidence", f"{len(listed)} listed, 2 kept, {catalog.truncated} dropped")
