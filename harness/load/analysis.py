@@ -1,0 +1,257 @@
+"""From raw per-request records to per-level statistics, SLO verdict and validity gates.
+
+Windows: a level's statistics use the requests *sent* (open loop: *intended*) inside that level's
+measure window, i.e. after its warm-up; warm-up requests stay in the JSONL, flagged, and are never
+counted. Aggregate rates follow vLLM: duration = first measured send to last measured completion,
+output tokens/s = sum of N / duration, requests/s = completed / duration, goodput = requests
+meeting every per-request goodput SLO / duration.
+
+Exit codes (``harness load`` and the locustfile alike): 0 SLOs met, 1 an SLO missed, 2 run
+invalid (a validity gate failed: the numbers cannot be trusted), 3 the run itself failed.
+"""
+
+from __future__ import annotations
+
+import csv
+import json
+from collections import Counter
+from pathlib import Path
+from typing import Any
+
+from pydantic import BaseModel, Field
+
+from harness.load.metrics import Distribution, RequestRecord, percentile, pooled_gaps
+from harness.load.scenario import SLO, Scenario
+from harness.load.truth import TruthComparison
+
+EXIT_PASS, EXIT_SLO_FAILED, EXIT_INVALID, EXIT_ERROR = 0, 1, 2, 3
+
+
+class SLOCheck(BaseModel):
+    name: str
+    limit: float
+    measured: float | None
+    passed: bool
+
+
+class LevelStats(BaseModel):
+    index: int
+    target: float
+    unit: str
+    requests: int
+    ok: int
+    errors: int
+    error_rate: float
+    errors_by_kind: dict[str, int]
+    duration_s: float
+    output_tokens: int
+    output_tps: float
+    rps: float
+    goodput_rps: float | None
+    usage_missing: int
+    ttft_ms: Distribution
+    ttfo_ms: Distribution
+    e2e_ms: Distribution
+    tpot_ms: Distribution
+    icl_ms: Distribution
+    tokens_per_chunk: Distribution
+    schedule_lag_ms: Distribution
+    queued_e2e_ms: Distribution
+    server_ttft_ms: Distribution
+    server_tps: Distribution
+    slo: list[SLOCheck] = Field(default_factory=list)
+    passed: bool = True
+
+
+class Gate(BaseModel):
+    name: str
+    passed: bool
+    detail: str
+
+
+class TimePoint(BaseModel):
+    second: int
+    completed: int
+    output_tokens: int
+    ttft_p95_ms: float | None
+    errors: int
+
+
+def _good(record: RequestRecord, slo: SLO) -> bool:
+    if not record.ok:
+        return False
+    checks = ((slo.goodput_ttft_ms, record.ttft), (slo.goodput_tpot_ms, record.tpot),
+              (slo.goodput_e2e_ms, record.e2e))
+    return all(limit is None or (value is not None and value * 1000 <= limit)
+               for limit, value in checks)
+
+
+def level_records(records: list[RequestRecord], level: int) -> list[RequestRecord]:
+    return [r for r in records if r.level == level and not r.warmup]
+
+
+def level_stats(scenario: Scenario, level: int, records: list[RequestRecord]) -> LevelStats:
+    shape, slo = scenario.load, scenario.slo
+    ok = [r for r in records if r.ok]
+    kinds = Counter(r.error_kind or "Error" for r in records if not r.ok)
+    if records:
+        start = min(r.t_send for r in records)
+        end = max((r.t_done or r.t_send) for r in records)
+        duration = max(end - start, 1e-9)
+    else:
+        duration = 0.0
+    tokens = sum(r.output_tokens for r in ok)
+    goodput_set = any(v is not None for v in (slo.goodput_ttft_ms, slo.goodput_tpot_ms,
+                                              slo.goodput_e2e_ms))
+    stats = LevelStats(
+        index=level,
+        target=shape.levels[level],
+        unit="users" if shape.mode == "closed" else "req/s",
+        requests=len(records),
+        ok=len(ok),
+        errors=len(records) - len(ok),
+        error_rate=(len(records) - len(ok)) / len(records) if records else 0.0,
+        errors_by_kind=dict(kinds),
+        duration_s=duration,
+        output_tokens=tokens,
+        output_tps=tokens / duration if duration else 0.0,
+        rps=len(ok) / duration if duration else 0.0,
+        goodput_rps=(sum(_good(r, slo) for r in records) / duration
+                     if goodput_set and duration else None),
+        usage_missing=sum(r.usage_missing for r in ok),
+        ttft_ms=Distribution.of(r.ttft for r in ok),
+        ttfo_ms=Distribution.of(r.ttfo for r in ok),
+        e2e_ms=Distribution.of(r.e2e for r in ok),
+        tpot_ms=Distribution.of(r.tpot for r in ok),
+        icl_ms=Distribution.of(pooled_gaps(ok)),
+        tokens_per_chunk=Distribution.of((r.tokens_per_chunk for r in ok), scale=1.0),
+        schedule_lag_ms=Distribution.of(r.schedule_lag for r in records),
+        queued_e2e_ms=Distribution.of(r.queued_e2e for r in ok),
+        server_ttft_ms=Distribution.of(r.server_ttft_s for r in ok),
+        server_tps=Distribution.of((r.server_tps for r in ok), scale=1.0),
+    )
+    stats.slo = slo_checks(slo, stats)
+    stats.passed = all(c.passed for c in stats.slo)
+    return stats
+
+
+def slo_checks(slo: SLO, stats: LevelStats) -> list[SLOCheck]:
+    """One check per SLO the scenario sets; a missing measurement fails its check."""
+    checks: list[SLOCheck] = []
+
+    def at_most(name: str, limit: float | None, measured: float | None) -> None:
+        if limit is not None:
+            checks.append(SLOCheck(name=name, limit=limit, measured=measured,
+                                   passed=measured is not None and measured <= limit))
+
+    at_most("p95 TTFT (ms)", slo.ttft_p95_ms, stats.ttft_ms.p95)
+    at_most("p99 TPOT (ms)", slo.tpot_p99_ms, stats.tpot_ms.p99)
+    at_most("p95 E2E (ms)", slo.e2e_p95_ms, stats.e2e_ms.p95)
+    at_most("error rate", slo.error_rate_max, stats.error_rate if stats.requests else None)
+    if slo.min_output_tps is not None:
+        checks.append(SLOCheck(name="output tokens/s (min)", limit=slo.min_output_tps,
+                               measured=stats.output_tps,
+                               passed=stats.output_tps >= slo.min_output_tps))
+    return checks
+
+
+def validity_gates(scenario: Scenario, records: list[RequestRecord], *, cpu_max: float | None,
+                   cpu_warning: bool, truth: TruthComparison | None) -> list[Gate]:
+    gates = scenario.gates
+    measured = [r for r in records if not r.warmup]
+    out = [Gate(name="requests measured", passed=bool(measured),
+                detail=f"{len(measured)} request(s) outside warm-up")]
+    cpu_text = "-" if cpu_max is None else f"{cpu_max:.0f}%"
+    cpu_bad = cpu_warning or (cpu_max is not None and cpu_max > gates.cpu_percent_max)
+    out.append(Gate(name="load generator CPU", passed=not cpu_bad,
+                    detail=f"max {cpu_text} (limit {gates.cpu_percent_max:.0f}%"
+                           f"{'; Locust CPU warning fired' if cpu_warning else ''})"))
+    if scenario.load.mode == "open":
+        lag = percentile([r.schedule_lag * 1000 for r in measured], 99)
+        out.append(Gate(name="schedule lag p99",
+                        passed=lag is not None and lag <= gates.schedule_lag_p99_ms,
+                        detail=f"{'-' if lag is None else f'{lag:.2f}'} ms "
+                               f"(limit {gates.schedule_lag_p99_ms:g} ms)"))
+    if gates.require_usage:
+        missing = sum(r.usage_missing for r in measured)
+        out.append(Gate(name="server token counts (usage)", passed=missing == 0,
+                        detail=f"{missing} successful request(s) without usage/stats; "
+                               "N fell back to counting chunks" if missing
+                               else "every successful request carried usage"))
+    if gates.truth_ttft_error_p95_ms is not None:
+        err = truth.ttft_abs_error_ms.p95 if truth and truth.ttft_abs_error_ms else None
+        out.append(Gate(name="TTFT error vs emulator truth p95",
+                        passed=err is not None and err <= gates.truth_ttft_error_p95_ms,
+                        detail=f"{'-' if err is None else f'{err:.2f}'} ms "
+                               f"(limit {gates.truth_ttft_error_p95_ms:g} ms)"))
+    return out
+
+
+def time_series(records: list[RequestRecord], t0: float) -> list[TimePoint]:
+    """Per-second completions, output tokens, p95 TTFT and errors (by completion time)."""
+    buckets: dict[int, list[RequestRecord]] = {}
+    for r in records:
+        end = r.t_done if r.t_done is not None else r.t_send
+        buckets.setdefault(int(end - t0), []).append(r)
+    points = []
+    for second in sorted(buckets):
+        group = buckets[second]
+        ok = [r for r in group if r.ok]
+        ttfts = [r.ttft * 1000 for r in ok if r.ttft is not None]
+        points.append(TimePoint(second=second, completed=len(ok),
+                                output_tokens=sum(r.output_tokens for r in ok),
+                                ttft_p95_ms=percentile(ttfts, 95),
+                                errors=len(group) - len(ok)))
+    return points
+
+
+def read_records(path: Path) -> list[RequestRecord]:
+    records = []
+    try:
+        lines = path.read_text("utf-8").splitlines()
+    except OSError as exc:
+        raise FileNotFoundError(f"cannot read request records {path}: {exc}") from exc
+    for number, line in enumerate(lines, 1):
+        if not line.strip():
+            continue
+        try:
+            records.append(RequestRecord.from_json(json.loads(line)))
+        except (ValueError, TypeError) as exc:
+            raise ValueError(f"{path}:{number}: not a request record: {exc}") from exc
+    return records
+
+
+SWEEP_COLUMNS = (
+    "level", "target", "unit", "requests", "ok", "errors", "error_rate", "output_tps", "rps",
+    "goodput_rps", "ttft_p50_ms", "ttft_p95_ms", "ttft_p99_ms", "tpot_p50_ms", "tpot_p99_ms",
+    "icl_p50_ms", "icl_p99_ms", "e2e_p50_ms", "e2e_p95_ms", "schedule_lag_p99_ms",
+    "queued_e2e_p95_ms", "tokens_per_chunk_mean", "usage_missing", "slo_passed",
+)
+
+
+def sweep_row(stats: LevelStats) -> dict[str, Any]:
+    return {
+        "level": stats.index, "target": stats.target, "unit": stats.unit,
+        "requests": stats.requests, "ok": stats.ok, "errors": stats.errors,
+        "error_rate": round(stats.error_rate, 6), "output_tps": round(stats.output_tps, 3),
+        "rps": round(stats.rps, 3),
+        "goodput_rps": None if stats.goodput_rps is None else round(stats.goodput_rps, 3),
+        "ttft_p50_ms": stats.ttft_ms.p50, "ttft_p95_ms": stats.ttft_ms.p95,
+        "ttft_p99_ms": stats.ttft_ms.p99, "tpot_p50_ms": stats.tpot_ms.p50,
+        "tpot_p99_ms": stats.tpot_ms.p99, "icl_p50_ms": stats.icl_ms.p50,
+        "icl_p99_ms": stats.icl_ms.p99, "e2e_p50_ms": stats.e2e_ms.p50,
+        "e2e_p95_ms": stats.e2e_ms.p95, "schedule_lag_p99_ms": stats.schedule_lag_ms.p99,
+        "queued_e2e_p95_ms": stats.queued_e2e_ms.p95,
+        "tokens_per_chunk_mean": stats.tokens_per_chunk.mean,
+        "usage_missing": stats.usage_missing, "slo_passed": stats.passed,
+    }
+
+
+def write_sweep_csv(path: Path, levels: list[LevelStats]) -> None:
+    with path.open("w", newline="", encoding="utf-8") as handle:
+        writer = csv.DictWriter(handle, fieldnames=SWEEP_COLUMNS)
+        writer.writeheader()
+        for stats in levels:
+            row = sweep_row(stats)
+            writer.writerow({k: ("" if v is None else (f"{v:.3f}" if isinstance(v, float) else v))
+                             for k, v in row.items()})

@@ -1,0 +1,229 @@
+"""Wrap-up of a run: records + truth + facts -> summary.json, sweep.csv and the report.
+
+Runs in the Locust master (or local runner) at exit, so a plain ``locust -f`` run and
+``harness load`` produce the same outputs and the same exit code.
+"""
+
+from __future__ import annotations
+
+import json
+import time
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+from pydantic import BaseModel
+
+from harness.load.analysis import (
+    EXIT_ERROR,
+    EXIT_INVALID,
+    EXIT_PASS,
+    EXIT_SLO_FAILED,
+    Gate,
+    LevelStats,
+    TimePoint,
+    level_records,
+    level_stats,
+    read_records,
+    time_series,
+    validity_gates,
+    write_sweep_csv,
+)
+from harness.load.metrics import Distribution, RequestRecord
+from harness.load.scenario import Scenario
+from harness.load.truth import TruthComparison, compare_with_truth
+
+DEFINITIONS: tuple[tuple[str, str], ...] = (
+    ("TTFT", "send -> first chunk carrying a content, reasoning or tool-call delta (never a "
+             "role-only or empty frame, never the response headers)"),
+    ("TTFO", "send -> first visible content (text or tool call; reasoning excluded)"),
+    ("E2E", "send -> last token-bearing chunk (the usage chunk and [DONE] do not extend it)"),
+    ("TPOT", "(E2E - TTFT) / (N - 1) per request, N = output tokens from the server's usage "
+             "(stream_options.include_usage) or native stats; vLLM's definition"),
+    ("ICL", "inter-chunk latency: every gap between successive content chunks, pooled over "
+            "requests (what vLLM calls ITL)"),
+    ("tokens per chunk", "N / content chunks (1.0 unless the server coalesces tokens)"),
+    ("output tokens/s", "sum of N over measured requests / (last completion - first send)"),
+    ("requests/s", "successful measured requests / the same duration"),
+    ("goodput", "requests meeting every per-request goodput SLO / the same duration"),
+    ("schedule lag", "actual send - intended send (open loop; 0 in closed loop)"),
+    ("queue-inclusive E2E", "last token - intended send: what a user arriving on schedule "
+                            "waited (coordinated omission made visible)"),
+)
+
+
+@dataclass
+class RunFacts:
+    """What the runner knows besides the records."""
+
+    t0: float | None
+    base_url: str
+    workers: int
+    cpu_max: float | None
+    cpu_warning: bool
+    run_errors: list[str] = field(default_factory=list)
+    server: Any = None
+    api_token: str | None = None
+    records_written: int = 0
+
+
+class ServerCrossCheck(BaseModel):
+    requests: int
+    client_ttft_ms_mean: float | None
+    server_ttft_ms_mean: float | None
+    client_decode_tps_mean: float | None
+    server_tps_mean: float | None
+
+
+class LoadReport(BaseModel):
+    scenario: dict[str, Any]
+    verdict: str
+    valid: bool
+    exit_code: int
+    reasons: list[str]
+    started_at: str | None
+    base_url: str
+    workers: int
+    locust_version: str
+    server: dict[str, Any] | None
+    records_total: int
+    records_warmup: int
+    levels: list[LevelStats]
+    gates: list[Gate]
+    truth: TruthComparison | None
+    server_crosscheck: ServerCrossCheck | None
+    timeline: list[TimePoint]
+    definitions: list[tuple[str, str]]
+    run_errors: list[str]
+    outputs: dict[str, str]
+
+
+def _crosscheck(records: list[RequestRecord]) -> ServerCrossCheck | None:
+    both = [r for r in records if r.ok and not r.warmup and r.server_ttft_s is not None]
+    if not both:
+        return None
+
+    def mean(values: list[float]) -> float | None:
+        return sum(values) / len(values) if values else None
+
+    decode = [1.0 / r.tpot for r in both if r.tpot]
+    return ServerCrossCheck(
+        requests=len(both),
+        client_ttft_ms_mean=mean([r.ttft * 1000 for r in both if r.ttft is not None]),
+        server_ttft_ms_mean=mean([r.server_ttft_s * 1000 for r in both
+                                  if r.server_ttft_s is not None]),
+        client_decode_tps_mean=mean(decode),
+        server_tps_mean=mean([r.server_tps for r in both if r.server_tps is not None]),
+    )
+
+
+def _verdict(levels: list[LevelStats], gates: list[Gate], run_errors: list[str]
+             ) -> tuple[str, int, list[str]]:
+    reasons = [f"run error: {e}" for e in run_errors]
+    reasons += [f"invalid: {g.name}: {g.detail}" for g in gates if not g.passed]
+    reasons += [f"level {lv.index} ({lv.target:g} {lv.unit}): SLO {c.name} measured "
+                f"{'-' if c.measured is None else f'{c.measured:.3g}'} vs limit {c.limit:g}"
+                for lv in levels for c in lv.slo if not c.passed]
+    if run_errors:
+        return "error", EXIT_ERROR, reasons
+    if any(not g.passed for g in gates):
+        return "invalid", EXIT_INVALID, reasons
+    if any(not lv.passed for lv in levels):
+        return "fail", EXIT_SLO_FAILED, reasons
+    return "pass", EXIT_PASS, reasons
+
+
+def finalize(out_dir: Path, scenario: Scenario, facts: RunFacts) -> LoadReport:
+    import locust
+
+    from harness.load.charts import line_chart
+    from harness.reporting.env import write_report
+
+    records_path = out_dir / "requests.jsonl"
+    records = read_records(records_path) if records_path.exists() else []
+    truth_rows: list[dict[str, Any]] | None = None
+    run_errors = list(facts.run_errors)
+    if facts.server is not None:
+        from harness.load.server import LoadRunError, finish_server
+
+        try:
+            truth_rows = finish_server(facts.base_url, facts.server,
+                                       faults_set=scenario.faults is not None,
+                                       api_token=facts.api_token)
+        except LoadRunError as exc:
+            run_errors.append(f"fetching ground truth failed: {exc}")
+    truth = compare_with_truth(records, truth_rows) if truth_rows is not None else None
+    levels = [level_stats(scenario, i, level_records(records, i))
+              for i in range(len(scenario.load.levels))]
+    gates = validity_gates(scenario, records, cpu_max=facts.cpu_max,
+                           cpu_warning=facts.cpu_warning, truth=truth)
+    verdict, code, reasons = _verdict(levels, gates, run_errors)
+    t0 = facts.t0 or (min((r.t_send for r in records), default=time.time()))
+    report = LoadReport(
+        scenario=scenario.model_dump(mode="json"),
+        verdict=verdict, valid=all(g.passed for g in gates), exit_code=code, reasons=reasons,
+        started_at=time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime(t0)) if facts.t0 else None,
+        base_url=facts.base_url, workers=facts.workers, locust_version=locust.__version__,
+        server=facts.server.as_dict() if facts.server is not None else None,
+        records_total=len(records), records_warmup=sum(r.warmup for r in records),
+        levels=levels, gates=gates, truth=truth, server_crosscheck=_crosscheck(records),
+        timeline=time_series([r for r in records if not r.warmup], t0),
+        definitions=list(DEFINITIONS), run_errors=run_errors,
+        outputs={"records": "requests.jsonl", "summary": "summary.json",
+                 "sweep": "sweep.csv", "markdown": "report.md", "html": "report.html"},
+    )
+    (out_dir / "summary.json").write_text(
+        json.dumps(report.model_dump(mode="json"), indent=2) + "\n", encoding="utf-8")
+    write_sweep_csv(out_dir / "sweep.csv", levels)
+    unit = "users" if scenario.load.mode == "closed" else "req/s"
+    many = len(levels) > 1
+
+    def by_level(pick: Any) -> list[tuple[float, float | None]]:
+        return [(lv.target, pick(lv)) for lv in levels]
+
+    charts = {
+        "latency": line_chart(
+            f"Latency over {'concurrency' if unit == 'users' else 'arrival rate'}",
+            f"{unit} per level", "ms",
+            [("TTFT p50", by_level(lambda lv: lv.ttft_ms.p50)),
+             ("TTFT p95", by_level(lambda lv: lv.ttft_ms.p95)),
+             ("TPOT p99", by_level(lambda lv: lv.tpot_ms.p99)),
+             ("ICL p99", by_level(lambda lv: lv.icl_ms.p99))],
+            log_x=many and unit == "users"),
+        "throughput": line_chart(
+            "Throughput over levels", f"{unit} per level", "per second",
+            [("output tokens/s", by_level(lambda lv: lv.output_tps)),
+             ("requests/s", by_level(lambda lv: lv.rps))],
+            log_x=many and unit == "users"),
+        "over_time": line_chart(
+            "Over time (by completion second, warm-up excluded)", "seconds after t0",
+            "per second / ms",
+            [("completed req/s", [(p.second, p.completed) for p in report.timeline]),
+             ("TTFT p95 (ms)", [(p.second, p.ttft_p95_ms) for p in report.timeline]),
+             ("errors/s", [(p.second, p.errors) for p in report.timeline])]),
+    }
+    write_report(report, "report", out_dir, template="load/report", formats=("md", "html"),
+                 extra_context={"charts": charts, "dist_rows": _dist_rows(levels)})
+    return report
+
+
+def _dist_rows(levels: list[LevelStats]) -> list[dict[str, Any]]:
+    rows = []
+    for lv in levels:
+        for name, dist in (("TTFT ms", lv.ttft_ms), ("TTFO ms", lv.ttfo_ms),
+                           ("E2E ms", lv.e2e_ms), ("TPOT ms", lv.tpot_ms), ("ICL ms", lv.icl_ms),
+                           ("tokens/chunk", lv.tokens_per_chunk),
+                           ("schedule lag ms", lv.schedule_lag_ms),
+                           ("queue-incl. E2E ms", lv.queued_e2e_ms),
+                           ("server TTFT ms", lv.server_ttft_ms)):
+            rows.append(_dist_row(f"{lv.target:g} {lv.unit}", name, dist))
+    return rows
+
+
+def _dist_row(level: str, name: str, dist: Distribution) -> dict[str, Any]:
+    def r(v: float | None) -> float | None:
+        return None if v is None else round(v, 3)
+
+    return {"level": level, "metric": name, "count": dist.count, "mean": r(dist.mean),
+            "p50": r(dist.p50), "p90": r(dist.p90), "p95": r(dist.p95), "p99": r(dist.p99),
+            "max": r(dist.max)}

@@ -1,0 +1,117 @@
+"""Measured TTFT and inter-chunk latency against the emulator's ground truth.
+
+The emulator records, for each request, when it arrived and when each frame was written to the
+socket (``/_harness/truth``). The truth has no client request id, so requests are paired by
+order: client records sorted by send time against server records sorted by arrival, both limited
+to the run's generation requests that reached the server. Pairs whose token counts disagree are
+counted (``mismatched``) because they reveal a mis-pairing; when the two sides do not have the
+same number of requests, no pairing is attempted and only the distributions are compared.
+
+Error = client TTFT - server TTFT (server: arrival to first token frame written), so it contains
+both loopback transits plus whatever delay the load generator itself added: the quantity a load
+generator must keep small. The emulator's clock is its event loop's (uvloop: 1 ms resolution).
+"""
+
+from __future__ import annotations
+
+from collections.abc import Iterable
+from typing import Any
+
+from pydantic import BaseModel
+
+from harness.load.metrics import Distribution, RequestRecord, pooled_gaps
+from harness.load.scenario import ENDPOINT_PATHS
+
+
+class TruthComparison(BaseModel):
+    client_requests: int
+    server_requests: int
+    paired: int
+    mismatched: int
+    ttft_error_ms: Distribution | None = None
+    ttft_abs_error_ms: Distribution | None = None
+    icl_error_ms: Distribution | None = None
+    client_ttft_ms: Distribution
+    server_ttft_ms: Distribution
+    client_icl_ms: Distribution
+    server_icl_ms: Distribution
+    note: str = ""
+
+
+def _first_token_s(truth: dict[str, Any]) -> float | None:
+    scheduled = truth.get("scheduled_chunk_times_s") or []
+    sent = truth.get("sent_chunk_times_s") or []
+    target = truth.get("scheduled_ttft_s")
+    if target is None or not sent:
+        return None
+    for due, at in zip(scheduled, sent, strict=False):
+        if due >= target - 1e-6:
+            return float(at)
+    return None
+
+
+def _token_gaps_s(truth: dict[str, Any]) -> list[float]:
+    """Gaps between the frames that carried the N tokens (one frame per token in the emulator)."""
+    scheduled = truth.get("scheduled_chunk_times_s") or []
+    sent = truth.get("sent_chunk_times_s") or []
+    target = truth.get("scheduled_ttft_s")
+    count = int(truth.get("completion_tokens") or 0)
+    if target is None or count < 2:
+        return []
+    start = next((i for i, due in enumerate(scheduled) if due >= target - 1e-6), None)
+    if start is None:
+        return []
+    frames = sent[start:start + count]
+    return [b - a for a, b in zip(frames, frames[1:], strict=False)]
+
+
+def generation_truth(truth: Iterable[dict[str, Any]]) -> list[dict[str, Any]]:
+    paths = set(ENDPOINT_PATHS.values())
+    return sorted((t for t in truth if t.get("endpoint") in paths and t.get("method") == "POST"),
+                  key=lambda t: t.get("id", 0))
+
+
+def compare_with_truth(records: list[RequestRecord], truth: Iterable[dict[str, Any]]
+                       ) -> TruthComparison:
+    server = generation_truth(truth)
+    client = sorted((r for r in records if r.status is not None), key=lambda r: r.t_send)
+    server_stream = [t for t in server if t.get("stream") and t.get("status") == 200]
+    server_ttfts = [_first_token_s(t) for t in server_stream]
+    server_gaps = [g for t in server_stream for g in _token_gaps_s(t)]
+    streamed_ok = [r for r in client if r.stream and r.ok]
+    result = TruthComparison(
+        client_requests=len(client),
+        server_requests=len(server),
+        paired=0,
+        mismatched=0,
+        client_ttft_ms=Distribution.of(r.ttft for r in streamed_ok),
+        server_ttft_ms=Distribution.of(server_ttfts),
+        client_icl_ms=Distribution.of(pooled_gaps(streamed_ok)),
+        server_icl_ms=Distribution.of(server_gaps),
+    )
+    if len(client) != len(server):
+        result.note = (f"client saw {len(client)} answered requests, server logged {len(server)}: "
+                       "no per-request pairing, distributions only")
+        return result
+    ttft_errors: list[float] = []
+    icl_errors: list[float] = []
+    mismatched = 0
+    for rec, tru in zip(client, server, strict=True):
+        if not (rec.stream and rec.ok and tru.get("stream") and tru.get("status") == 200):
+            continue
+        if rec.n_server is not None and rec.n_server != tru.get("completion_tokens"):
+            mismatched += 1
+            continue
+        server_ttft, client_ttft = _first_token_s(tru), rec.ttft
+        if server_ttft is None or client_ttft is None:
+            continue
+        ttft_errors.append(client_ttft - server_ttft)
+        truth_gaps = _token_gaps_s(tru)
+        if len(truth_gaps) == len(rec.gaps):
+            icl_errors.extend(c - s for c, s in zip(rec.gaps, truth_gaps, strict=True))
+    result.paired = len(ttft_errors)
+    result.mismatched = mismatched
+    result.ttft_error_ms = Distribution.of(ttft_errors)
+    result.ttft_abs_error_ms = Distribution.of(abs(e) for e in ttft_errors)
+    result.icl_error_ms = Distribution.of(icl_errors)
+    return result
