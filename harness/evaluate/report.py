@@ -1,0 +1,178 @@
+"""The evaluation report: a pydantic model over the per-test outcomes, grouped by gap.
+
+The report is data first (JSON is the canonical form); Markdown and HTML are Jinja views of the
+same dump rendered through the shared ``harness.reporting`` environment. ``normalised`` replaces
+what changes from run to run (times, ports, dates, versions) so a committed example can be
+compared with a fresh run.
+"""
+
+from __future__ import annotations
+
+import re
+from datetime import UTC, datetime
+from pathlib import Path
+from typing import Literal
+
+from pydantic import BaseModel, ConfigDict, Field
+
+from harness.evaluate.gaps import GAPS
+
+Outcome = Literal["passed", "failed", "skipped", "error"]
+Status = Literal["PASS", "FAIL", "SKIP"]
+
+
+class _Model(BaseModel):
+    model_config = ConfigDict(extra="forbid")
+
+
+class TestEvidence(_Model):
+    """One test: what it guards (docstring), how it ended, and what it measured."""
+
+    __test__ = False  # not a pytest test class
+
+    nodeid: str
+    name: str
+    gap: str | None
+    outcome: Outcome
+    duration_s: float = 0.0
+    doc: str = ""
+    evidence: str = ""
+    message: str = ""
+
+
+class GapResult(_Model):
+    marker: str
+    title: str
+    severity: str
+    reference: str
+    risk: str
+    status: Status
+    passed: int = 0
+    failed: int = 0
+    skipped: int = 0
+    duration_s: float = 0.0
+    tests: list[TestEvidence] = Field(default_factory=list)
+
+
+class ModelEntry(_Model):
+    id: str | None
+    type: str | None = None
+    state: str | None = None
+
+
+class TargetInfo(_Model):
+    kind: str
+    base_url: str
+    server: str | None = None
+    version: str | None = None
+    models: list[ModelEntry] = Field(default_factory=list)
+    used_models: list[str] = Field(default_factory=list)
+    capabilities: list[str] = Field(default_factory=list)
+
+
+class Totals(_Model):
+    tests: int = 0
+    passed: int = 0
+    failed: int = 0
+    skipped: int = 0
+    duration_s: float = 0.0
+
+
+class EvaluationReport(_Model):
+    title: str = "LM Studio Harness evaluation"
+    generated_at: str
+    harness_version: str
+    reference: str = "phase2-review-analysis.md"
+    verdict: Literal["PASS", "FAIL"]
+    target: TargetInfo | None
+    totals: Totals
+    gaps: list[GapResult]
+    other_tests: list[TestEvidence] = Field(default_factory=list)
+    problems: list[str] = Field(default_factory=list)
+
+    @property
+    def failed_gaps(self) -> list[GapResult]:
+        return [g for g in self.gaps if g.status == "FAIL"]
+
+
+def gap_status(tests: list[TestEvidence]) -> Status:
+    """FAIL if any test failed, PASS if at least one passed, else SKIP (nothing proved)."""
+    if any(t.outcome in ("failed", "error") for t in tests):
+        return "FAIL"
+    if any(t.outcome == "passed" for t in tests):
+        return "PASS"
+    return "SKIP"
+
+
+def build_report(tests: list[TestEvidence], target: TargetInfo | None, *, duration_s: float,
+                 problems: list[str] | None = None, now: datetime | None = None
+                 ) -> EvaluationReport:
+    from harness import __version__
+
+    gaps = []
+    for gap in GAPS:
+        mine = [t for t in tests if t.gap == gap.marker]
+        gaps.append(GapResult(
+            marker=gap.marker, title=gap.title, severity=gap.severity, reference=gap.reference,
+            risk=gap.risk, status=gap_status(mine),
+            passed=sum(t.outcome == "passed" for t in mine),
+            failed=sum(t.outcome in ("failed", "error") for t in mine),
+            skipped=sum(t.outcome == "skipped" for t in mine),
+            duration_s=round(sum(t.duration_s for t in mine), 3), tests=mine,
+        ))
+    totals = Totals(
+        tests=len(tests), passed=sum(t.outcome == "passed" for t in tests),
+        failed=sum(t.outcome in ("failed", "error") for t in tests),
+        skipped=sum(t.outcome == "skipped" for t in tests), duration_s=round(duration_s, 3),
+    )
+    problems = list(problems or [])
+    failed = any(g.status == "FAIL" for g in gaps) or totals.failed > 0 or bool(problems)
+    return EvaluationReport(
+        generated_at=(now or datetime.now(UTC)).isoformat(timespec="seconds"),
+        harness_version=__version__, verdict="FAIL" if failed else "PASS", target=target,
+        totals=totals, gaps=gaps, other_tests=[t for t in tests if t.gap is None],
+        problems=problems,
+    )
+
+
+_PORT = re.compile(r"(127\.0\.0\.1|localhost):\d+")
+_TIMES = re.compile(r"\b\d+(\.\d+)?\s?(ms|s)\b")
+_FLOAT = re.compile(r"\b\d+\.\d+\b")
+
+
+def _scrub(text: str) -> str:
+    text = _PORT.sub(r"\1:PORT", text)
+    text = _TIMES.sub(lambda m: "N" + (" " if " " in m.group(0) else "") + m.group(2), text)
+    return _FLOAT.sub("N", text)
+
+
+def normalised(report: EvaluationReport) -> EvaluationReport:
+    """The report with run-to-run noise replaced: timestamps, durations, ports, measured
+    numbers inside evidence strings, and the harness version."""
+    data = report.model_copy(deep=True)
+    data.generated_at = "GENERATED_AT"
+    data.harness_version = "VERSION"
+    data.totals.duration_s = 0.0
+    if data.target is not None:
+        data.target.base_url = _scrub(data.target.base_url)
+        data.target.version = "VERSION" if data.target.version else None
+    for gap in data.gaps:
+        gap.duration_s = 0.0
+        for test in gap.tests:
+            test.duration_s = 0.0
+            test.evidence = _scrub(test.evidence)
+            test.message = _scrub(test.message)
+    for test in data.other_tests:
+        test.duration_s = 0.0
+        test.evidence = _scrub(test.evidence)
+        test.message = _scrub(test.message)
+    data.problems = [_scrub(p) for p in data.problems]
+    return data
+
+
+def write_evaluation(report: EvaluationReport, out_dir: Path | str) -> dict[str, Path]:
+    """``evaluation.md``, ``evaluation.html`` and ``evaluation.json`` in ``out_dir``."""
+    from harness.reporting.env import write_report
+
+    written = write_report(report, "evaluation", out_dir)
+    return dict(written.paths)

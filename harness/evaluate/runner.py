@@ -1,0 +1,130 @@
+"""``harness evaluate``: run the suites in-process against a target and write the report.
+
+Where the suites live: in the repository's ``suites/`` directory, next to the package, which is
+where pytest and CI collect them and where the agent and load engineers add theirs. The runner
+finds them relative to the installed package (an editable install, the README's quick start,
+keeps the package inside the clone), then in the working directory, or where ``--suites`` says.
+Shipping a second copy inside the wheel was rejected: two copies of the proof drift apart, and the
+suites import repo fixtures (catalogs, MCP servers) that are not package data either.
+"""
+
+from __future__ import annotations
+
+import os
+import sys
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+import pytest
+
+from harness.evaluate.collector import EvaluationCollector
+from harness.evaluate.report import EvaluationReport, build_report, write_evaluation
+
+SUITE_FILES = ("test_streaming.py", "test_model_switching.py", "test_errors.py",
+               "test_agent.py", "test_cache_expiry.py", "test_backoff.py",
+               "test_concurrency.py")
+DEFAULT_OUT = Path("reports") / "out"
+
+
+class EvaluationError(RuntimeError):
+    """The evaluation could not run (suites not found, pytest usage error)."""
+
+
+@dataclass(frozen=True)
+class EvaluationOptions:
+    base_url: str | None = None
+    api_token: str | None = None
+    models: tuple[str, ...] = ()
+    via_proxy: bool = False
+    replay: bool = False
+    suites: Path | None = None
+    out: Path | None = None
+    select: str | None = None  # a pytest -k expression
+    extra_args: tuple[str, ...] = ()
+
+
+def locate_suites(explicit: Path | None = None) -> Path:
+    """The suites directory: explicit, next to the package (repo clone), or ``./suites``."""
+    import harness
+
+    candidates = [explicit] if explicit is not None else [
+        Path(harness.__file__).resolve().parent.parent / "suites",
+        Path.cwd() / "suites",
+    ]
+    for path in candidates:
+        if path is not None and (path / "test_streaming.py").is_file():
+            return path.resolve()
+    tried = ", ".join(str(p) for p in candidates if p is not None)
+    raise EvaluationError(
+        f"evaluation suites not found (looked in {tried}); run from a clone of the repository "
+        "(pip install -e .) or pass --suites DIR"
+    )
+
+
+def pytest_args(options: EvaluationOptions, suites: Path) -> list[str]:
+    root = suites.parent
+    files = [str(suites / name) for name in SUITE_FILES if (suites / name).is_file()]
+    # pytest's own terminal output is replaced by the progress bar and the report; addopts from
+    # the ini file are dropped because they may name terminal-only options (``-ra``).
+    args = [*files, "--rootdir", str(root), "-p", "no:cacheprovider", "-p", "no:terminal",
+            "-o", "addopts=", "--import-mode=importlib",
+            "-o", "asyncio_mode=auto", "-o", "asyncio_default_fixture_loop_scope=function",
+            "-W", "ignore::pytest.PytestUnknownMarkWarning"]
+    ini = root / "pyproject.toml"
+    if ini.is_file():
+        args += ["-c", str(ini)]
+    if options.base_url:
+        args += ["--base-url", options.base_url]
+    if options.models:
+        args += ["--models", ",".join(options.models)]
+    if options.via_proxy:
+        args.append("--via-proxy")
+    if options.replay:
+        args.append("--replay")
+    if options.select:
+        args += ["-k", options.select]
+    return [*args, *options.extra_args]
+
+
+def run_suites(options: EvaluationOptions, progress: Any = None
+               ) -> tuple[EvaluationReport, int]:
+    """Run the suites in this process; returns the report and pytest's exit code."""
+    suites = locate_suites(options.suites)
+    root = str(suites.parent)
+    if root not in sys.path:  # the suites import their helpers as ``suites.support``
+        sys.path.insert(0, root)
+    collector = EvaluationCollector(progress)
+    saved = os.environ.get("LMSTUDIO_API_TOKEN")
+    if options.api_token:  # passed by environment so it never shows in an argv listing
+        os.environ["LMSTUDIO_API_TOKEN"] = options.api_token
+    try:
+        code = pytest.main(pytest_args(options, suites), plugins=[collector])
+    finally:
+        if options.api_token:
+            if saved is None:
+                os.environ.pop("LMSTUDIO_API_TOKEN", None)
+            else:
+                os.environ["LMSTUDIO_API_TOKEN"] = saved
+    problems = list(collector.problems)
+    if int(code) not in (0, 1, 5):
+        problems.append(f"pytest exited with {int(code)} ({pytest.ExitCode(int(code)).name})")
+    if not collector.results:
+        problems.append("no suite test ran")
+    report = build_report(collector.tests, collector.target, duration_s=collector.duration_s,
+                          problems=problems)
+    return report, int(code)
+
+
+def evaluate(options: EvaluationOptions, console: Any = None) -> tuple[EvaluationReport,
+                                                                        dict[str, Path]]:
+    """Run with a rich progress bar and write the report (default ``reports/out/``)."""
+    from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, \
+        TimeElapsedColumn
+
+    with Progress(TextColumn("[bold]{task.description:<45}"), BarColumn(),
+                  MofNCompleteColumn(), TimeElapsedColumn(), console=console,
+                  transient=False) as progress:
+        report, _ = run_suites(options, progress)
+    paths = write_evaluation(report, options.out or DEFAULT_OUT)
+    return report, paths
