@@ -158,6 +158,43 @@ def review_render(
     raise typer.Exit(render_command(source=source, out=out, name=name))
 
 
+@app.command()
+def evaluate(
+    base_url: Annotated[str | None, typer.Option(
+        help="live server to evaluate (default: the embedded emulator)")] = None,
+    out: Annotated[Path, typer.Option(help="report directory")] = Path("reports/out"),
+    models: Annotated[str | None, typer.Option(help="comma-separated live models")] = None,
+    via_proxy: Annotated[bool, typer.Option(
+        "--via-proxy", help="put the fault proxy in front of --base-url")] = False,
+    replay: Annotated[bool, typer.Option("--replay", help="replay recorded cassettes")] = False,
+    suites: Annotated[Path | None, typer.Option(help="suites directory")] = None,
+    select: Annotated[str | None, typer.Option("-k", help="pytest -k expression")] = None,
+) -> None:
+    """Run the evaluation suites against a target and write Markdown, HTML and JSON reports."""
+    import os
+
+    from harness.evaluate.command import run_evaluate
+
+    raise typer.Exit(run_evaluate(
+        base_url=base_url, out=out, models=models, via_proxy=via_proxy, replay=replay,
+        suites=suites, select=select, api_token=os.environ.get("LMSTUDIO_API_TOKEN")))
+
+
+@app.command()
+def check(
+    base_url: Annotated[str, typer.Option(envvar="LMSTUDIO_BASE_URL")] = "http://localhost:1234",
+    model: Annotated[str | None, typer.Option(help="model for the streamed probe")] = None,
+    timeout: Annotated[float, typer.Option(help="seconds per probe")] = 10.0,
+) -> None:
+    """Doctor for a live server: reachable, endpoints, models, a streamed answer, auth."""
+    import os
+
+    from harness.check import run_check
+
+    raise typer.Exit(run_check(base_url, api_token=os.environ.get("LMSTUDIO_API_TOKEN"),
+                               model=model, timeout=timeout))
+
+
 def main() -> None:
     app()
 
