@@ -195,6 +195,29 @@ def check(
                                model=model, timeout=timeout))
 
 
+@app.command()
+def load(
+    scenario: Annotated[Path, typer.Option(help="TOML scenario (fixtures/load/*.toml)")],
+    base_url: Annotated[str, typer.Option(envvar="LMSTUDIO_BASE_URL")] = "http://127.0.0.1:1234",
+    users: Annotated[int | None, typer.Option(help="override users (open loop: the cap)")] = None,
+    duration: Annotated[float | None, typer.Option(help="seconds per level")] = None,
+    workers: Annotated[int, typer.Option(help="local Locust worker processes")] = 1,
+    out: Annotated[Path | None, typer.Option(help="output directory")] = None,
+    remote_workers: Annotated[int, typer.Option(help="extra workers joining from other "
+                                                     "machines with --master-host")] = 0,
+    master_bind_host: Annotated[str, typer.Option(help="master interface (0.0.0.0 for "
+                                                       "remote workers)")] = "127.0.0.1",
+    master_port: Annotated[int, typer.Option(help="master port (0: any free port)")] = 0,
+) -> None:
+    """Headless Locust load test with LLM metrics, SLO verdict and report (exit 0/1/2/3)."""
+    from harness.load.runner import run_load_command
+
+    raise typer.Exit(run_load_command(
+        scenario=scenario, base_url=base_url, users=users, duration=duration, workers=workers,
+        out=out, remote_workers=remote_workers, master_bind_host=master_bind_host,
+        master_port=master_port))
+
+
 def main() -> None:
     app()
 

@@ -1,0 +1,261 @@
+"""``harness load``: a headless Locust master plus K local worker processes, watched to the end.
+
+Why explicit ``locust --master`` / ``locust --worker`` subprocesses instead of ``--processes``:
+this process watches every one of them. A worker that dies (crash, OOM kill) ends the run at once
+with an error naming it, instead of the master carrying on with fewer workers; a run that does
+not finish within its plan plus a margin is stopped, never left hanging. Remote workers (other
+machines) join with ``locust -f suites/load/locustfile.py --worker --master-host <this host>``.
+
+Progress is read from the outputs as they grow (records appended by the master), and the verdict
+and exit code come from ``summary.json``, written by the master itself.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import signal
+import socket
+import subprocess
+import sys
+import time
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+from harness.load.scenario import Scenario, ScenarioError, load_scenario
+from harness.load.server import LoadRunError, ServerSession
+
+STARTUP_MARGIN_S = 30.0
+FINISH_MARGIN_S = 30.0
+
+
+@dataclass(frozen=True)
+class LoadOptions:
+    scenario_path: Path
+    base_url: str
+    out_dir: Path
+    users: int | None = None
+    duration_s: float | None = None
+    workers: int = 1
+    remote_workers: int = 0
+    master_bind_host: str = "127.0.0.1"
+    master_port: int = 0
+    icl_events: bool = True
+    user_class: str = "harness"  # "openai": the openai-SDK comparison user
+
+
+def default_locustfile() -> Path:
+    import harness
+
+    path = Path(harness.__file__).resolve().parents[1] / "suites" / "load" / "locustfile.py"
+    if not path.is_file():
+        raise LoadRunError(f"locustfile not found at {path} (run from a checkout of the repo)")
+    return path
+
+
+def _free_port(host: str) -> int:
+    with socket.socket() as sock:
+        sock.bind((host if host != "0.0.0.0" else "127.0.0.1", 0))
+        return int(sock.getsockname()[1])
+
+
+def _count_lines(path: Path) -> tuple[int, int]:
+    """(records, failed records) in the JSONL so far (cheap: substring test per line)."""
+    try:
+        with path.open("rb") as handle:
+            lines = handle.readlines()
+    except OSError:
+        return 0, 0
+    return len(lines), sum(b'"ok":false' in line for line in lines)
+
+
+class LoadRun:
+    """The processes of one run and the watch loop over them."""
+
+    def __init__(self, options: LoadOptions, scenario: Scenario) -> None:
+        self.options = options
+        self.scenario = scenario
+        self.port = options.master_port or _free_port(options.master_bind_host)
+        self.procs: list[subprocess.Popen[bytes]] = []
+        self.log_dir = options.out_dir / "logs"
+
+    def _env(self) -> dict[str, str]:
+        env = dict(os.environ)
+        env["HARNESS_LOAD_USER"] = self.options.user_class
+        env.setdefault("PYTHONUNBUFFERED", "1")
+        return env
+
+    def _spawn(self, args: list[str], log_name: str) -> subprocess.Popen[bytes]:
+        self.log_dir.mkdir(parents=True, exist_ok=True)
+        log = (self.log_dir / log_name).open("wb")
+        proc = subprocess.Popen([sys.executable, "-m", "locust", *args], stdout=log,
+                                stderr=subprocess.STDOUT, env=self._env(),
+                                start_new_session=True)
+        self.procs.append(proc)
+        return proc
+
+    def start(self) -> None:
+        o = self.options
+        locustfile = str(default_locustfile())
+        expected = o.workers + o.remote_workers
+        master_args = [
+            "-f", locustfile, "--headless", "--master", "--host", o.base_url,
+            "--master-bind-host", o.master_bind_host, "--master-bind-port", str(self.port),
+            "--expect-workers", str(expected),
+            "--expect-workers-max-wait", str(int(STARTUP_MARGIN_S)),
+            "--scenario", str(o.scenario_path), "--harness-out", str(o.out_dir),
+            "--harness-icl-events", "on" if o.icl_events else "off",
+            "--only-summary", "--loglevel", "WARNING",
+        ]
+        if o.users:
+            master_args += ["--harness-users", str(o.users)]
+        if o.duration_s:
+            master_args += ["--harness-duration", str(o.duration_s)]
+        self.master = self._spawn(master_args, "master.log")
+        connect_host = "127.0.0.1" if o.master_bind_host in ("0.0.0.0", "*") else (
+            o.master_bind_host)
+        self.workers = [
+            self._spawn(["-f", locustfile, "--worker", "--master-host", connect_host,
+                         "--master-port", str(self.port), "--loglevel", "WARNING"],
+                        f"worker-{i}.log")
+            for i in range(o.workers)
+        ]
+
+    def stop_all(self) -> None:
+        for proc in self.procs:
+            if proc.poll() is None:
+                try:
+                    os.killpg(proc.pid, signal.SIGTERM)
+                except ProcessLookupError:
+                    pass
+        deadline = time.time() + 5
+        for proc in self.procs:
+            try:
+                proc.wait(timeout=max(deadline - time.time(), 0.1))
+            except subprocess.TimeoutExpired:
+                os.killpg(proc.pid, signal.SIGKILL)
+                proc.wait(timeout=5)
+
+    def _tail(self, name: str, lines: int = 8) -> str:
+        try:
+            text = (self.log_dir / name).read_text("utf-8", "replace").strip().splitlines()
+        except OSError:
+            return ""
+        return " | ".join(text[-lines:])
+
+    def watch(self, progress: Any = None) -> int:
+        """Wait for the master; abort on a dead worker or on overrun. Returns its exit code."""
+        shape = self.scenario.load
+        limit = STARTUP_MARGIN_S + shape.total_s + shape.drain_s + FINISH_MARGIN_S
+        started = time.time()
+        records = self.options.out_dir / "requests.jsonl"
+        while True:
+            code = self.master.poll()
+            if code is not None:
+                return code
+            for index, worker in enumerate(self.workers):
+                rc = worker.poll()
+                if rc is not None and rc != 0:  # 0: the master told it to quit
+                    self.stop_all()
+                    raise LoadRunError(
+                        f"worker {index} (pid {worker.pid}) exited with code {rc} "
+                        f"{time.time() - started:.1f}s into the run; run aborted. Last log lines: "
+                        f"{self._tail(f'worker-{index}.log') or '-'}"
+                    )
+            elapsed = time.time() - started
+            if elapsed > limit:
+                self.stop_all()
+                raise LoadRunError(
+                    f"run did not finish within {limit:.0f}s (plan {shape.total_s:g}s + drain "
+                    f"{shape.drain_s:g}s + margins); stopped. Master log: "
+                    f"{self._tail('master.log') or '-'}"
+                )
+            if progress is not None:
+                done, failed = _count_lines(records)
+                progress(elapsed, done, failed)
+            time.sleep(0.25)
+
+
+def run_load(options: LoadOptions, progress: Any = None) -> tuple[int, dict[str, Any]]:
+    """Run a scenario end to end; returns (exit code, summary). Raises ``LoadRunError`` or
+    ``ScenarioError`` with a clear message when the run cannot start or has to stop."""
+    if options.workers < 0 or options.workers + options.remote_workers < 1:
+        raise LoadRunError("a run needs at least one worker (--workers and/or remote workers)")
+    scenario = load_scenario(options.scenario_path).with_overrides(
+        users=options.users, duration_s=options.duration_s)
+    with ServerSession(options.base_url, timeout=5.0) as session:
+        session.check_reachable()
+    options.out_dir.mkdir(parents=True, exist_ok=True)
+    for stale in ("summary.json", "requests.jsonl"):
+        (options.out_dir / stale).unlink(missing_ok=True)
+    run = LoadRun(options, scenario)
+    try:
+        run.start()
+        code = run.watch(progress)
+    finally:
+        run.stop_all()
+    summary_path = options.out_dir / "summary.json"
+    if not summary_path.exists():
+        raise LoadRunError(
+            f"Locust master exited with code {code} without writing {summary_path}. Master log: "
+            f"{run._tail('master.log') or '-'}"
+        )
+    summary = json.loads(summary_path.read_text("utf-8"))
+    return code, summary
+
+
+def run_load_command(*, scenario: Path, base_url: str, users: int | None, duration: float | None,
+                     workers: int, out: Path | None, remote_workers: int, master_bind_host: str,
+                     master_port: int) -> int:
+    """The CLI body: rich progress, verdict table, exit code (0 pass, 1 SLO, 2 invalid, 3 error)."""
+    from rich.console import Console
+    from rich.progress import BarColumn, Progress, TextColumn, TimeElapsedColumn
+    from rich.table import Table
+
+    console = Console(stderr=True)
+    try:
+        plan = load_scenario(scenario).with_overrides(users=users, duration_s=duration)
+    except ScenarioError as exc:
+        console.print(f"[red]error:[/] {exc}")
+        return 3
+    out_dir = out or Path("reports/out/load") / plan.name
+    options = LoadOptions(scenario_path=scenario, base_url=base_url, out_dir=out_dir,
+                          users=users, duration_s=duration, workers=workers,
+                          remote_workers=remote_workers, master_bind_host=master_bind_host,
+                          master_port=master_port)
+    total = plan.load.total_s
+    with Progress(TextColumn("[bold]{task.description}"), BarColumn(), TextColumn("{task.fields[info]}"),
+                  TimeElapsedColumn(), console=console, transient=True) as bar:
+        task = bar.add_task(f"load {plan.name}", total=total, info="starting")
+
+        def progress(elapsed: float, done: int, failed: int) -> None:
+            bar.update(task, completed=min(elapsed, total),
+                       info=f"{done} requests, {failed} failed")
+
+        try:
+            code, summary = run_load(options, progress)
+        except (LoadRunError, ScenarioError) as exc:
+            console.print(f"[red]error:[/] {exc}")
+            return 3
+    table = Table(title=f"{plan.name}: {summary['verdict'].upper()}")
+    for column in ("level", "requests", "errors", "TTFT p95 ms", "TPOT p99 ms", "out tok/s",
+                   "SLOs"):
+        table.add_column(column)
+    for lv in summary["levels"]:
+        def fmt(v: float | None) -> str:
+            return "-" if v is None else f"{v:.1f}"
+
+        table.add_row(f"{lv['target']:g} {lv['unit']}", str(lv["requests"]), str(lv["errors"]),
+                      fmt(lv["ttft_ms"]["p95"]), fmt(lv["tpot_ms"]["p99"]), fmt(lv["output_tps"]),
+                      "ok" if lv["passed"] else "MISSED")
+    console.print(table)
+    for reason in summary["reasons"]:
+        console.print(f" - {reason}")
+    truth = summary.get("truth")
+    if truth and truth.get("ttft_abs_error_ms"):
+        console.print(f"TTFT error vs emulator truth: p95 {truth['ttft_abs_error_ms']['p95']:.2f} ms "
+                      f"over {truth['paired']} paired requests")
+    console.print(f"outputs in {out_dir}: requests.jsonl, summary.json, sweep.csv, report.md, "
+                  "report.html")
+    return int(summary.get("exit_code", code))
