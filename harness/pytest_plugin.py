@@ -56,7 +56,18 @@ def pytest_addoption(parser: pytest.Parser) -> None:
                     help="put the harness fault proxy in front of --base-url")
 
 
+MARKERS = {
+    "streaming": "streaming gap", "switching": "mid-request model switching gap",
+    "concurrency": "concurrency and async-safety gap", "backoff": "capped retries under 429",
+    "cache": "model catalog expiry", "errors": "error context",
+    "agent": "MCP agent error policy", "needs_faults": "target must inject faults",
+    "needs_truth": "target must expose ground truth", "slow": "slower than a few seconds",
+}
+
+
 def pytest_configure(config: pytest.Config) -> None:
+    for name, text in MARKERS.items():  # also for suites run outside this repository
+        config.addinivalue_line("markers", f"{name}: {text}")
     if config.getoption("harness_record", False) and config.getoption("harness_replay", False):
         raise pytest.UsageError("--record and --replay exclude each other")
     if config.getoption("harness_via_proxy", False) and not config.getoption("harness_base_url"):

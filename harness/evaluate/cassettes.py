@@ -75,7 +75,6 @@ def make_vcr(root: Path, mode: Mode, secrets: tuple[str, ...] = ()) -> Any:
         before_record_request=before_record_request,
         before_record_response=before_record_response,
         decode_compressed_response=True,
-        allow_playback_repeats=True,
     )
 
 
@@ -88,5 +87,6 @@ def use_cassette(path: Path, mode: Mode, secrets: tuple[str, ...] = ()) -> Itera
         )
     path.parent.mkdir(parents=True, exist_ok=True)
     recorder = make_vcr(path.parent, mode, secrets)
-    with recorder.use_cassette(path.name) as cassette:
+    # Repeats allowed: identical requests (same prompt, same seed) get the same recorded answer.
+    with recorder.use_cassette(path.name, allow_playback_repeats=True) as cassette:
         yield cassette

@@ -121,12 +121,8 @@ class Target:
 
     def reset(self) -> None:
         """Back to a clean server between tests: no faults, no truth, nothing JIT-loaded."""
-        if self.control is None:
-            return
-        if self.can("emulator"):
+        if self.control is not None:  # emulator: state + truth + faults; proxy: truth + faults
             self.control.reset()
-        else:
-            self.control.clear_faults()
 
 
 class Faults:
