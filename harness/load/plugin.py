@@ -27,7 +27,7 @@ from typing import Any
 
 import gevent
 from gevent.event import Event
-from locust import LoadTestShape, User, events, task
+from locust import LoadTestShape, User, constant, events, task
 from locust.env import Environment
 from locust.runners import LocalRunner, MasterRunner, WorkerRunner
 
@@ -284,7 +284,7 @@ class LLMUser(User):
     """One simulated client: closed loop (back-to-back requests) or open loop (takes the next
     arrival of its worker's schedule), all through one keep-alive connection."""
 
-    wait_time = staticmethod(lambda: 0.0)  # type: ignore[assignment]
+    wait_time = constant(0)
     _ids = 0
 
     def on_start(self) -> None:
@@ -330,7 +330,7 @@ class LLMUser(User):
         req = STATE.prepared[models[index % len(models)]]
         STATE.inflight += 1
         try:
-            record = execute(self.conn, req, intended=intended)
+            record = self.execute_request(req, intended)
         finally:
             STATE.inflight -= 1
         level = shape.level_at(offset)
@@ -341,6 +341,10 @@ class LLMUser(User):
         _record(record.to_json())
         if not record.warmup:
             _fire(self.environment, record)
+
+    def execute_request(self, req: PreparedRequest, intended: float | None) -> RequestRecord:
+        assert self.conn is not None
+        return execute(self.conn, req, intended=intended)
 
     def _idle(self) -> None:
         gevent.sleep(0.25)

@@ -163,6 +163,14 @@ class Scenario(_Frozen):
     faults: dict[str, Any] | None = None
     measures_jit: bool = False
 
+    @model_validator(mode="after")
+    def _fault_plan(self) -> Scenario:
+        if self.faults is not None:
+            from harness.faults import FaultPlan
+
+            FaultPlan.model_validate(self.faults)  # a bad plan fails here, naming the field
+        return self
+
     def with_overrides(self, *, users: int | None = None, duration_s: float | None = None
                        ) -> Scenario:
         """CLI overrides: ``users`` replaces closed-loop levels (open loop: the concurrency cap);
