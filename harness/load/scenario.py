@@ -168,7 +168,10 @@ class Scenario(_Frozen):
         if self.faults is not None:
             from harness.faults import FaultPlan
 
-            FaultPlan.model_validate(self.faults)  # a bad plan fails here, naming the field
+            try:
+                FaultPlan.model_validate(self.faults)
+            except ValidationError as exc:
+                raise ValueError(f"faults: not a valid fault plan: {exc}") from None
         return self
 
     def with_overrides(self, *, users: int | None = None, duration_s: float | None = None

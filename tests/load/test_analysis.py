@@ -1,0 +1,110 @@
+"""Sweep rows, SLO verdict, validity gates and truth pairing on hand-made records."""
+
+from __future__ import annotations
+
+import csv
+from pathlib import Path
+
+from harness.load.analysis import (
+    EXIT_INVALID,
+    EXIT_PASS,
+    EXIT_SLO_FAILED,
+    level_records,
+    level_stats,
+    validity_gates,
+    write_sweep_csv,
+)
+from harness.load.finalize import _verdict
+from harness.load.metrics import RequestRecord
+from harness.load.scenario import parse_scenario
+from harness.load.truth import compare_with_truth
+
+
+def _rec(level: int, t: float, ttft: float = 0.05, n: int = 11, ok: bool = True,
+         warmup: bool = False, usage: bool = True, lag: float = 0.0) -> RequestRecord:
+    return RequestRecord(
+        endpoint="chat", model="m", stream=True, t_intended=t - lag, t_send=t,
+        t_first_token=t + ttft, t_last_token=t + ttft + 0.01 * (n - 1), t_done=t + 1,
+        gaps=[0.01] * (n - 1), chunks=n, n_server=n if usage else None, ok=ok,
+        error_kind=None if ok else "RateLimited", status=200 if ok else 429, level=level,
+        warmup=warmup)
+
+
+def _scenario(**slo: float):  # type: ignore[no-untyped-def]
+    return parse_scenario({"name": "t", "load": {"levels": [1, 2, 4], "level_duration_s": 5,
+                                                 "warmup_s": 1}, "slo": slo})
+
+
+def test_sweep_gives_one_row_per_level(tmp_path: Path) -> None:
+    scenario = _scenario()
+    records = [_rec(level, 100 + level * 5 + i * 0.1) for level in range(3) for i in range(4)]
+    records.append(_rec(0, 99, warmup=True, ttft=9.0))  # warm-up: never counted
+    levels = [level_stats(scenario, i, level_records(records, i)) for i in range(3)]
+    assert [lv.requests for lv in levels] == [4, 4, 4]
+    assert levels[0].ttft_ms.max is not None and levels[0].ttft_ms.max < 100
+    write_sweep_csv(tmp_path / "sweep.csv", levels)
+    rows = list(csv.DictReader((tmp_path / "sweep.csv").open()))
+    assert [float(r["target"]) for r in rows] == [1, 2, 4]
+    assert all(abs(float(r["tpot_p50_ms"]) - 10.0) < 1e-6 for r in rows)
+
+
+def test_slo_verdict_pass_fail_and_exit_codes() -> None:
+    scenario = _scenario(ttft_p95_ms=100, tpot_p99_ms=20, error_rate_max=0.1, min_output_tps=1)
+    good = [_rec(0, 100 + i) for i in range(10)]
+    stats = level_stats(scenario, 0, good)
+    assert stats.passed and len(stats.slo) == 4
+    assert _verdict([stats], [], [])[:2] == ("pass", EXIT_PASS)
+    slow = [_rec(0, 100 + i, ttft=0.2) for i in range(10)]
+    stats = level_stats(scenario, 0, slow)
+    assert not stats.passed
+    verdict, code, reasons = _verdict([stats], [], [])
+    assert (verdict, code) == ("fail", EXIT_SLO_FAILED)
+    assert any("p95 TTFT" in r for r in reasons)
+    errors = [_rec(0, 100 + i, ok=i < 8) for i in range(10)]
+    stats = level_stats(scenario, 0, errors)
+    assert stats.error_rate == 0.2 and stats.errors_by_kind == {"RateLimited": 2}
+    assert not stats.passed
+    assert _verdict([stats], [], ["worker 1 died"])[1] == 3
+
+
+def test_no_data_fails_an_slo_rather_than_passing_it() -> None:
+    stats = level_stats(_scenario(ttft_p95_ms=100), 0, [])
+    assert not stats.passed
+
+
+def test_gates_mark_runs_invalid() -> None:
+    scenario = parse_scenario({"name": "t", "load": {"mode": "open", "levels": [5]}})
+    fine = [_rec(0, 100 + i, lag=0.001) for i in range(20)]
+    gates = validity_gates(scenario, fine, cpu_max=50, cpu_warning=False, truth=None)
+    assert all(g.passed for g in gates)
+    late = [_rec(0, 100 + i, lag=0.050) for i in range(20)]
+    no_usage = [_rec(0, 100 + i, usage=False) for i in range(20)]
+    for records, cpu, warn, failing in ((late, 50, False, "schedule lag p99"),
+                                        (no_usage, 50, False, "server token counts (usage)"),
+                                        (fine, 95, False, "load generator CPU"),
+                                        (fine, 10, True, "load generator CPU"),
+                                        ([], 10, False, "requests measured")):
+        gates = validity_gates(scenario, records, cpu_max=cpu, cpu_warning=warn, truth=None)
+        assert [g.name for g in gates if not g.passed] == [failing]
+        assert _verdict([], gates, [])[1] == EXIT_INVALID
+
+
+def _truth(i: int, ttft: float, n: int = 3) -> dict:  # type: ignore[type-arg]
+    sched = [ttft + k * 0.01 for k in range(n)] + [ttft + (n - 1) * 0.01] * 3
+    return {"id": i, "endpoint": "/v1/chat/completions", "method": "POST", "stream": True,
+            "status": 200, "scheduled_ttft_s": ttft, "completion_tokens": n,
+            "scheduled_chunk_times_s": sched, "sent_chunk_times_s": [s + 0.0002 for s in sched]}
+
+
+def test_truth_pairing_by_order_and_error() -> None:
+    records = [_rec(0, 100 + i, ttft=0.0205, n=3) for i in range(5)]
+    truth = [{"id": 1, "endpoint": "/v1/models", "method": "GET"}]
+    truth += [_truth(i + 2, 0.02) for i in range(5)]
+    cmp = compare_with_truth(records, truth)
+    assert cmp.paired == 5 and cmp.mismatched == 0
+    assert cmp.ttft_error_ms is not None and abs(cmp.ttft_error_ms.p50 - 0.3) < 1e-6
+    assert cmp.icl_error_ms is not None and abs(cmp.icl_error_ms.max) < 1e-6
+    cmp = compare_with_truth(records[:4], truth)
+    assert cmp.paired == 0 and "no per-request pairing" in cmp.note
+    wrong_n = [_rec(0, 100 + i, ttft=0.0205, n=4) for i in range(5)]
+    assert compare_with_truth(wrong_n, truth).mismatched == 5

@@ -1,0 +1,151 @@
+"""Metric definitions against hand-computed timelines (hypothesis) and exact percentiles."""
+
+from __future__ import annotations
+
+import json
+import math
+
+from hypothesis import given
+from hypothesis import strategies as st
+
+from harness.client.errors import StreamInterrupted
+from harness.load.exchange import PreparedRequest, _stream, to_epoch
+from harness.load.metrics import Distribution, RequestRecord, percentile
+
+
+class _FakeResponse:
+    """Body reads with their arrival times, as ``transport.Response.chunks`` yields them."""
+
+    def __init__(self, reads: list[tuple[bytes, float]]) -> None:
+        self.reads = reads
+
+    def chunks(self):  # type: ignore[no-untyped-def]
+        yield from self.reads
+
+
+def _frame(delta: dict, finish: str | None = None) -> bytes:
+    chunk = {"id": "c", "object": "chat.completion.chunk", "model": "m",
+             "choices": [{"index": 0, "delta": delta, "finish_reason": finish}]}
+    return b"data: " + json.dumps(chunk).encode() + b"\n\n"
+
+
+def _usage(n: int) -> bytes:
+    return b"data: " + json.dumps({"id": "c", "model": "m", "choices": [],
+                                   "usage": {"prompt_tokens": 5, "completion_tokens": n,
+                                             "total_tokens": n + 5}}).encode() + b"\n\n"
+
+
+def _run(reads: list[tuple[bytes, float]], t_send: float) -> RequestRecord:
+    from harness.client.errors import RequestContext
+
+    ctx = RequestContext("POST", "http://x/v1/chat/completions", "m")
+    req = PreparedRequest("chat", "/v1/chat/completions", "m", True, b"{}")
+    rec = RequestRecord(endpoint="chat", model="m", stream=True, t_intended=to_epoch(t_send),
+                        t_send=to_epoch(t_send))
+    _stream(_FakeResponse(reads), req, ctx, t_send, rec)
+    return rec
+
+
+timelines = st.tuples(
+    st.floats(0.001, 1.0),                                   # role-only frame delay
+    st.floats(0.0, 0.5),                                     # empty-content frame after it
+    st.floats(0.001, 0.5),                                   # first token after that
+    st.lists(st.floats(0.0005, 0.2), min_size=0, max_size=30),  # later token gaps
+    st.booleans(),                                           # reasoning first?
+)
+
+
+@given(timelines)
+def test_ttft_e2e_tpot_and_gaps_match_the_hand_computed_timeline(tl) -> None:  # type: ignore[no-untyped-def]
+    role_at, empty_after, first_after, gaps, reasoning = tl
+    t_send = 100.0
+    t_role = t_send + role_at
+    t_empty = t_role + empty_after
+    t_first = t_empty + first_after
+    reads = [(_frame({"role": "assistant"}), t_role), (_frame({"content": ""}), t_empty)]
+    first_delta = {"reasoning_content": "r"} if reasoning else {"content": "a"}
+    reads.append((_frame(first_delta), t_first))
+    t = t_first
+    for gap in gaps:
+        t += gap
+        reads.append((_frame({"content": "b"}), t))
+    n = len(gaps) + 1
+    t_last = t
+    reads.append((_frame({}, finish="stop") + _usage(n) + b"data: [DONE]\n\n", t_last + 0.05))
+    rec = _run(reads, t_send)
+    assert rec.ok and rec.n_server == n and rec.chunks == n
+    assert math.isclose(rec.ttft, t_first - t_send, abs_tol=1e-6)  # never the role/empty frame
+    assert math.isclose(rec.e2e, t_last - t_send, abs_tol=1e-6)    # usage/[DONE] excluded
+    assert len(rec.gaps) == len(gaps)
+    for got, want in zip(rec.gaps, gaps, strict=True):
+        assert math.isclose(got, want, abs_tol=1e-6)
+    if n > 1:
+        assert math.isclose(rec.tpot, (t_last - t_first) / (n - 1), abs_tol=1e-6)
+    else:
+        assert rec.tpot is None
+    if reasoning:
+        if gaps:
+            assert math.isclose(rec.ttfo, t_first + gaps[0] - t_send, abs_tol=1e-6)
+        else:
+            assert rec.ttfo is None
+    else:
+        assert math.isclose(rec.ttfo, rec.ttft, abs_tol=1e-9)
+    assert rec.tokens_per_chunk == 1.0
+
+
+def test_tokens_per_chunk_and_tpot_use_the_servers_count_when_chunks_coalesce() -> None:
+    # two chunks carrying 3 tokens each: N=6 from usage, TPOT over N-1, 3 tokens per chunk
+    reads = [(_frame({"role": "assistant", "content": "abc"}), 1.2),
+             (_frame({"content": "def"}), 1.7),
+             (_frame({}, "stop") + _usage(6) + b"data: [DONE]\n\n", 1.8)]
+    rec = _run(reads, 1.0)
+    assert math.isclose(rec.ttft, 0.2, abs_tol=1e-6) and math.isclose(rec.e2e, 0.7, abs_tol=1e-6)
+    assert math.isclose(rec.tpot, 0.5 / 5, abs_tol=1e-6)
+    assert rec.tokens_per_chunk == 3.0
+    assert not rec.usage_missing
+
+
+def test_missing_usage_falls_back_to_chunk_count_and_is_flagged() -> None:
+    reads = [(_frame({"content": "a"}), 1.1), (_frame({"content": "b"}), 1.2),
+             (_frame({}, "stop") + b"data: [DONE]\n\n", 1.3)]
+    rec = _run(reads, 1.0)
+    assert rec.n_server is None and rec.usage_missing and rec.output_tokens == 2
+
+
+def test_a_stream_cut_off_keeps_timestamps_and_raises_typed() -> None:
+    reads = [(_frame({"content": "a"}), 1.1)]
+    try:
+        _run(reads, 1.0)
+    except StreamInterrupted as exc:
+        assert "end signal" in str(exc)
+    else:
+        raise AssertionError("a stream without [DONE] must not be a success")
+
+
+def test_open_loop_lag_and_queue_inclusive_latency() -> None:
+    rec = RequestRecord(endpoint="chat", model="m", stream=True, t_intended=10.0, t_send=10.5,
+                        t_first_token=10.6, t_last_token=11.5, n_server=10, chunks=10)
+    assert math.isclose(rec.schedule_lag, 0.5)
+    assert math.isclose(rec.queued_e2e, 1.5)
+    assert math.isclose(rec.e2e, 1.0)
+
+
+@given(st.lists(st.floats(-1e6, 1e6, allow_nan=False), min_size=1, max_size=200),
+       st.floats(0, 100))
+def test_percentile_is_exact_linear_interpolation(values: list[float], q: float) -> None:
+    ordered = sorted(values)
+    got = percentile(values, q)
+    assert got is not None
+    assert ordered[0] - 1e-6 <= got <= ordered[-1] + 1e-6
+    assert percentile(values, 0) == ordered[0] and percentile(values, 100) == ordered[-1]
+    rank = (len(ordered) - 1) * q / 100
+    lo, hi = ordered[math.floor(rank)], ordered[math.ceil(rank)]
+    assert min(lo, hi) - 1e-6 <= got <= max(lo, hi) + 1e-6
+
+
+def test_percentile_hand_computed() -> None:
+    assert percentile([1, 2, 3, 4], 50) == 2.5
+    assert percentile([10, 20, 30, 40, 50], 95) == 48.0
+    assert percentile([], 50) is None
+    d = Distribution.of([0.001, 0.002, 0.003])
+    assert d.count == 3 and math.isclose(d.p50, 2.0) and math.isclose(d.max, 3.0)
