@@ -136,13 +136,15 @@ def build_report(tests: list[TestEvidence], target: TargetInfo | None, *, durati
 
 
 _PORT = re.compile(r"(127\.0\.0\.1|localhost):\d+")
-_TIMES = re.compile(r"\b\d+(\.\d+)?\s?(ms|s)\b")
-_FLOAT = re.compile(r"\b\d+\.\d+\b")
+_MILLIS = re.compile(r"(?<![\d.])\d+(?=\s?ms\b)")
+_FLOAT = re.compile(r"(?<![\d.])\d+\.\d+(?![\d.])")
 
 
 def _scrub(text: str) -> str:
+    """Ports, milliseconds and decimals (measured values) become placeholders; integers that
+    are not milliseconds (counts, caps, attempts) stay, as they are part of the claim."""
     text = _PORT.sub(r"\1:PORT", text)
-    text = _TIMES.sub(lambda m: "N" + (" " if " " in m.group(0) else "") + m.group(2), text)
+    text = _MILLIS.sub("N", text)
     return _FLOAT.sub("N", text)
 
 
