@@ -267,7 +267,7 @@ class StudioApp:
             if api is not None:
                 await api(scope, receive, send)
                 return
-        await self.fallback(scope, receive, send)
+        await self.fallback(scope, receive, send)  # type: ignore[arg-type]
 
 
 def create_app(engine: Engine, *, api_token: str | None = None, control: bool = False,
@@ -325,6 +325,6 @@ def create_app(engine: Engine, *, api_token: str | None = None, control: bool = 
     app = Starlette(routes=routes, exception_handlers={404: unexpected, 405: unexpected},
                     lifespan=lifespan)
     app.state.studio = state
-    fast = {route.path: route.app for route in routes
-            if isinstance(route, Route) and isinstance(route.app, _Api) and not route.param_convertors}
+    fast = {route.path: route.app for route in routes if isinstance(route, Route)
+            and isinstance(route.app, _Api) and not route.param_convertors}
     return StudioApp(app, fast)

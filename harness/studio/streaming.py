@@ -3,7 +3,8 @@
 Deadlines are absolute (``t_first + step * interval`` on the loop clock), so a late wake-up never
 pushes later chunks back (no ``sleep(interval)`` drift). Each write is recorded next to its
 deadline in the request's truth, which is how the benchmark measures lateness server-side.
-Faults wrap the frame iterator (``harness.faults.inject_stream``) only when one is active.
+Deadlines are kept by one shared ``Pacer`` per loop instead of a timer per chunk. Faults wrap the
+frame iterator (``harness.faults.inject_stream``) only when one is active.
 """
 
 from __future__ import annotations
@@ -16,7 +17,9 @@ from typing import Any
 from harness.faults import FaultAction, StreamDropped, inject_stream
 from harness.studio.encoding import DONE, Frames, error_frame
 from harness.studio.engine import CutoffStyle
+from harness.studio.pacer import Pacer
 from harness.studio.truth import RequestTruth
+from harness.studio.wire import DirectBody
 
 Send = Callable[[dict[str, Any]], Awaitable[None]]
 Receive = Callable[[], Awaitable[dict[str, Any]]]
@@ -48,30 +51,82 @@ class _Cursor:
 
 
 async def _scheduled(
-    frames: Frames,
-    t_first: float,
-    interval: float,
+    frames: list[bytes],
+    dues: list[float],
     record: RequestTruth,
     cursor: _Cursor,
     cutoff_style: CutoffStyle,
     openai_style: bool,
 ) -> AsyncIterator[bytes]:
-    loop = asyncio.get_running_loop()
-    sleep = asyncio.sleep
-    for frame, step in zip(frames.frames, frames.steps, strict=True):
-        due = t_first + step * interval
-        delay = due - loop.time()
-        if delay > 0:
-            await sleep(delay)
+    pacer = Pacer.current()
+    now = time.monotonic
+    for frame, due in zip(frames, dues, strict=True):
+        if due > now():
+            await pacer.sleep_until(due)
         if record.disconnect_seen:
             return
         if record.cut_off:
             for end in cutoff_frames(cutoff_style, openai_style):
-                cursor.due = loop.time()
+                cursor.due = now()
                 yield end
             return
         cursor.due = due
         yield frame
+
+
+class _PacedStream:
+    """A stream the pacer writes by itself, from a timer callback, with no task wake-up.
+
+    Each callback writes every frame due by now in one transport write, records the truth and
+    files the next deadline with the pacer. Anything out of the ordinary (client gone, model cut
+    off, slow reader, the last frames) completes ``done`` and hands the rest of the stream back
+    to the coroutine, which handles it exactly as the general path does.
+    """
+
+    __slots__ = ("body", "done", "dues", "finished", "frames", "index", "pacer", "record")
+
+    def __init__(self, frames: list[bytes], dues: list[float], record: RequestTruth,
+                 body: DirectBody, pacer: Pacer) -> None:
+        self.frames = frames
+        self.dues = dues
+        self.record = record
+        self.body = body
+        self.pacer = pacer
+        self.index = 0
+        self.finished = False
+        self.done: asyncio.Future[None] = asyncio.get_running_loop().create_future()
+
+    def step(self) -> None:
+        if self.done.done():  # the coroutine was cancelled
+            return
+        record = self.record
+        body = self.body
+        if record.disconnect_seen or record.cut_off or not body.writable():
+            if body.disconnected:
+                record.disconnect_seen = True
+            self.done.set_result(None)
+            return
+        now = time.monotonic()
+        dues = self.dues
+        first = self.index
+        end = first + 1
+        count = len(dues)
+        while end < count and dues[end] <= now:
+            end += 1
+        if end == count:  # the last frames go out with the end of the response (one write)
+            self.finished = True
+            self.done.set_result(None)
+            return
+        body.write(self.frames[first:end])
+        sent = time.monotonic()
+        if end == first + 1:
+            record.scheduled.append(dues[first])
+            record.sent_at.append(sent)
+        else:
+            record.scheduled.extend(dues[first:end])
+            record.sent_at.extend([sent] * (end - first))
+        self.index = end
+        self.pacer.call_at(dues[end], self.step)
 
 
 async def watch_disconnect(receive: Receive, record: RequestTruth) -> None:
@@ -97,16 +152,41 @@ async def write_stream(
     headers_sent: bool = False,
     on_complete: Callable[[], object] | None = None,
 ) -> bool:
-    """Stream ``frames``; returns False when the connection was dropped on purpose."""
+    """Stream ``frames``; returns False when the connection was dropped on purpose.
+
+    Without a fault and on uvicorn's httptools protocol the pacer writes the frames itself
+    (``_PacedStream``); otherwise, and for whatever the pacer hands back, each frame is awaited
+    through ``send``. Both record every frame's deadline and write time in the truth.
+    """
     now = time.monotonic  # real write time; loop.time() may be cached per loop iteration
     if not headers_sent:
         await send({"type": "http.response.start", "status": 200, "headers": SSE_HEADERS})
-    cursor = _Cursor()
-    source = _scheduled(frames, t_first, interval, record, cursor, cutoff_style, openai_style)
-    if fault is not None:
-        source = inject_stream(fault, source, on_evict)
+    all_frames = frames.frames
+    dues = [t_first + step * interval for step in frames.steps]
     scheduled = record.scheduled
     sent_at = record.sent_at
+    first = 0
+    if fault is None and all_frames:
+        body = DirectBody.attach(send)
+        if body is not None:
+            paced = _PacedStream(all_frames, dues, record, body, Pacer.current())
+            paced.pacer.call_at(dues[0], paced.step)
+            await paced.done
+            first = paced.index
+            if paced.finished:
+                if on_complete is not None:
+                    on_complete()
+                await send({"type": "http.response.body", "body": b"".join(all_frames[first:]),
+                            "more_body": False})
+                sent = now()
+                scheduled.extend(dues[first:])
+                sent_at.extend([sent] * (len(dues) - first))
+                return True
+    cursor = _Cursor()
+    source = _scheduled(all_frames[first:], dues[first:], record, cursor, cutoff_style,
+                        openai_style)
+    if fault is not None:
+        source = inject_stream(fault, source, on_evict)
     try:
         async for frame in source:
             await send({"type": "http.response.body", "body": frame, "more_body": True})
