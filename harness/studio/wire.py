@@ -36,9 +36,10 @@ class DirectBody:
     @classmethod
     def attach(cls, send: Callable[..., Any]) -> DirectBody | None:
         """For ``send`` of a started chunked uvicorn/httptools response; otherwise ``None``."""
-        cycle: Any = getattr(send, "__self__", None)
-        if _HttptoolsCycle is None or type(cycle) is not _HttptoolsCycle:
+        owner = getattr(send, "__self__", None)
+        if _HttptoolsCycle is None or type(owner) is not _HttptoolsCycle:
             return None
+        cycle: Any = owner
         if not cycle.response_started or cycle.chunked_encoding is not True:
             return None
         if cycle.scope.get("method") == "HEAD":
