@@ -1,0 +1,89 @@
+"""Real, short, bounded Locust runs against the emulator on loopback."""
+
+from __future__ import annotations
+
+import json
+import os
+import signal
+import time
+from pathlib import Path
+
+import pytest
+
+from harness.load.runner import LoadOptions, LoadRun, run_load
+from harness.load.scenario import load_scenario
+from harness.load.server import LoadRunError
+
+FIXTURES = Path(__file__).resolve().parents[2] / "fixtures" / "load"
+
+
+@pytest.mark.slow
+@pytest.mark.timeout(60)
+def test_two_worker_run_produces_every_output(emulator_url: str, tmp_path: Path) -> None:
+    options = LoadOptions(scenario_path=FIXTURES / "smoke.toml", base_url=emulator_url,
+                          out_dir=tmp_path, workers=2)
+    code, summary = run_load(options)
+    assert code == 0 and summary["verdict"] == "pass", summary["reasons"]
+    for name in ("requests.jsonl", "summary.json", "sweep.csv", "report.md", "report.html"):
+        assert (tmp_path / name).stat().st_size > 0, name
+    rows = [json.loads(line) for line in (tmp_path / "requests.jsonl").read_text().splitlines()]
+    assert {r["worker"] for r in rows} == {0, 1}
+    assert any(r["warmup"] for r in rows) and all(r["ok"] for r in rows)
+    for key in ("t_intended", "t_send", "t_first_token", "t_last_token"):
+        assert all(isinstance(r[key], float) for r in rows)
+    sweep = (tmp_path / "sweep.csv").read_text().splitlines()
+    assert len(sweep) == 1 + 2  # header + one row per level
+    assert [lv["requests"] > 0 for lv in summary["levels"]] == [True, True]
+    assert summary["server"]["models"]["qwen/qwen3-4b"]["parallel"] == [64]
+    truth = summary["truth"]
+    assert truth["paired"] == len(rows) and truth["mismatched"] == 0
+    assert truth["ttft_abs_error_ms"]["p95"] < 5.0
+    html = (tmp_path / "report.html").read_text()
+    assert "<svg" in html and "src=\"http" not in html and "TPOT" in html
+    assert "Metric definitions" in (tmp_path / "report.md").read_text()
+
+
+@pytest.mark.slow
+@pytest.mark.timeout(60)
+def test_open_loop_429_storm_counts_typed_errors_and_misses_its_slo(emulator_url: str,
+                                                                    tmp_path: Path) -> None:
+    options = LoadOptions(scenario_path=FIXTURES / "storm_429.toml", base_url=emulator_url,
+                          out_dir=tmp_path, workers=1, duration_s=2.0)
+    code, summary = run_load(options)
+    level = summary["levels"][0]
+    assert code == 1 and summary["verdict"] == "fail"
+    assert set(level["errors_by_kind"]) == {"RateLimited"}
+    assert 0.2 < level["error_rate"] < 0.8
+
+
+@pytest.mark.timeout(30)
+def test_unreachable_server_is_a_clear_error_not_a_hang(tmp_path: Path) -> None:
+    options = LoadOptions(scenario_path=FIXTURES / "smoke.toml", base_url="http://127.0.0.1:9",
+                          out_dir=tmp_path, workers=1)
+    started = time.time()
+    with pytest.raises(LoadRunError, match=r"127\.0\.0\.1:9/v1/models: server unreachable"):
+        run_load(options)
+    assert time.time() - started < 10
+
+
+@pytest.mark.slow
+@pytest.mark.timeout(60)
+def test_a_crashed_worker_ends_the_run_with_an_error_naming_it(emulator_url: str,
+                                                              tmp_path: Path) -> None:
+    options = LoadOptions(scenario_path=FIXTURES / "smoke.toml", base_url=emulator_url,
+                          out_dir=tmp_path, workers=2)
+    run = LoadRun(options, load_scenario(options.scenario_path))
+    run.start()
+    try:
+        deadline = time.time() + 20
+        records = tmp_path / "requests.jsonl"
+        while not (records.exists() and records.stat().st_size) and time.time() < deadline:
+            time.sleep(0.1)
+        os.kill(run.workers[1].pid, signal.SIGKILL)
+        started = time.time()
+        with pytest.raises(LoadRunError, match=r"worker 1 \(pid \d+\) exited with code -9"):
+            run.watch()
+        assert time.time() - started < 5
+    finally:
+        run.stop_all()
+    assert all(p.poll() is not None for p in run.procs)
