@@ -140,8 +140,8 @@ def _pick_model(report: CheckReport, wanted: str | None) -> str | None:
         return wanted if any(m.id == wanted for m in report.models) else None
     llms = [m for m in report.models if (m.type or "llm") in ("llm", "vlm")]
     loaded = [m for m in llms if _is_loaded(m)]
-    chosen = (loaded or llms or [None])[0]
-    return chosen.id if chosen is not None else None
+    candidates = loaded or llms
+    return candidates[0].id if candidates else None
 
 
 def _stream_probe(report: CheckReport, client: Client, model: str) -> None:

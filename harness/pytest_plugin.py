@@ -115,11 +115,15 @@ def _cassette(request: pytest.FixtureRequest, target: Target) -> AbstractContext
     from contextlib import nullcontext
 
     config = request.config
-    mode = "record" if config.getoption("harness_record") else \
-        "replay" if config.getoption("harness_replay") else None
-    if mode is None:
+    from harness.evaluate.cassettes import Mode, cassette_path, use_cassette
+
+    mode: Mode
+    if config.getoption("harness_record"):
+        mode = "record"
+    elif config.getoption("harness_replay"):
+        mode = "replay"
+    else:
         return nullcontext()
-    from harness.evaluate.cassettes import cassette_path, use_cassette
 
     root = Path(config.getoption("harness_cassette_dir") or config.rootpath / DEFAULT_CASSETTES)
     module = Path(str(request.node.path)).stem

@@ -11,6 +11,7 @@ log record.
 
 from __future__ import annotations
 
+import contextlib
 import logging
 import pickle
 import socket
@@ -62,10 +63,8 @@ def full_backlog() -> Iterator[int]:
     for _ in range(4):
         sock = socket.socket()
         sock.setblocking(False)
-        try:
+        with contextlib.suppress(BlockingIOError):  # non-blocking connect: in progress
             sock.connect(("127.0.0.1", port))
-        except BlockingIOError:
-            pass
         fillers.append(sock)
     yield port
     for sock in fillers:
@@ -201,10 +200,10 @@ def test_401_without_token_and_no_token_anywhere(
     with Client(studio.base_url, model=MODEL, api_token=SECRET, retry=fast_retry(),
                 timeout=Timeouts(read=0.001, connect=2)) as right:
         assert right.list_models()
-        with pytest.raises(E.LMStudioError) as caught:  # a failure while the token is in use
+        with pytest.raises(E.LMStudioError) as failure:  # a failure while the token is in use
             right.chat(HELLO)
-        messages.append(str(caught.value))
-        messages.append(repr(caught.value))
+        messages.append(str(failure.value))
+        messages.append(repr(failure.value))
     logged = [r.getMessage() + " " + repr(r.__dict__) for r in caplog.records]
     assert logged, "the client logged nothing about its attempts"
     for text in messages + logged:

@@ -1,4 +1,4 @@
-"""The evaluation report: gap verdicts, normalisation, escaping, and the committed golden example."""
+"""The evaluation report: gap verdicts, normalisation, escaping, the golden example."""
 
 from __future__ import annotations
 
@@ -6,6 +6,7 @@ import json
 import os
 from datetime import UTC, datetime
 from pathlib import Path
+from typing import Any
 
 import pytest
 from hypothesis import given
@@ -25,9 +26,9 @@ from harness.evaluate.report import (
 OUTCOMES = st.sampled_from(["passed", "failed", "skipped", "error"])
 
 
-def evidence(gap: str | None, outcome: str, **kw: object) -> TestEvidence:
+def evidence(gap: str | None, outcome: Any, **kw: Any) -> TestEvidence:
     return TestEvidence(nodeid=f"suites/x.py::t_{gap}_{outcome}", name="t", gap=gap,
-                        outcome=outcome, **kw)  # type: ignore[arg-type]
+                        outcome=outcome, **kw)
 
 
 @given(st.lists(OUTCOMES, max_size=8))
