@@ -18,6 +18,7 @@ import argparse
 import asyncio
 import json
 import os
+import shutil
 import socket
 import statistics
 import subprocess
@@ -37,14 +38,40 @@ def free_port() -> int:
         return int(s.getsockname()[1])
 
 
-def start_server(port: int, parallel: int) -> tuple[subprocess.Popen[bytes], float]:
+def pin_self() -> str:
+    """Pin this load generator to CPU 1; the server gets CPU 0 (see ``start_server``)."""
+    if not hasattr(os, "sched_setaffinity"):
+        return "NOT pinned: os.sched_setaffinity is unavailable on this platform"
+    if (os.cpu_count() or 1) < 2:
+        return "NOT pinned: fewer than 2 CPUs"
+    if shutil.which("taskset") is None:
+        return "NOT pinned: 'taskset' not found for the server process"
+    try:
+        os.sched_setaffinity(0, {1})
+    except OSError as exc:
+        return f"NOT pinned: sched_setaffinity failed ({exc})"
+    return "server pinned to CPU 0, load generator to CPU 1"
+
+
+def cpu_seconds(pid: int) -> float:
+    """User + system CPU time of a process so far (Linux /proc), or NaN elsewhere."""
+    try:
+        fields = Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()
+    except OSError:
+        return float("nan")
+    return (int(fields[11]) + int(fields[12])) / os.sysconf("SC_CLK_TCK")
+
+
+def start_server(port: int, parallel: int, stderr_path: str | None = None, pinned: bool = True
+                 ) -> tuple[subprocess.Popen[bytes], float]:
     cmd = [
-        "taskset", "-c", "0", sys.executable, "-m", "harness.cli", "serve",
+        *(["taskset", "-c", "0"] if pinned else []), sys.executable, "-m", "harness.cli", "serve",
         "--port", str(port), "--catalog", str(ROOT / "fixtures/catalogs/bench.json"),
         "--control", "--parallel", str(parallel), "--preload", MODEL,
     ]
     t0 = time.monotonic()
-    proc = subprocess.Popen(cmd, cwd=ROOT, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE)
+    stderr = open(stderr_path, "wb") if stderr_path else subprocess.PIPE  # noqa: SIM115
+    proc = subprocess.Popen(cmd, cwd=ROOT, stdout=subprocess.DEVNULL, stderr=stderr)
     url = f"http://127.0.0.1:{port}/v1/models"
     while True:
         try:
@@ -75,13 +102,13 @@ async def one_stream(port: int, tokens: int, seed: int) -> tuple[list[float], bo
     arrivals: list[float] = []
     seen = b""
     complete = False
-    loop = asyncio.get_running_loop()
+    clock = time.monotonic  # uvloop's loop.time() only has millisecond resolution
     try:
         while True:
             data = await reader.read(65536)
             if not data:
                 break
-            now = loop.time()
+            now = clock()
             n = data.count(b"data: {")
             arrivals.extend([now] * n)
             seen = (seen + data)[-4096:]
@@ -119,9 +146,10 @@ def main() -> None:
     parser.add_argument("--tokens", type=int, default=40)
     parser.add_argument("--ramp", type=float, default=1.0,
                         help="seconds over which the streams are opened (0 = one burst)")
+    parser.add_argument("--server-stderr", default=None,
+                        help="write the server's stderr to this file (default: kept in a pipe)")
     args = parser.parse_args()
-    if hasattr(os, "sched_setaffinity") and (os.cpu_count() or 1) > 1:
-        os.sched_setaffinity(0, {1})
+    pinning = pin_self()
     try:
         import uvloop
 
@@ -129,11 +157,18 @@ def main() -> None:
     except ImportError:
         pass
     port = free_port()
-    proc, startup = start_server(port, parallel=args.streams + 100)
+    proc, startup = start_server(port, parallel=args.streams + 100,
+                                 stderr_path=args.server_stderr,
+                                 pinned=not pinning.startswith("NOT"))
+    load_before = os.getloadavg()[0]
     try:
         t0 = time.monotonic()
+        server_cpu0 = cpu_seconds(proc.pid)
+        client_cpu0 = time.process_time()
         results = asyncio.run(run_load(port, args.streams, args.tokens, args.ramp))
         wall = time.monotonic() - t0
+        server_cpu = cpu_seconds(proc.pid) - server_cpu0
+        client_cpu = time.process_time() - client_cpu0
         with urllib.request.urlopen(f"http://127.0.0.1:{port}/_harness/truth", timeout=30) as r:
             truth = json.load(r)["records"]
     finally:
@@ -157,16 +192,29 @@ def main() -> None:
         pairs = zip(rec["sent_chunk_times_s"], rec["scheduled_chunk_times_s"], strict=False)
         for i, (a, s) in enumerate(pairs):
             by_index.setdefault(min(i, 10), []).append(a - s)
+    by_window: dict[int, list[float]] = {}
+    t_start = min((rec["received_at_s"] for rec in truth), default=0.0)
+    for rec in truth:
+        base = rec["received_at_s"] - t_start
+        for a, s in zip(rec["sent_chunk_times_s"], rec["scheduled_chunk_times_s"], strict=False):
+            by_window.setdefault(int((base + s) * 4), []).append(a - s)
+    print("server p99 lateness by 250 ms window of the run, ms:",
+          {i / 4: round(pct(v, .99) * 1000, 1) for i, v in sorted(by_window.items())})
     print("server p99 lateness by chunk index (10 = 10+), ms:",
           {i: round(pct(v, .99) * 1000, 1) for i, v in sorted(by_index.items())})
     complete = sum(1 for _, ok in results if ok)
     chunks = sum(len(a) for a, _ in results)
     print(f"streams: {args.streams} concurrent, {args.tokens} tokens each at "
           f"{TOKENS_PER_S:g} tok/s,"
-          f" opened over {args.ramp:g} s (server pinned to CPU 0, load generator to CPU 1)")
+          f" opened over {args.ramp:g} s ({pinning})")
     print(f"start-up to first answer: {startup * 1000:.0f} ms")
     print(f"complete streams: {complete}/{args.streams}; chunks received: {chunks}; "
           f"wall: {wall:.2f} s; aggregate {chunks / wall:.0f} chunks/s")
+    print(f"CPU during the load: server {server_cpu / wall * 100:.0f}% of one core "
+          f"({server_cpu / max(chunks, 1) * 1e6:.1f} us per chunk incl. request handling), "
+          f"load generator {client_cpu / wall * 100:.0f}%; machine load average "
+          f"{load_before:.2f} before, {os.getloadavg()[0]:.2f} after (other processes share "
+          "these cores)")
     print("server-side lateness (sent - scheduled), ms: "
           f"p50 {pct(server_late, .5) * 1000:.2f}  p99 {pct(server_late, .99) * 1000:.2f}  "
           f"max {max(server_late, default=0) * 1000:.2f}  (n={len(server_late)})")

@@ -86,6 +86,7 @@ class RequestTruth:
             "endpoint": self.endpoint,
             "method": self.method,
             "stream": self.stream,
+            "received_at_s": round(t0, 6),
             "status": self.status,
             "model_requested": self.model_requested,
             "instance_id": self.instance_id,
