@@ -112,6 +112,7 @@ def main() -> None:
     parser.add_argument("--levels", default="100,200,400,600,800,1000")
     parser.add_argument("--seconds", type=float, default=8.0)
     parser.add_argument("--warmup", type=float, default=4.0)
+    parser.add_argument("--openai-levels", default="25,50,100,200")
     parser.add_argument("--classes", default="harness,openai")
     args = parser.parse_args()
     levels = [int(x) for x in args.levels.split(",")]
@@ -123,7 +124,9 @@ def main() -> None:
             scenario = scenario_file(work, args.seconds, args.warmup)
             for user_class in args.classes.split(","):
                 best[user_class] = 0
-                for users in levels:
+                steps = levels if user_class == "harness" else [
+                    int(x) for x in args.openai_levels.split(",")]
+                for users in steps:
                     row = run_level(url, scenario, users, user_class, work)
                     print(f"{user_class:8s} users={users:5d} requests={row['requests']:6d} "
                           f"errors={row['errors']:4d} paired={row['paired']} "

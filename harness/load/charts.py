@@ -44,7 +44,7 @@ def line_chart(title: str, x_label: str, y_label: str,
     xs = [p[0] for p in points]
     ys = [p[1] for p in points if p[1] is not None]
     x_lo, x_hi = min(xs), max(xs)
-    y_lo, y_hi = 0.0, max(max(ys), 1e-9) * 1.1  # type: ignore[type-var]
+    y_lo, y_hi = 0.0, max(max(ys), 1e-9) * 1.1
     if x_hi == x_lo:
         x_lo, x_hi = x_lo - 1, x_hi + 1
     plot_w = WIDTH - MARGIN_L - MARGIN_R

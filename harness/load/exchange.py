@@ -125,6 +125,9 @@ def execute(conn: Connection, req: PreparedRequest, *, intended: float | None = 
     return record
 
 
+_INVISIBLE = (ReasoningDelta, ProgressEvent)
+
+
 def _stream(response: Any, req: PreparedRequest, ctx: RequestContext, t_send: float,
             record: RequestRecord) -> None:
     decoder = SSEDecoder()
@@ -138,7 +141,7 @@ def _stream(response: Any, req: PreparedRequest, ctx: RequestContext, t_send: fl
         for data, now in response.chunks():
             for event in decoder.feed(data):
                 for delta in assembler.feed(event, now):
-                    if first_visible is None and not isinstance(delta, ReasoningDelta | ProgressEvent):
+                    if first_visible is None and not isinstance(delta, _INVISIBLE):
                         first_visible = now
         for event in decoder.flush():
             assembler.feed(event, now)

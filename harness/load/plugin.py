@@ -29,7 +29,7 @@ import gevent
 from gevent.event import Event
 from locust import LoadTestShape, User, constant, events, task
 from locust.env import Environment
-from locust.runners import LocalRunner, MasterRunner, WorkerRunner
+from locust.runners import MasterRunner, WorkerRunner
 
 from harness.load.exchange import PreparedRequest, execute, prepare, to_epoch, to_perf
 from harness.load.metrics import RequestRecord
@@ -102,6 +102,7 @@ STATE = RunState()
 
 def _scenario_from_options(environment: Environment) -> Scenario:
     opts = environment.parsed_options
+    assert opts is not None
     scenario = load_scenario(Path(opts.scenario))
     return scenario.with_overrides(users=opts.harness_users or None,
                                    duration_s=opts.harness_duration or None)

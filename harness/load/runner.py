@@ -12,6 +12,7 @@ and exit code come from ``summary.json``, written by the master itself.
 
 from __future__ import annotations
 
+import contextlib
 import json
 import os
 import signal
@@ -125,10 +126,8 @@ class LoadRun:
     def stop_all(self) -> None:
         for proc in self.procs:
             if proc.poll() is None:
-                try:
+                with contextlib.suppress(ProcessLookupError):
                     os.killpg(proc.pid, signal.SIGTERM)
-                except ProcessLookupError:
-                    pass
         deadline = time.time() + 5
         for proc in self.procs:
             try:
@@ -225,8 +224,9 @@ def run_load_command(*, scenario: Path, base_url: str, users: int | None, durati
                           remote_workers=remote_workers, master_bind_host=master_bind_host,
                           master_port=master_port)
     total = plan.load.total_s
-    with Progress(TextColumn("[bold]{task.description}"), BarColumn(), TextColumn("{task.fields[info]}"),
-                  TimeElapsedColumn(), console=console, transient=True) as bar:
+    columns = (TextColumn("[bold]{task.description}"), BarColumn(),
+               TextColumn("{task.fields[info]}"), TimeElapsedColumn())
+    with Progress(*columns, console=console, transient=True) as bar:
         task = bar.add_task(f"load {plan.name}", total=total, info="starting")
 
         def progress(elapsed: float, done: int, failed: int) -> None:
@@ -254,7 +254,8 @@ def run_load_command(*, scenario: Path, base_url: str, users: int | None, durati
         console.print(f" - {reason}")
     truth = summary.get("truth")
     if truth and truth.get("ttft_abs_error_ms"):
-        console.print(f"TTFT error vs emulator truth: p95 {truth['ttft_abs_error_ms']['p95']:.2f} ms "
+        error_p95 = truth["ttft_abs_error_ms"]["p95"]
+        console.print(f"TTFT error vs emulator truth: p95 {error_p95:.2f} ms "
                       f"over {truth['paired']} paired requests")
     console.print(f"outputs in {out_dir}: requests.jsonl, summary.json, sweep.csv, report.md, "
                   "report.html")

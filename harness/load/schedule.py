@@ -25,7 +25,7 @@ def arrival_offsets(shape: LoadShape) -> list[float]:
         start = index * shape.level_duration_s
         end = start + shape.level_duration_s
         if shape.arrival == "constant":
-            count = int(round(rate * shape.level_duration_s))
+            count = round(rate * shape.level_duration_s)
             offsets.extend(start + k / rate for k in range(count) if start + k / rate < end)
         else:
             t = start + rng.expovariate(rate)

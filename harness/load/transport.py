@@ -72,7 +72,7 @@ class Response:
                 assert sock is not None
                 try:
                     raw = sock.recv(_READ_SIZE)
-                except pysocket.timeout:
+                except TimeoutError:
                     raise LMStudioTimeout(
                         "no data from the server within the idle limit", phase="stream-idle",
                         limit=self._conn.read_timeout, context=self._ctx, status=self.status,
@@ -130,7 +130,7 @@ class Connection:
     def _connect(self, ctx: RequestContext) -> gsocket.socket:
         try:
             sock = gsocket.create_connection((self.host, self.port), timeout=self.connect_timeout)
-        except pysocket.timeout:
+        except TimeoutError:
             raise LMStudioTimeout("connect timed out", phase="connect",
                                   limit=self.connect_timeout, context=ctx) from None
         except OSError as exc:
@@ -180,7 +180,7 @@ class Connection:
         while not parser.headers_complete:
             try:
                 raw = sock.recv(_READ_SIZE)
-            except pysocket.timeout:
+            except TimeoutError:
                 self.close()
                 raise LMStudioTimeout("no response headers within the read limit", phase="read",
                                       limit=self.read_timeout, context=ctx) from None

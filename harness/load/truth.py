@@ -7,13 +7,16 @@ to the run's generation requests that reached the server. Pairs whose token coun
 counted (``mismatched``) because they reveal a mis-pairing; when the two sides do not have the
 same number of requests, no pairing is attempted and only the distributions are compared.
 
-Error = client TTFT - server TTFT (server: arrival to first token frame written), so it contains
-both loopback transits plus whatever delay the load generator itself added: the quantity a load
-generator must keep small. The emulator's clock is its event loop's (uvloop: 1 ms resolution).
+Only requests outside warm-up are counted (a burst of connections at spawn time waits in the
+server's accept queue before the emulator's clock starts). Error = client TTFT - server TTFT
+(server: arrival to first token frame written), so it contains both loopback transits plus
+whatever delay the load generator itself added: the quantity a load generator must keep small.
+The emulator's clock is its event loop's, so its resolution bounds what can be resolved.
 """
 
 from __future__ import annotations
 
+import itertools
 from collections.abc import Iterable
 from typing import Any
 
@@ -62,7 +65,7 @@ def _token_gaps_s(truth: dict[str, Any]) -> list[float]:
     if start is None:
         return []
     frames = sent[start:start + count]
-    return [b - a for a, b in zip(frames, frames[1:], strict=False)]
+    return [b - a for a, b in itertools.pairwise(frames)]
 
 
 def generation_truth(truth: Iterable[dict[str, Any]]) -> list[dict[str, Any]]:
@@ -78,7 +81,7 @@ def compare_with_truth(records: list[RequestRecord], truth: Iterable[dict[str, A
     server_stream = [t for t in server if t.get("stream") and t.get("status") == 200]
     server_ttfts = [_first_token_s(t) for t in server_stream]
     server_gaps = [g for t in server_stream for g in _token_gaps_s(t)]
-    streamed_ok = [r for r in client if r.stream and r.ok]
+    streamed_ok = [r for r in client if r.stream and r.ok and not r.warmup]
     result = TruthComparison(
         client_requests=len(client),
         server_requests=len(server),
@@ -103,8 +106,8 @@ def compare_with_truth(records: list[RequestRecord], truth: Iterable[dict[str, A
             mismatched += 1
             continue
         server_ttft, client_ttft = _first_token_s(tru), rec.ttft
-        if server_ttft is None or client_ttft is None:
-            continue
+        if server_ttft is None or client_ttft is None or rec.warmup:
+            continue  # warm-up requests are paired (to keep the order) but never counted
         ttft_errors.append(client_ttft - server_ttft)
         truth_gaps = _token_gaps_s(tru)
         if len(truth_gaps) == len(rec.gaps):

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import itertools
 from pathlib import Path
 
 import pytest
@@ -36,7 +37,7 @@ def test_constant_rate_delivers_rate_times_duration(rate: float, duration: float
     shape = LoadShape(mode="open", levels=(rate,), level_duration_s=duration, warmup_s=0)
     offsets = arrival_offsets(shape)
     assert abs(len(offsets) - rate * duration) <= 1
-    gaps = [b - a for a, b in zip(offsets, offsets[1:], strict=False)]
+    gaps = [b - a for a, b in itertools.pairwise(offsets)]
     assert all(abs(g - 1 / rate) < 1e-9 for g in gaps)
 
 
