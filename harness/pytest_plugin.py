@@ -105,8 +105,14 @@ def session_target(config: pytest.Config) -> Target | None:
 @pytest.fixture(scope="session")
 def harness_target(pytestconfig: pytest.Config) -> Iterator[Target]:
     """The session's target, started on first use (the emulator: once per session/worker)."""
+    from dataclasses import replace
+
     with ExitStack() as stack:
         target = _open_target(pytestconfig, stack)
+        if pytestconfig.getoption("harness_record"):
+            # vcrpy reads each response whole before the client sees it: no real streaming,
+            # so tests whose proof is timing (in-flight switches, early close) cannot run.
+            target = replace(target, capabilities=target.capabilities - {"realtime"})
         pytestconfig.stash[TARGET_KEY] = target
         yield target
 
@@ -128,7 +134,10 @@ def _cassette(request: pytest.FixtureRequest, target: Target) -> AbstractContext
     root = Path(config.getoption("harness_cassette_dir") or config.rootpath / DEFAULT_CASSETTES)
     module = Path(str(request.node.path)).stem
     secrets = (target.api_token,) if target.api_token else ()
-    return use_cassette(cassette_path(root, module, request.node.name), mode, secrets)
+    path = cassette_path(root, module, request.node.name)
+    if mode == "replay" and not path.exists():
+        pytest.skip(f"target replay has no cassette {path}: record it with --record")
+    return use_cassette(path, mode, secrets)
 
 
 @pytest.fixture

@@ -109,6 +109,7 @@ async def test_switch_with_streams_in_flight_finish(target: Target, aclient: Asy
                                                     record_property: Any) -> None:
     """Gap: mid-request model switching. ``switch_model(inflight="finish")`` during active
     streams: each finishes, whole, on the model it started with; new calls use the new one."""
+    target.require("realtime")
     first, second = target.model(0), target.model(1)
     await load_models(aclient, [first, second])
     expected = [(await aclient.chat(STORY, model=first, seed=s)).text for s in range(4)]
@@ -129,6 +130,7 @@ async def test_switch_with_streams_in_flight_cancel(target: Target, aclient: Asy
     """Gap: mid-request model switching. ``switch_model(inflight="cancel")`` cuts running
     streams off with ``ModelSwitched`` carrying their partial output (never a short success),
     and the server sees each connection closed."""
+    target.require("realtime")
     first, second = target.model(0), target.model(1)
     await load_models(aclient, [first, second])
     outcomes = await _streams_then_switch(aclient, first, second, "cancel", 4)
@@ -154,6 +156,7 @@ async def test_jit_auto_evict_mid_stream_is_an_interruption(
     middle of A's stream (LM Studio's behaviour): A's caller gets ``StreamInterrupted`` with the
     partial text instead of a truncated "complete" answer; B's caller gets B's answer."""
     require_emulator_behaviour(target, "JIT auto-evict of a model mid-stream")
+    target.require("realtime")
     first, second = target.model(2), target.model(1)
     got_text = asyncio.Event()
 
