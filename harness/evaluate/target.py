@@ -240,8 +240,12 @@ def live_target(base_url: str, api_token: str | None, models: tuple[str, ...]) -
 
 def replay_target(models: tuple[str, ...]) -> Target:
     """Cassettes only: no socket is opened, so no timing, faults or truth."""
+    from harness.studio.catalog import load_catalog
+
+    # Cassettes are recorded against the emulator by default: list its catalog.
+    listed = [{"id": m.key, "type": m.type, "state": None} for m in load_catalog(None).models]
     info = {"server": "recorded cassettes", "version": None,
-            "models": [{"id": m, "type": "llm", "state": None} for m in models]}
+            "models": [{"id": m, "type": "llm", "state": None} for m in models] or listed}
     return Target("replay", REPLAY_BASE_URL, models or DEFAULT_EMULATOR_MODELS, None,
                   frozenset(), None, info)
 
