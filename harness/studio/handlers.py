@@ -26,6 +26,7 @@ from harness.studio.generation import (
     plan_chat_reply,
     plan_text_reply,
 )
+from harness.studio.pacer import Pacer
 from harness.studio.streaming import watch_disconnect, write_stream
 
 
@@ -87,6 +88,7 @@ async def _generate(
         record.load_wait_s = loop.time() - t0
         await engine.acquire(instance, record)
         try:
+            await Pacer.current().catch_up()
             reply = plan(instance)
             speed = instance.speed
             interval = 1.0 / speed.tokens_per_s

@@ -15,8 +15,9 @@ from harness.studio.generation import (
     value_for_schema,
 )
 
-SPEC = load_catalog().get("qwen/qwen3-4b")
-assert SPEC is not None
+_SPEC = load_catalog().get("qwen/qwen3-4b")
+assert _SPEC is not None
+SPEC = _SPEC  # narrowed at module level, so mypy sees ModelSpec inside the tests too
 
 texts = st.text(min_size=1, max_size=80)
 

@@ -149,3 +149,17 @@ def test_cut_off_while_the_pacer_writes() -> None:
     assert switch.status_code == 200
     assert lines[-1] == "data: [DONE]" and not any('"finish_reason":"' in x for x in lines)
     assert truth["cut_off"] and 3 <= truth["chunks_sent"] < 40
+
+
+def test_catch_up_lets_overdue_callbacks_run_first() -> None:
+    async def go() -> list[str]:
+        loop = asyncio.get_running_loop()
+        pacer = Pacer.current()
+        order: list[str] = []
+        pacer.call_at(loop.time() + 0.002, lambda: order.append("chunk"))
+        time.sleep(0.01)  # the loop was busy past the deadline (e.g. a burst of requests)
+        await pacer.catch_up()
+        order.append("next request")
+        return order
+
+    assert asyncio.run(go()) == ["chunk", "next request"]
