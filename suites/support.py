@@ -67,6 +67,30 @@ def require_emulator_behaviour(target: Target, what: str) -> None:
         pytest.skip(f"{what} is scripted by the emulator; target {target.kind} cannot script it")
 
 
+def client_connections(base_url: str) -> int:
+    """Established TCP connections from this process to ``base_url``'s port (Linux).
+
+    Why /proc/net/tcp: it counts the client's side only, whether the server runs in this
+    process (emulator, proxy and its upstream legs) or elsewhere.
+    """
+    from urllib.parse import urlsplit
+
+    port = urlsplit(base_url).port
+    count = 0
+    for table in ("/proc/net/tcp", "/proc/net/tcp6"):
+        try:
+            with open(table) as handle:
+                rows = handle.read().splitlines()[1:]
+        except OSError:
+            continue
+        for row in rows:
+            fields = row.split()
+            remote, state = fields[2], fields[3]
+            if state == "01" and int(remote.rsplit(":", 1)[1], 16) == port:
+                count += 1
+    return count
+
+
 def socket_fds() -> int:
     """Open sockets of this process (Linux); the leak checks compare before and after."""
     count = 0

@@ -67,11 +67,9 @@ async def test_concurrent_calls_on_three_models_each_answered_by_its_own(
     for model, result in outcomes:
         assert result.model == model
         assert result.finish_reason == "stop"
-    if target.can("truth"):
-        from harness.evaluate.target import Truth as _Truth
-
+    if target.can("emulator"):  # which instance answered is engine-side truth
         assert target.control is not None
-        records = _Truth(target.control).settled("/v1/chat/completions", expect=24)
+        records = Truth(target.control).settled("/v1/chat/completions", expect=24)
         for record in records:
             assert instance_model(record["instance_id"]) == record["model_requested"], record
             assert not record["model_substituted"] and not record["cancelled"], record
@@ -96,7 +94,6 @@ async def _streams_then_switch(aclient: AsyncClient, first: str, second: str, po
                     if count == n:
                         started.set()
                     seed = -1 - seed  # count each stream once
-                    await asyncio.sleep(0)
             return await stream.result()
 
     tasks = [asyncio.create_task(one(s)) for s in range(n)]
@@ -137,7 +134,7 @@ async def test_switch_with_streams_in_flight_cancel(target: Target, aclient: Asy
     for outcome in outcomes:
         assert isinstance(outcome, ModelSwitched), repr(outcome)
         assert outcome.partial.text and outcome.model == first
-    if target.can("truth"):
+    if target.can("emulator"):  # a disconnect seen by the generator is engine-side truth
         assert target.control is not None
         records = Truth(target.control).settled("/v1/chat/completions")
         streamed = [r for r in records if r["stream"]]

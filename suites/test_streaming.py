@@ -79,10 +79,12 @@ def test_stream_and_non_stream_agree(client: Client, record_property: Any) -> No
 
 
 @pytest.mark.needs_truth
-async def test_stream_usage_and_finish_reason_match_truth(aclient: AsyncClient, truth: Truth,
+async def test_stream_usage_and_finish_reason_match_truth(target: Target, aclient: AsyncClient,
+                                                          truth: Truth,
                                                           record_property: Any) -> None:
     """Gap: no streaming model handling. The streamed usage and finish_reason are what the
     server really produced (ground truth), including a length cut-off."""
+    target.require("emulator")  # only the emulator's truth knows what it generated
     for max_tokens, expected in ((None, "stop"), (5, "length")):
         async with aclient.stream_chat(STORY, seed=5, max_tokens=max_tokens) as stream:
             result = await stream.result()
@@ -142,7 +144,7 @@ async def test_closing_early_frees_the_server_slot(target: Target, aclient: Asyn
                                                    truth: Truth, record_property: Any) -> None:
     """Gap: no streaming model handling. A caller that stops reading closes the connection: the
     server sees the disconnect, stops generating, and the slot serves the next request at once."""
-    target.require("realtime")
+    target.require("realtime", "emulator")  # disconnects and slots are engine-side truth
     slots = 4
     for _ in range(slots):
         async with aclient.stream_chat(STORY, seed=9) as stream:
