@@ -24,6 +24,7 @@ import socket
 import statistics
 import subprocess
 import sys
+import tempfile
 import time
 import urllib.request
 from pathlib import Path
@@ -63,13 +64,28 @@ def cpu_seconds(pid: int) -> float:
     return (int(fields[11]) + int(fields[12])) / os.sysconf("SC_CLK_TCK")
 
 
-def start_server(port: int, parallel: int, stderr_path: str | None = None, pinned: bool = True,
-                 profile: str | None = None) -> tuple[subprocess.Popen[bytes], float]:
+def bench_catalog(tokens: int) -> Path:
+    """``fixtures/catalogs/bench.json`` with replies of exactly ``tokens`` tokens.
+
+    The fixture caps replies at 60 tokens (3 s at 20 tokens/s); longer runs show whether the
+    server holds the pace in a steady state, not only through the ramp.
+    """
+    catalog = json.loads((ROOT / "fixtures/catalogs/bench.json").read_text())
+    catalog["defaults"]["reply_tokens"] = [tokens, tokens]
+    fd, name = tempfile.mkstemp(prefix="bench-catalog-", suffix=".json")
+    with os.fdopen(fd, "w") as out:
+        json.dump(catalog, out)
+    return Path(name)
+
+
+def start_server(port: int, parallel: int, catalog: Path, stderr_path: str | None = None,
+                 pinned: bool = True, profile: str | None = None
+                 ) -> tuple[subprocess.Popen[bytes], float]:
     profiler = ["-m", "cProfile", "-o", profile] if profile else []
     cmd = [
         *(["taskset", "-c", "0"] if pinned else []), sys.executable, *profiler,
         "-m", "harness.cli", "serve",
-        "--port", str(port), "--catalog", str(ROOT / "fixtures/catalogs/bench.json"),
+        "--port", str(port), "--catalog", str(catalog),
         "--control", "--parallel", str(parallel), "--preload", MODEL,
     ]
     t0 = time.monotonic()
@@ -163,7 +179,8 @@ def main() -> None:
     except ImportError:
         pass
     port = free_port()
-    proc, startup = start_server(port, parallel=args.streams + 100,
+    catalog = bench_catalog(args.tokens)
+    proc, startup = start_server(port, parallel=args.streams + 100, catalog=catalog,
                                  stderr_path=args.server_stderr,
                                  pinned=not pinning.startswith("NOT"), profile=args.profile)
     load_before = os.getloadavg()[0]
@@ -183,6 +200,7 @@ def main() -> None:
         else:
             proc.terminate()
         proc.wait(timeout=30)
+        catalog.unlink(missing_ok=True)
     interval = 1.0 / TOKENS_PER_S
     client_late: list[float] = []
     for arrivals, _ in results:
