@@ -11,6 +11,7 @@ from collections.abc import Callable
 from pathlib import Path
 
 import httpx
+import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
@@ -163,3 +164,49 @@ def test_catch_up_lets_overdue_callbacks_run_first() -> None:
         return order
 
     assert asyncio.run(go()) == ["chunk", "next request"]
+
+
+class _SlowAfter:
+    """A DirectBody stand-in whose reader falls behind after ``n`` writes (buffer paused)."""
+
+    def __init__(self, n: int) -> None:
+        self.n = n
+        self.written: list[bytes] = []
+        self.disconnected = False
+
+    def writable(self) -> bool:
+        return len(self.written) < self.n
+
+    def write(self, frames: list[bytes]) -> None:
+        self.written.append(b"".join(frames))
+
+
+def test_slow_reader_hands_the_rest_to_the_awaited_send(monkeypatch: pytest.MonkeyPatch) -> None:
+    from harness.studio import streaming
+    from harness.studio.encoding import Frames
+    from harness.studio.truth import RequestTruth
+
+    body = _SlowAfter(3)
+    monkeypatch.setattr(streaming.DirectBody, "attach", classmethod(lambda cls, send: body))
+    frames = Frames([b"data: %d\n\n" % i for i in range(8)], [0, 1, 2, 3, 4, 5, 6, 6])
+
+    async def go() -> tuple[list[dict], RequestTruth]:
+        sent: list[dict] = []
+
+        async def send(message: dict) -> None:
+            sent.append(message)
+
+        record = RequestTruth(1, "/v1/chat/completions", "POST", True)
+        loop = asyncio.get_running_loop()
+        ok = await streaming.write_stream(
+            send, frames, t_first=loop.time() + 0.005, interval=0.002, record=record,
+            cutoff_style="done_no_finish", openai_style=True, fault=None, on_evict=None)
+        assert ok
+        return sent, record
+
+    sent, record = asyncio.run(go())
+    through_send = [m["body"] for m in sent if m["type"] == "http.response.body" and m["body"]]
+    assert b"".join(body.written + through_send) == b"".join(frames.frames)
+    assert len(body.written) == 3 and sent[-1]["more_body"] is False
+    assert len(record.scheduled) == len(record.sent_at) == 8
+    assert all(a >= s for a, s in zip(record.sent_at, record.scheduled, strict=True))
