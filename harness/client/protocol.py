@@ -313,7 +313,23 @@ class _Accumulator:
         call["arguments"] += arguments
 
 
-class ChatStreamAssembler:
+class _Assembler:
+    """A stream being assembled: its context, what arrived so far, and whether it ended."""
+
+    def __init__(self, ctx: RequestContext, started: float) -> None:
+        self.ctx = ctx
+        self.acc = _Accumulator(started)
+        self.done = False
+
+    @property
+    def chunks(self) -> int:
+        return self.acc.chunks
+
+    def partial(self) -> PartialOutput:
+        return self.acc.partial()
+
+
+class ChatStreamAssembler(_Assembler):
     """Feed SSE events of ``/v1/chat/completions`` or ``/v1/completions``; get typed deltas.
 
     ``finish(now)`` returns the ``ChatResult`` only when the server's end signal arrived (a
@@ -322,17 +338,8 @@ class ChatStreamAssembler:
     """
 
     def __init__(self, ctx: RequestContext, started: float) -> None:
-        self.ctx = ctx
-        self.acc = _Accumulator(started)
-        self.done = False
+        super().__init__(ctx, started)
         self._model_checked = ctx.model is None
-
-    @property
-    def chunks(self) -> int:
-        return self.acc.chunks
-
-    def partial(self) -> PartialOutput:
-        return self.acc.partial()
 
     def feed(self, event: SSEEvent, now: float) -> list[StreamEvent]:
         data = event.data
@@ -428,7 +435,7 @@ class ChatStreamAssembler:
         raise StreamInterrupted(why, context=self.ctx, partial=acc.partial())
 
 
-class NativeChatAssembler:
+class NativeChatAssembler(_Assembler):
     """``/api/v1/chat`` named events to typed deltas; complete only on ``chat.end``.
 
     LM Studio sends ``error`` and then still ``chat.end`` with what was generated; that is a
@@ -436,18 +443,9 @@ class NativeChatAssembler:
     """
 
     def __init__(self, ctx: RequestContext, started: float) -> None:
-        self.ctx = ctx
-        self.acc = _Accumulator(started)
-        self.done = False
+        super().__init__(ctx, started)
         self.error: str | None = None
         self.end_result: dict[str, Any] | None = None
-
-    @property
-    def chunks(self) -> int:
-        return self.acc.chunks
-
-    def partial(self) -> PartialOutput:
-        return self.acc.partial()
 
     def feed(self, event: SSEEvent, now: float) -> list[StreamEvent]:
         try:
