@@ -60,10 +60,14 @@ def error_frame(message: str) -> bytes:
 
 @dataclass(frozen=True)
 class Frames:
-    """Precomputed frames and the token step (0-based) at which each is due."""
+    """Precomputed frames and the token step (0-based) at which each is due.
 
-    frames: list[bytes]
-    steps: list[int]
+    Tuples, not lists: they live as long as the stream, and the cyclic GC stops tracking a
+    tuple of bytes or ints after one pass, where a thousand live lists were walked every pass.
+    """
+
+    frames: tuple[bytes, ...]
+    steps: tuple[int, ...]
 
 
 def usage(reply: Reply) -> dict[str, Any]:
@@ -184,7 +188,7 @@ def chat_frames(
         steps.append(last)
     frames.append(DONE)
     steps.append(last)
-    return Frames(frames, steps)
+    return Frames(tuple(frames), tuple(steps))
 
 
 def v0_extras(reply: Reply, spec: ModelSpec, ttft_s: float, gen_s: float) -> dict[str, Any]:
@@ -256,7 +260,7 @@ def completion_frames(
         steps.append(last)
     frames.append(DONE)
     steps.append(last)
-    return Frames(frames, steps)
+    return Frames(tuple(frames), tuple(steps))
 
 
 # -- /v1/responses ------------------------------------------------------------------------------
@@ -391,7 +395,7 @@ def responses_frames(
         add("response.output_item.done", {"output_index": index, "item": item},
             max(step - 1, 0))
     add("response.completed", {"response": final}, max(step - 1, 0))
-    return Frames(frames, steps)
+    return Frames(tuple(frames), tuple(steps))
 
 
 # -- /api/v1/chat ------------------------------------------------------------------------------
@@ -455,7 +459,7 @@ def native_chat_frames(reply: Reply, end_body: dict[str, Any]) -> Frames:
     last = max(step - 1, 0)
     add("message.end", None, last)
     add("chat.end", {"result": end_body}, last)
-    return Frames(frames, steps)
+    return Frames(tuple(frames), tuple(steps))
 
 
 def now_s() -> int:

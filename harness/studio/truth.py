@@ -13,6 +13,7 @@ from __future__ import annotations
 
 import asyncio
 import itertools
+from array import array
 from collections import deque
 from typing import Any
 
@@ -60,8 +61,10 @@ class RequestTruth:
         self.load_wait_s: float | None = None
         self.scheduled_ttft_s: float | None = None
         self.token_interval_s: float | None = None
-        self.scheduled: list[float] = []
-        self.sent_at: list[float] = []
+        # Flat float arrays, not lists: the cyclic GC does not track them, whereas lists of a
+        # thousand live streams made each young-generation pass walk ~10^5 elements (5-14 ms).
+        self.scheduled: array[float] = array("d")
+        self.sent_at: array[float] = array("d")
         self.disconnect_seen = False
         self.cut_off = False
         self.cut_off_reason: str | None = None

@@ -12,7 +12,7 @@ stay in charge. Any other server (or uvicorn's h11 protocol) simply gets no ``Di
 
 from __future__ import annotations
 
-from collections.abc import Callable
+from collections.abc import Callable, Sequence
 from typing import Any
 
 _HttptoolsCycle: type | None
@@ -55,10 +55,10 @@ class DirectBody:
         cycle = self._cycle
         return not (cycle.disconnected or cycle.response_complete or cycle.flow.write_paused)
 
-    def write(self, frames: list[bytes]) -> None:
+    def write_one(self, frame: bytes) -> None:
+        """Write one frame as one HTTP chunk."""
+        self._write(b"%x\r\n%s\r\n" % (len(frame), frame))
+
+    def write(self, frames: Sequence[bytes]) -> None:
         """Write ``frames`` as HTTP chunks in one transport write (one syscall)."""
-        if len(frames) == 1:
-            frame = frames[0]
-            self._write(b"%x\r\n%s\r\n" % (len(frame), frame))
-        else:
-            self._write(b"".join([b"%x\r\n%s\r\n" % (len(f), f) for f in frames]))
+        self._write(b"".join([b"%x\r\n%s\r\n" % (len(f), f) for f in frames]))

@@ -180,6 +180,9 @@ class _SlowAfter:
     def write(self, frames: list[bytes]) -> None:
         self.written.append(b"".join(frames))
 
+    def write_one(self, frame: bytes) -> None:
+        self.written.append(frame)
+
 
 def test_slow_reader_hands_the_rest_to_the_awaited_send(monkeypatch: pytest.MonkeyPatch) -> None:
     from harness.studio import streaming
@@ -188,7 +191,7 @@ def test_slow_reader_hands_the_rest_to_the_awaited_send(monkeypatch: pytest.Monk
 
     body = _SlowAfter(3)
     monkeypatch.setattr(streaming.DirectBody, "attach", classmethod(lambda cls, send: body))
-    frames = Frames([b"data: %d\n\n" % i for i in range(8)], [0, 1, 2, 3, 4, 5, 6, 6])
+    frames = Frames(tuple(b"data: %d\n\n" % i for i in range(8)), (0, 1, 2, 3, 4, 5, 6, 6))
 
     async def go() -> tuple[list[dict], RequestTruth]:
         sent: list[dict] = []
