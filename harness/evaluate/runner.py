@@ -119,8 +119,7 @@ def run_suites(options: EvaluationOptions, progress: Any = None
 def evaluate(options: EvaluationOptions, console: Any = None) -> tuple[EvaluationReport,
                                                                         dict[str, Path]]:
     """Run with a rich progress bar and write the report (default ``reports/out/``)."""
-    from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, \
-        TimeElapsedColumn
+    from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn
 
     with Progress(TextColumn("[bold]{task.description:<45}"), BarColumn(),
                   MofNCompleteColumn(), TimeElapsedColumn(), console=console,
