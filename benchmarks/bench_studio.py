@@ -170,8 +170,14 @@ def main() -> None:
     parser.add_argument("--profile", default=None,
                         help="run the server under cProfile and write its stats to this file "
                              "(slows the server down: lateness numbers are then not meaningful)")
+    parser.add_argument("--nice", type=int, default=0,
+                        help="run server and load generator at this nice value (e.g. -10, needs "
+                             "privileges) to tell the emulator's own lateness from that caused "
+                             "by other processes on the same cores")
     args = parser.parse_args()
     pinning = pin_self()
+    if args.nice:
+        os.nice(args.nice)  # the server process inherits it
     try:
         import uvloop
 
@@ -233,7 +239,7 @@ def main() -> None:
     chunks = sum(len(a) for a, _ in results)
     print(f"streams: {args.streams} concurrent, {args.tokens} tokens each at "
           f"{TOKENS_PER_S:g} tok/s,"
-          f" opened over {args.ramp:g} s ({pinning})")
+          f" opened over {args.ramp:g} s ({pinning}; nice {args.nice})")
     print(f"start-up to first answer: {startup * 1000:.0f} ms")
     print(f"complete streams: {complete}/{args.streams}; chunks received: {chunks}; "
           f"wall: {wall:.2f} s; aggregate {chunks / wall:.0f} chunks/s")
