@@ -1,15 +1,21 @@
 """Benchmark: can the emulator serve 1,000 concurrent 20 tokens/s streams from one core?
 
-The server (``harness serve`` with the bench catalog) runs in its own process pinned to CPU 0;
-this load generator runs pinned to CPU 1 and speaks raw HTTP/1.1 over asyncio streams so it is
-never the bottleneck. Reported:
+The server (``harness serve`` with the bench catalog, replies of exactly ``--tokens`` tokens)
+runs in its own process pinned to CPU 0; this load generator runs pinned to CPU 1 and speaks raw
+HTTP/1.1 over asyncio streams so it is never the bottleneck (its CPU share is printed; if pinning
+is impossible the output says so). Reported:
 
 - start-up to first answer: process spawn until ``GET /v1/models`` answers 200;
-- server-side lateness: per chunk, write time minus scheduled time (from ``/_harness/truth``);
+- server-side lateness: per chunk, write time minus scheduled time (from ``/_harness/truth``),
+  overall, by 250 ms window of the run and by chunk index;
 - client-observed lateness: per chunk, arrival minus (first arrival + i * interval);
-- completeness: every stream must end with a finish_reason chunk and ``[DONE]``.
+- completeness: every stream must end with a finish_reason chunk and ``[DONE]``;
+- CPU used by server and load generator during the load, and the machine's load average
+  (other processes on the same cores show up as lateness; ``--nice -10`` separates the two);
+- scheduled TTFT, which includes time a request queued behind chunks already due.
 
-Usage: ``.venv/bin/python benchmarks/bench_studio.py [--streams 1000] [--tokens 40]``
+Usage: ``.venv/bin/python benchmarks/bench_studio.py [--streams 1000] [--tokens 40] [--ramp 1]
+[--nice -10] [--profile FILE] [--server-stderr FILE]`` (``--ramp 0``: all streams in one burst)
 """
 
 from __future__ import annotations
