@@ -179,7 +179,10 @@ async def write_stream(
             paced.pacer.call_at(dues[0], paced)
             await paced.done
             first = paced.index
-            if paced.finished:
+            # Re-checked: the client, an unload or a full buffer may have intervened since.
+            if body.disconnected:
+                record.disconnect_seen = True
+            if paced.finished and not record.cancelled and body.writable():
                 if on_complete is not None:
                     on_complete()
                 await send({"type": "http.response.body", "body": b"".join(all_frames[first:]),
