@@ -260,6 +260,7 @@ class AsyncChatStream(StreamCore):
         self._client = client
         self._response: httpx.Response | None = None
         self._events: AsyncIterator[StreamEvent] | None = None
+        self._reading = False
 
     async def __aenter__(self) -> AsyncChatStream:
         client, timeouts, call = self._client, self._timeouts, self._call
@@ -319,9 +320,15 @@ class AsyncChatStream(StreamCore):
         task = asyncio.current_task()
         if entry is not None and task is not None:
             loop = asyncio.get_running_loop()
-            entry.cancel_hook = lambda: _cancel_soon(loop, task)
+            def hook() -> None:
+                loop.call_soon_threadsafe(self._cancel_read, task)
+
+            entry.cancel_hook = hook
         try:
             while not assembler.done:
+                if entry is not None and entry.cancelled:
+                    raise self._switched()
+                self._reading = True
                 try:
                     chunk = await raw.__anext__()
                 except StopAsyncIteration:
@@ -336,8 +343,8 @@ class AsyncChatStream(StreamCore):
                 except httpx.HTTPError as exc:
                     raise self._interrupted(
                         f"connection lost mid-stream: {type(exc).__name__}: {exc}") from None
-                if entry is not None and entry.cancelled:  # cancelled between two reads
-                    raise self._switched()
+                finally:
+                    self._reading = False
                 t = now()
                 for event in decoder.feed(chunk):
                     for delta in assembler.feed(event, t):
@@ -353,13 +360,20 @@ class AsyncChatStream(StreamCore):
                         yield delta
                 self._result = assembler.finish(now(), eof_with_partial_event=partial_event)
         except LMStudioError as err:
-            self._error = err
+            self._error = self._timed(err)
             raise
         finally:
             if entry is not None:
                 entry.cancel_hook = None
             await raw.aclose()  # type: ignore[attr-defined]
             await response.aclose()
+
+    def _cancel_read(self, task: asyncio.Task[Any]) -> None:
+        """Runs on the loop: interrupt the task only while it waits on our read. Elsewhere the
+        task is in the caller's own code, which must not see a stray ``CancelledError``; the
+        flag is then noticed before the next read."""
+        if self._reading:
+            task.cancel()
 
     async def result(self) -> ChatResult:
         """Drain what is left and return the assembled answer (or raise why it is not one)."""

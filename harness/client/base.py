@@ -345,6 +345,12 @@ class StreamCore:
         ctx: RequestContext = self._assembler.ctx
         return ctx.at(elapsed=now() - self._started)
 
+    def _timed(self, err: LMStudioError) -> LMStudioError:
+        """Stamp an error raised while streaming with the call's elapsed time so far."""
+        if err.context is not None:
+            err.context = err.context.at(elapsed=now() - self._started)
+        return err
+
     def _interrupted(self, why: str) -> LMStudioError:
         return StreamInterrupted(why, context=self._ctx(), partial=self._assembler.partial())
 

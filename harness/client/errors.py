@@ -199,15 +199,16 @@ class LMStudioTimeout(TransportError, TimeoutError):
 
 
 class HTTPStatusError(LMStudioError):
-    """The server answered with a 4xx/5xx status."""
-
-
-class RateLimited(HTTPStatusError):
-    """429. ``retry_after`` is the server's hint in seconds (capped by the policy), if any."""
+    """The server answered with a 4xx/5xx status. ``retry_after`` is its ``Retry-After`` hint in
+    seconds, if any (sent with 429 and 503; the retry policy caps it)."""
 
     def __init__(self, message: str, *, retry_after: float | None = None, **kw: Any) -> None:
         super().__init__(message, **kw)
         self.retry_after = retry_after
+
+
+class RateLimited(HTTPStatusError):
+    """429: too many requests (from a gateway or proxy: LM Studio itself queues instead)."""
 
 
 class AuthenticationError(HTTPStatusError):

@@ -129,10 +129,10 @@ def error_from_response(
     elif message is None:
         snippet = body[:200].decode("utf-8", "replace").strip()
         message = snippet or "empty body"
-    kw: dict[str, Any] = {"context": ctx, "status": status, "server_message": message}
+    kw: dict[str, Any] = {"context": ctx, "status": status, "server_message": message,
+                          "retry_after": parse_retry_after(headers.get("retry-after"), now)}
     if status == 429:
-        retry_after = parse_retry_after(headers.get("retry-after"), now)
-        return RateLimited("rate limited (429)", retry_after=retry_after, **kw)
+        return RateLimited("rate limited (429)", **kw)
     if status == 401:
         return AuthenticationError("authentication required or refused (401)", **kw)
     lowered = message.lower()

@@ -28,7 +28,6 @@ from harness.client.errors import (
     HTTPStatusError,
     LMStudioError,
     LMStudioTimeout,
-    RateLimited,
     ValidationError,
 )
 
@@ -89,7 +88,7 @@ class RetryPolicy:
                    rng: random.Random | None = None) -> float:
         """The wait before the next attempt: the server's ``Retry-After`` when it gave one
         (capped), otherwise the jittered backoff."""
-        if isinstance(error, RateLimited) and error.retry_after is not None:
+        if isinstance(error, HTTPStatusError) and error.retry_after is not None:
             return min(error.retry_after, self.retry_after_max)
         return self.backoff(attempt, rng)
 

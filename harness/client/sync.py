@@ -353,7 +353,7 @@ class ChatStream(StreamCore):
                         yield delta
                 self._result = assembler.finish(now(), eof_with_partial_event=partial_event)
         except LMStudioError as err:
-            self._error = err
+            self._error = self._timed(err)
             raise
         finally:
             if entry is not None:

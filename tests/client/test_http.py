@@ -417,3 +417,36 @@ def test_reset_of_reused_connection_is_retried() -> None:
     assert len(sleeps.waits) == 1
     thread.join(2)
     listener.close()
+
+
+async def test_switch_cancel_while_consumer_awaits_its_own_work(server: ScriptedServer) -> None:
+    """The cut-off must surface as ModelSwitched at the next read, never as a CancelledError
+    inside the caller's own awaits."""
+    reply = good_stream(*[f"w{i} " for i in range(100)])
+    reply.chunks = [(0.005, d) for _, d in reply.chunks]
+    server.script(CHAT, reply)
+    async with AsyncClient(server.url, model=MODEL) as c, c.stream_chat(MSG) as stream:
+        seen = 0
+        with pytest.raises(ModelSwitched) as info:
+            async for _ in stream:
+                seen += 1
+                if seen == 3:
+                    c.switch_model("google/gemma-3-12b", inflight="cancel")
+                await asyncio.sleep(0.02)  # the caller's own work, not to be cancelled
+    assert info.value.partial.chunks >= 3
+
+
+def test_retry_after_on_503_and_elapsed_on_stream_errors(server: ScriptedServer) -> None:
+    sleeps = Sleeps()
+    server.script(CHAT, json_reply({"error": "loading"}, 503, [("retry-after", "4")]),
+                  json_reply(completion("ok")))
+    with client(server, sleep=sleeps) as c:
+        assert c.chat(MSG).text == "ok"
+    assert sleeps.waits == [4.0]
+    reply = sse(chunk("a"), chunk("b"), done=False)
+    reply.chunks = [(0.05, d) for _, d in reply.chunks]
+    server.script(CHAT, reply)
+    with client(server) as c, c.stream_chat(MSG) as stream:
+        with pytest.raises(StreamInterrupted) as info:
+            stream.result()
+    assert info.value.elapsed >= 0.09
