@@ -109,12 +109,14 @@ class ProxyApp:
         counters = state.engine.counters.setdefault(path, EndpointCounters())
         counters.requests += 1
         status = 502
+        watcher = asyncio.create_task(_watch_disconnect(receive, record))
         try:
-            status = await self._forward(scope, receive, send, body, parsed, model, record)
+            status = await self._forward(scope, send, body, parsed, model, record)
         except FaultPlanError as exc:
             status = 400
             await _send_simple(send, 400, {"error": str(exc)})
         finally:
+            watcher.cancel()
             record.status = status
             counters.statuses[status] = counters.statuses.get(status, 0) + 1
             counters.streamed_chunks += len(record.sent_at)
@@ -142,7 +144,7 @@ class ProxyApp:
             return None
         return self.state.injector.select(scope["path"], scope["method"], model)
 
-    async def _forward(self, scope: dict[str, Any], receive: Any, send: Any, body: bytes,
+    async def _forward(self, scope: dict[str, Any], send: Any, body: bytes,
                        parsed: dict[str, Any] | None, model: str | None, record: Any) -> int:
         state = self.state
         loop = asyncio.get_running_loop()
@@ -191,18 +193,23 @@ class ProxyApp:
                         state.upstream + "/api/v1/models/unload",
                         json={"instance_id": instance["id"]})
 
-                source = _note_model(source, instance)
+                source = _observe(source, instance, record)
                 source = inject_stream(fault, source, evict)
+            body_seen: list[bytes] = []
             try:
                 async for chunk in source:
                     await send({"type": "http.response.body", "body": chunk, "more_body": True})
                     record.sent_at.append(loop.time())
+                    if not sse and sum(map(len, body_seen)) < _OBSERVE_LIMIT:
+                        body_seen.append(chunk)
             except StreamDropped:
                 return upstream.status_code
             except httpx.HTTPError as exc:
                 log.warning("upstream %s broke mid-stream: %r", url, exc)
                 return upstream.status_code  # close without the final chunk, like upstream
             await send({"type": "http.response.body", "body": b"", "more_body": False})
+            if not sse:
+                _note_answer(record, b"".join(body_seen))
             return upstream.status_code
         finally:
             await upstream.aclose()
@@ -218,20 +225,55 @@ async def _frames(chunks: AsyncIterator[bytes]) -> AsyncIterator[bytes]:
         yield rest
 
 
-async def _note_model(frames: AsyncIterator[bytes], instance: dict[str, Any]
-                      ) -> AsyncIterator[bytes]:
-    """Remember which instance answered (the stream's ``model``), for the ``evict`` action."""
-    seen = False
+_OBSERVE_LIMIT = 1 << 20  # non-stream bodies larger than this are passed on unobserved
+
+
+async def _observe(frames: AsyncIterator[bytes], instance: dict[str, Any], record: Any
+                   ) -> AsyncIterator[bytes]:
+    """Note in the truth what the upstream's stream said: which instance answered (also the
+    target of the ``evict`` action), the finish reason and the completion token count."""
     async for frame in frames:
-        if not seen and frame.startswith(b"data: {"):
+        if frame.startswith(b"data: {"):
             try:
-                model = json.loads(frame[6:]).get("model")
+                data = json.loads(frame[6:])
             except json.JSONDecodeError:
-                model = None
-            if isinstance(model, str):
-                instance["id"] = model
-                seen = True
+                data = None
+            if isinstance(data, dict):
+                if record.instance_id is None and isinstance(data.get("model"), str):
+                    instance["id"] = record.instance_id = data["model"]
+                _note_choice_and_usage(record, data)
         yield frame
+
+
+def _note_answer(record: Any, body: bytes) -> None:
+    """The same observations for a non-streamed JSON answer."""
+    try:
+        data = json.loads(body)
+    except (json.JSONDecodeError, UnicodeDecodeError):
+        return
+    if isinstance(data, dict):
+        model = data.get("model") or data.get("model_instance_id")
+        if isinstance(model, str):
+            record.instance_id = model
+        _note_choice_and_usage(record, data)
+
+
+def _note_choice_and_usage(record: Any, data: dict[str, Any]) -> None:
+    choices = data.get("choices")
+    if isinstance(choices, list) and choices and isinstance(choices[0], dict):
+        finish = choices[0].get("finish_reason")
+        if isinstance(finish, str):
+            record.finish_reason = finish
+    usage = data.get("usage")
+    if isinstance(usage, dict) and isinstance(usage.get("completion_tokens"), int):
+        record.completion_tokens = usage["completion_tokens"]
+
+
+async def _watch_disconnect(receive: Any, record: Any) -> None:
+    """After the body, the only message left is ``http.disconnect``: the client went away."""
+    while (await receive())["type"] != "http.disconnect":
+        pass
+    record.disconnect_seen = True
 
 
 async def _send_simple(send: Any, status: int, payload: dict[str, Any]) -> None:
