@@ -12,7 +12,7 @@ from harness import Client
 from harness.client.models import TextDelta
 from harness.proxy import create_proxy_app
 from harness.studio.server import BackgroundServer
-from harness.studio.testing import StudioHandle, running_studio
+from harness.studio.testing import running_studio
 
 MODEL = "qwen/qwen3-4b"
 MSG = [{"role": "user", "content": "hi"}]
