@@ -131,7 +131,8 @@ def review(
     base_url: str = typer.Option("http://127.0.0.1:1234", help="LM Studio (or emulator) URL."),
     api_token: str = typer.Option(None, envvar="LM_API_TOKEN", help="Bearer token, if needed."),
     name: str = typer.Option("review", help="Report file name (no directories)."),
-    no_cache: bool = typer.Option(False, "--no-cache/--cache", help="Ignore and do not write the response cache."),
+    no_cache: bool = typer.Option(False, "--no-cache/--cache",
+                                  help="Ignore and do not write the response cache."),
     quiet: bool = typer.Option(False, help="No live progress."),
 ) -> None:
     """Run every reviewer of the roster over SUBJECT and write Markdown, HTML and JSON."""
