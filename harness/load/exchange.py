@@ -10,7 +10,9 @@ line up while keeping ``perf_counter`` precision.
 
 from __future__ import annotations
 
+import itertools
 import json
+import os
 import time
 from dataclasses import dataclass
 from typing import Any
@@ -32,11 +34,17 @@ from harness.load.transport import Connection
 
 _WALL_ANCHOR = time.time()
 _PERF_ANCHOR = time.perf_counter()
+_REQUEST_IDS = itertools.count(1)
 
 
 def to_epoch(perf: float) -> float:
     """A ``perf_counter`` reading as epoch seconds (one anchor per process)."""
     return _WALL_ANCHOR + (perf - _PERF_ANCHOR)
+
+
+def next_request_id() -> str:
+    """Unique across the workers of a run (pid + counter); sent as ``X-Request-Id``."""
+    return f"harness-{os.getpid()}-{next(_REQUEST_IDS)}"
 
 
 def to_perf(epoch: float) -> float:
@@ -96,9 +104,10 @@ def execute(conn: Connection, req: PreparedRequest, *, intended: float | None = 
     t_send = time.perf_counter()
     record = RequestRecord(endpoint=req.endpoint, model=req.model, stream=req.stream,
                            t_intended=to_epoch(t_send if intended is None else intended),
-                           t_send=to_epoch(t_send))
+                           t_send=to_epoch(t_send),
+                           request_id=next_request_id())
     try:
-        response, t_send = conn.send("POST", req.path, req.body, ctx)
+        response, t_send = conn.send("POST", req.path, req.body, ctx, record.request_id)
         record.t_send = to_epoch(t_send)
         if intended is None:
             record.t_intended = record.t_send
@@ -138,11 +147,14 @@ def _stream(response: Any, req: PreparedRequest, ctx: RequestContext, t_send: fl
     first_visible: float | None = None
     now = t_send
     try:
-        for data, now in response.chunks():
-            for event in decoder.feed(data):
-                for delta in assembler.feed(event, now):
+        for data, first, now in response.chunks():
+            events = decoder.feed(data)
+            for i, event in enumerate(events):
+                # a read holding several frames: the first completed in the first packet
+                at = first if i == 0 and len(events) > 1 else now
+                for delta in assembler.feed(event, at):
                     if first_visible is None and not isinstance(delta, _INVISIBLE):
-                        first_visible = now
+                        first_visible = at
         for event in decoder.flush():
             assembler.feed(event, now)
         result = assembler.finish(now, eof_with_partial_event=decoder.has_partial_event)

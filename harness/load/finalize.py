@@ -11,6 +11,7 @@ import time
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
+from urllib.parse import urlsplit
 
 from pydantic import BaseModel
 
@@ -98,6 +99,12 @@ class LoadReport(BaseModel):
     outputs: dict[str, str]
 
 
+def _on_this_host(base_url: str) -> bool:
+    """Loopback targets share this host's monotonic clock with the load generator."""
+    host = urlsplit(base_url).hostname or ""
+    return host == "localhost" or host == "::1" or host.startswith("127.")
+
+
 def _crosscheck(records: list[RequestRecord]) -> ServerCrossCheck | None:
     both = [r for r in records if r.ok and not r.warmup and r.server_ttft_s is not None]
     if not both:
@@ -152,7 +159,8 @@ def finalize(out_dir: Path, scenario: Scenario, facts: RunFacts) -> LoadReport:
                                        api_token=facts.api_token)
         except LoadRunError as exc:
             run_errors.append(f"fetching ground truth failed: {exc}")
-    truth = compare_with_truth(records, truth_rows) if truth_rows is not None else None
+    truth = (compare_with_truth(records, truth_rows, shared_clock=_on_this_host(facts.base_url))
+             if truth_rows is not None else None)
     levels = [level_stats(scenario, i, level_records(records, i))
               for i in range(len(scenario.load.levels))]
     gates = validity_gates(scenario, records, cpu_max=facts.cpu_max,

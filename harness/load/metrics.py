@@ -55,6 +55,7 @@ class RequestRecord:
     user: int = 0
     level: int = 0
     warmup: bool = False
+    request_id: str | None = None  # sent as X-Request-Id: pairs the record with server truth
 
     def to_json(self) -> dict[str, Any]:
         return asdict(self)

@@ -13,7 +13,7 @@ import json
 import time
 from typing import Any
 
-from harness.load.exchange import PreparedRequest, to_epoch
+from harness.load.exchange import PreparedRequest, next_request_id, to_epoch
 from harness.load.metrics import RequestRecord
 from harness.load.plugin import STATE, LLMUser
 
@@ -34,10 +34,11 @@ class OpenAISDKUser(LLMUser):
         extra = {k: v for k, v in body.items()
                  if k not in ("model", "messages", "stream", "max_tokens", "stream_options",
                               "temperature", "seed")}
+        request_id = next_request_id()
         t_send = time.perf_counter()
         record = RequestRecord(endpoint=req.endpoint, model=req.model, stream=True,
                                t_intended=to_epoch(t_send if intended is None else intended),
-                               t_send=to_epoch(t_send))
+                               t_send=to_epoch(t_send), request_id=request_id)
         first: float | None = None
         last: float | None = None
         gaps: list[float] = []
@@ -45,7 +46,8 @@ class OpenAISDKUser(LLMUser):
             stream = self.sdk.chat.completions.create(
                 model=body["model"], messages=body["messages"], stream=True,
                 max_tokens=body.get("max_tokens"), stream_options={"include_usage": True},
-                temperature=body.get("temperature"), extra_body=extra or None)
+                temperature=body.get("temperature"), extra_body=extra or None,
+                extra_headers={"X-Request-Id": request_id})
             for chunk in stream:
                 now = time.perf_counter()
                 if chunk.usage is not None:

@@ -1,11 +1,11 @@
 """Measured TTFT and inter-chunk latency against the emulator's ground truth.
 
 The emulator records, for each request, when it arrived and when each frame was written to the
-socket (``/_harness/truth``). The truth has no client request id, so requests are paired by
-order: client records sorted by send time against server records sorted by arrival, both limited
-to the run's generation requests that reached the server. Pairs whose token counts disagree are
-counted (``mismatched``) because they reveal a mis-pairing; when the two sides do not have the
-same number of requests, no pairing is attempted and only the distributions are compared.
+socket (``/_harness/truth``), and the ``X-Request-Id`` every load user sends, so each client record
+is paired with its own truth. Against a server that records no ids, requests are paired by order
+(client records by send time, server records by arrival), which concurrent sends can mis-pair:
+pairs whose token counts disagree are counted (``mismatched``), and when the two sides do not have
+the same number of requests only the distributions are compared.
 
 Only requests outside warm-up are counted (a burst of connections at spawn time waits in the
 server's accept queue before the emulator's clock starts). Error = client TTFT - server TTFT
@@ -22,6 +22,7 @@ from typing import Any
 
 from pydantic import BaseModel
 
+from harness.load.exchange import to_perf
 from harness.load.metrics import Distribution, RequestRecord, pooled_gaps
 from harness.load.scenario import ENDPOINT_PATHS
 
@@ -32,6 +33,7 @@ class TruthComparison(BaseModel):
     paired: int
     mismatched: int
     ttft_error_ms: Distribution | None = None
+    intake_ms: Distribution | None = None  # client send -> emulator clock start (shared clock)
     ttft_abs_error_ms: Distribution | None = None
     icl_error_ms: Distribution | None = None
     client_ttft_ms: Distribution
@@ -74,8 +76,15 @@ def generation_truth(truth: Iterable[dict[str, Any]]) -> list[dict[str, Any]]:
                   key=lambda t: t.get("id", 0))
 
 
-def compare_with_truth(records: list[RequestRecord], truth: Iterable[dict[str, Any]]
-                       ) -> TruthComparison:
+def compare_with_truth(records: list[RequestRecord], truth: Iterable[dict[str, Any]], *,
+                       shared_clock: bool = False) -> TruthComparison:
+    """Pair client records with the emulator's truth and measure the client's timing error.
+
+    With ``shared_clock`` (load generator and emulator on one host: both read
+    ``CLOCK_MONOTONIC``), the server's first write is placed on the client's own timeline, so
+    the error excludes the request's transit and the server's intake before its clock starts
+    (reported apart as ``intake_ms``) and measures only what the load generator adds.
+    """
     server = generation_truth(truth)
     client = sorted((r for r in records if r.status is not None), key=lambda r: r.t_send)
     server_stream = [t for t in server if t.get("stream") and t.get("status") == 200]
@@ -92,14 +101,23 @@ def compare_with_truth(records: list[RequestRecord], truth: Iterable[dict[str, A
         client_icl_ms=Distribution.of(pooled_gaps(streamed_ok)),
         server_icl_ms=Distribution.of(server_gaps),
     )
-    if len(client) != len(server):
+    by_id = {t["client_request_id"]: t for t in server if t.get("client_request_id")}
+    pairs: list[tuple[RequestRecord, dict[str, Any]]]
+    if client and all(r.request_id in by_id for r in client):
+        pairs = [(r, by_id[r.request_id]) for r in client if r.request_id is not None]
+        result.note = "paired by X-Request-Id"
+    elif len(client) != len(server):
         result.note = (f"client saw {len(client)} answered requests, server logged {len(server)}: "
                        "no per-request pairing, distributions only")
         return result
+    else:
+        pairs = list(zip(client, server, strict=True))
+        result.note = "paired by order (the server recorded no request ids)"
     ttft_errors: list[float] = []
     icl_errors: list[float] = []
+    intakes: list[float] = []
     mismatched = 0
-    for rec, tru in zip(client, server, strict=True):
+    for rec, tru in pairs:
         if not (rec.stream and rec.ok and tru.get("stream") and tru.get("status") == 200):
             continue
         if rec.n_server is not None and rec.n_server != tru.get("completion_tokens"):
@@ -108,6 +126,11 @@ def compare_with_truth(records: list[RequestRecord], truth: Iterable[dict[str, A
         server_ttft, client_ttft = _first_token_s(tru), rec.ttft
         if server_ttft is None or client_ttft is None or rec.warmup:
             continue  # warm-up requests are paired (to keep the order) but never counted
+        received = tru.get("received_at_s")
+        if shared_clock and isinstance(received, int | float):
+            intake = received - to_perf(rec.t_send)
+            intakes.append(intake)
+            server_ttft += intake
         ttft_errors.append(client_ttft - server_ttft)
         truth_gaps = _token_gaps_s(tru)
         if len(truth_gaps) == len(rec.gaps):
@@ -117,4 +140,5 @@ def compare_with_truth(records: list[RequestRecord], truth: Iterable[dict[str, A
     result.ttft_error_ms = Distribution.of(ttft_errors)
     result.ttft_abs_error_ms = Distribution.of(abs(e) for e in ttft_errors)
     result.icl_error_ms = Distribution.of(icl_errors)
+    result.intake_ms = Distribution.of(intakes) if intakes else None
     return result

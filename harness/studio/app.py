@@ -174,6 +174,8 @@ class _Api:
             return
         stream = ctx.body.get("stream") is True
         record = ctx.record = engine.new_truth(ctx.path, ctx.method, stream)
+        # A client's own request id lets it pair its measurements with this truth exactly.
+        record.client_request_id = _header(scope, b"x-request-id")
         model = ctx.body.get("model")
         record.model_requested = model if isinstance(model, str) else None
         status = 500

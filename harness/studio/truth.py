@@ -22,6 +22,7 @@ class RequestTruth:
     """What happened to one request. Mutable while the request runs, then frozen by use."""
 
     __slots__ = (
+        "client_request_id",
         "completion_tokens",
         "cut_off",
         "cut_off_reason",
@@ -48,6 +49,7 @@ class RequestTruth:
 
     def __init__(self, request_id: int, endpoint: str, method: str, stream: bool) -> None:
         self.id = request_id
+        self.client_request_id: str | None = None
         self.endpoint = endpoint
         self.method = method
         self.stream = stream
@@ -86,6 +88,7 @@ class RequestTruth:
         late = self.lateness()
         return {
             "id": self.id,
+            "client_request_id": self.client_request_id,
             "endpoint": self.endpoint,
             "method": self.method,
             "stream": self.stream,
