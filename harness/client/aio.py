@@ -14,14 +14,12 @@ from harness.client import protocol
 from harness.client.base import (
     Call,
     ClientCore,
-    SharedState,
     StreamCore,
     Timeouts,
     base_headers,
     default_limits,
     derive_options,
     log_attempt,
-    make_options,
     not_a_stream,
     now,
     transport_error,
@@ -42,7 +40,7 @@ from harness.client.models import (
     StreamEvent,
     Timings,
 )
-from harness.client.retry import RetryBudget, RetryPolicy
+from harness.client.retry import RetryPolicy
 from harness.client.sse import SSEDecoder
 from harness.client.wire import embeddings_result, parse_model_list, response_result
 
@@ -72,9 +70,7 @@ class AsyncClient(ClientCore):
         transport: httpx.AsyncBaseTransport | None = None,
         sleep: Callable[[float], Awaitable[None]] = asyncio.sleep,
     ) -> None:
-        options = make_options(base_url, model, api_token, timeout, retry)
-        self._options = options.without_model()
-        self._shared = SharedState(options.model, RetryBudget.for_policy(options.retry))
+        options = self._setup(base_url, model, api_token, timeout, retry)
         self._http = httpx.AsyncClient(
             headers=base_headers(options), limits=limits or default_limits(),
             timeout=options.timeouts.httpx(), transport=transport,

@@ -242,6 +242,15 @@ class ClientCore:
     _options: ClientOptions
     _shared: SharedState
 
+    def _setup(self, base_url: str, model: str | None, api_token: str | None,
+               timeout: Timeouts | float | None, retry: RetryPolicy | None) -> ClientOptions:
+        """Validate the constructor's arguments (before any I/O) and create the shared state.
+        Returns the full options, whose ``model`` is the initial default."""
+        options = make_options(base_url, model, api_token, timeout, retry)
+        self._options = options.without_model()
+        self._shared = SharedState(options.model, RetryBudget.for_policy(options.retry))
+        return options
+
     @property
     def base_url(self) -> str:
         return self._options.base_url

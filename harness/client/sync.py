@@ -14,14 +14,12 @@ from harness.client import protocol
 from harness.client.base import (
     Call,
     ClientCore,
-    SharedState,
     StreamCore,
     Timeouts,
     base_headers,
     default_limits,
     derive_options,
     log_attempt,
-    make_options,
     not_a_stream,
     now,
     transport_error,
@@ -43,7 +41,7 @@ from harness.client.models import (
     StreamEvent,
     Timings,
 )
-from harness.client.retry import RetryBudget, RetryPolicy
+from harness.client.retry import RetryPolicy
 from harness.client.sse import SSEDecoder
 from harness.client.wire import embeddings_result, parse_model_list, response_result
 
@@ -64,9 +62,7 @@ class Client(ClientCore):
         transport: httpx.BaseTransport | None = None,
         sleep: Callable[[float], None] = time.sleep,
     ) -> None:
-        options = make_options(base_url, model, api_token, timeout, retry)
-        self._options = options.without_model()
-        self._shared = SharedState(options.model, RetryBudget.for_policy(options.retry))
+        options = self._setup(base_url, model, api_token, timeout, retry)
         self._http = httpx.Client(
             headers=base_headers(options), limits=limits or default_limits(),
             timeout=options.timeouts.httpx(), transport=transport,
