@@ -112,3 +112,13 @@ async def test_async_client_against_emulator(studio: StudioHandle) -> None:
                 pass
             assert (await stream.result()).text == plain.text
         assert await c.catalog.avalidate_model(SMALL)
+
+
+def test_catalog_over_the_native_listing(client: Client) -> None:
+    """The catalog takes any listing: the native one adds type and loaded instances."""
+    from harness.client.catalog import ModelCatalog
+
+    native = ModelCatalog(fetch=client.native_models, ttl=60)
+    entry = native.validate_model(SMALL)
+    assert entry.type == "llm" and entry.loaded_instances
+    assert native.get("text-embedding-nomic-embed-text-v1.5").type == "embedding"  # type: ignore[union-attr]
