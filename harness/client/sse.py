@@ -25,18 +25,15 @@ class SSEEvent(NamedTuple):
 class SSEDecoder:
     """Feed it network reads; it returns the events those reads completed."""
 
-    __slots__ = ("_data", "_event", "_id", "_pending", "bytes_seen", "lines_seen")
+    __slots__ = ("_data", "_event", "_id", "_pending")
 
     def __init__(self) -> None:
         self._pending = b""
         self._data: list[str] = []
         self._event: str | None = None
         self._id: str | None = None
-        self.bytes_seen = 0
-        self.lines_seen = 0
 
     def feed(self, chunk: bytes) -> list[SSEEvent]:
-        self.bytes_seen += len(chunk)
         buf = self._pending + chunk if self._pending else chunk
         if b"\r" in buf:
             hold_cr = buf.endswith(b"\r")
@@ -67,7 +64,6 @@ class SSEDecoder:
         return bool(self._data or self._pending.strip())
 
     def _lines(self, lines: list[bytes]) -> list[SSEEvent]:
-        self.lines_seen += len(lines)
         events: list[SSEEvent] = []
         data = self._data
         for raw in lines:
