@@ -22,11 +22,13 @@ import httpx
 
 from harness import __version__
 from harness.client import protocol
+from harness.client.catalog import ModelCatalog
 from harness.client.errors import (
     BadResponse,
     ConnectError,
     LMStudioError,
     LMStudioTimeout,
+    ModelNotFound,
     ModelSwitched,
     RequestContext,
     StreamInterrupted,
@@ -35,6 +37,7 @@ from harness.client.errors import (
     ValidationError,
     redact,
 )
+from harness.client.models import Timings
 from harness.client.retry import RetryBudget, RetryPolicy
 from harness.client.validation import (
     normalize_base_url,
@@ -130,10 +133,10 @@ class SharedState:
 
     default_model: str | None
     budget: RetryBudget
+    catalog: ModelCatalog
     lock: threading.Lock = field(default_factory=threading.Lock)
     inflight: set[Inflight] = field(default_factory=set)
     ids: itertools.count[int] = field(default_factory=lambda: itertools.count(1))
-    catalog: Any = None
 
     def register(self, model: str | None) -> Inflight:
         entry = Inflight(model)
@@ -243,12 +246,13 @@ class ClientCore:
     _shared: SharedState
 
     def _setup(self, base_url: str, model: str | None, api_token: str | None,
-               timeout: Timeouts | float | None, retry: RetryPolicy | None) -> ClientOptions:
+               timeout: Timeouts | float | None, retry: RetryPolicy | None,
+               catalog: ModelCatalog) -> ClientOptions:
         """Validate the constructor's arguments (before any I/O) and create the shared state.
         Returns the full options, whose ``model`` is the initial default."""
         options = make_options(base_url, model, api_token, timeout, retry)
         self._options = options.without_model()
-        self._shared = SharedState(options.model, RetryBudget.for_policy(options.retry))
+        self._shared = SharedState(options.model, RetryBudget.for_policy(options.retry), catalog)
         return options
 
     @property
@@ -259,6 +263,32 @@ class ClientCore:
     def model(self) -> str | None:
         """The model a call started now would use."""
         return self._options.model or self._shared.default_model
+
+    @property
+    def catalog(self) -> ModelCatalog:
+        """The cached model listing, shared with every ``with_options`` view."""
+        return self._shared.catalog
+
+    def _retry_wait(self, err: LMStudioError, ctx: RequestContext, number: int,
+                    started: float, waited: float) -> float:
+        """After failed attempt ``number``: the wait before the next one, or re-raise ``err``
+        (with the attempts and total wait on it) when the policy says give up."""
+        policy, timeouts = self._options.retry, self._options.timeouts
+        elapsed = now() - started
+        if isinstance(err, LMStudioTimeout) and elapsed >= timeouts.deadline:
+            err.phase, err.limit = "deadline", timeouts.deadline
+        if err.context is None or err.context.elapsed == 0.0:
+            err.with_context(ctx.at(elapsed=elapsed))
+        if isinstance(err, ModelNotFound):
+            self.catalog.invalidate()
+        wait, reason = policy.decide(number, err, remaining=timeouts.deadline - elapsed,
+                                     budget=self._shared.budget)
+        if wait is None:
+            err.total_waited = waited
+            log_attempt("give-up", ctx, reason=reason, error=type(err).__name__)
+            raise err
+        log_attempt("retry", ctx, wait=round(wait, 3), reason=reason)
+        return wait
 
     def switch_model(self, model: str, *, inflight: InflightPolicy = "finish") -> int:
         """New calls use ``model``. With ``inflight="cancel"`` running calls pinned to another
@@ -377,6 +407,16 @@ class StreamCore:
                    else f"no stream data for {limit:g}s")
         return StreamStalled(message, phase=phase, limit=limit, context=self._ctx(),
                              partial=self._assembler.partial())
+
+
+def json_answer(ctx: RequestContext, response: httpx.Response, sent: float, done: float
+                ) -> tuple[dict[str, Any], RequestContext, Timings]:
+    """A non-streamed answer: the typed error for a 4xx/5xx, else the checked JSON body."""
+    if response.status_code >= 400:
+        raise protocol.error_from_response(ctx, response.status_code, response.headers,
+                                           response.content)
+    body = protocol.json_body(ctx, response.headers, response.content)
+    return body, ctx, Timings(ttft=done - sent, total=done - sent)
 
 
 def not_a_stream(ctx: RequestContext, status: int, headers: Mapping[str, str], body: bytes

@@ -19,6 +19,7 @@ from harness.client.base import (
     base_headers,
     default_limits,
     derive_options,
+    json_answer,
     log_attempt,
     not_a_stream,
     now,
@@ -28,7 +29,6 @@ from harness.client.catalog import ModelCatalog
 from harness.client.errors import (
     LMStudioError,
     LMStudioTimeout,
-    ModelNotFound,
     ModelSwitched,
     PartialOutput,
     RequestContext,
@@ -62,12 +62,12 @@ class Client(ClientCore):
         transport: httpx.BaseTransport | None = None,
         sleep: Callable[[float], None] = time.sleep,
     ) -> None:
-        options = self._setup(base_url, model, api_token, timeout, retry)
+        options = self._setup(base_url, model, api_token, timeout, retry,
+                              ModelCatalog(fetch=self.list_models, ttl=catalog_ttl))
         self._http = httpx.Client(
             headers=base_headers(options), limits=limits or default_limits(),
             timeout=options.timeouts.httpx(), transport=transport,
         )
-        self._shared.catalog = ModelCatalog(fetch=self.list_models, ttl=catalog_ttl)
         self._sleep = sleep
         self._owner = True
 
@@ -79,11 +79,6 @@ class Client(ClientCore):
         view._shared, view._http, view._sleep, view._owner = (
             self._shared, self._http, self._sleep, False)
         return view
-
-    @property
-    def catalog(self) -> ModelCatalog:
-        catalog: ModelCatalog = self._shared.catalog
-        return catalog
 
     def close(self) -> None:
         if self._owner:
@@ -128,19 +123,7 @@ class Client(ClientCore):
                     if entry.cancelled:
                         raise ModelSwitched("cancelled by switch_model before an answer",
                                             context=ctx.at(elapsed=elapsed)) from err
-                    if isinstance(err, LMStudioTimeout) and elapsed >= timeouts.deadline:
-                        err.phase, err.limit = "deadline", timeouts.deadline
-                    if err.context is None or err.context.elapsed == 0.0:
-                        err.with_context(ctx.at(elapsed=elapsed))
-                    if isinstance(err, ModelNotFound):
-                        self.catalog.invalidate()
-                    wait, reason = policy.decide(number, err, remaining=timeouts.deadline - elapsed,
-                                                 budget=shared.budget)
-                    if wait is None:
-                        err.total_waited = waited
-                        log_attempt("give-up", ctx, reason=reason, error=type(err).__name__)
-                        raise
-                    log_attempt("retry", ctx, wait=round(wait, 3), reason=reason)
+                    wait = self._retry_wait(err, ctx, number, started, waited)
                     self._sleep(wait)
                     waited += wait
                     number += 1
@@ -159,12 +142,7 @@ class Client(ClientCore):
                     timeout=timeouts.httpx(remaining))
             except httpx.HTTPError as exc:
                 raise transport_error(exc, ctx, timeouts, got_headers=False) from None
-            done = now()
-            if response.status_code >= 400:
-                raise protocol.error_from_response(ctx, response.status_code, response.headers,
-                                                   response.content)
-            body = protocol.json_body(ctx, response.headers, response.content)
-            return body, ctx, Timings(ttft=done - sent, total=done - sent)
+            return json_answer(ctx, response, sent, now())
 
         result: tuple[dict[str, Any], RequestContext, Timings] = self._run(call, attempt)
         return result
