@@ -13,7 +13,6 @@ from collections.abc import Callable
 from dataclasses import dataclass, field
 from typing import Literal
 
-import httpx
 from rich.console import Console
 from rich.table import Table
 
@@ -48,23 +47,25 @@ class CheckReport:
         return probe
 
 
-def _timed(fn: Callable[[], object]) -> float:
-    started = time.perf_counter()
-    fn()
-    return time.perf_counter() - started
+def _auth_probe(report: CheckReport, base_url: str, api_token: str | None,
+                timeouts: Timeouts) -> bool:
+    """Whether the server wants a token, and whether ours works. Returns False on a hard stop.
 
-
-def _auth_probe(report: CheckReport, base_url: str, api_token: str | None, timeout: float) -> bool:
-    """Whether the server wants a token, and whether ours works. Returns False on a hard stop."""
-    try:
-        anonymous = httpx.get(f"{base_url}/v1/models", timeout=timeout)
-    except httpx.HTTPError as exc:
-        report.add("reachable", "fail", f"GET {base_url}/v1/models: {type(exc).__name__}: {exc}")
-        return False
-    report.add("reachable", "ok", f"GET {base_url}/v1/models answered HTTP "
-                                  f"{anonymous.status_code}")
-    required = anonymous.status_code == 401
-    if not required:
+    Asked without a token, through the client core, so an unreachable server reads as the
+    client's typed one-line error (method, URL, attempt, host:port, phase).
+    """
+    status = 200
+    with Client(base_url, retry=RetryPolicy.none(), timeout=timeouts) as anonymous:
+        try:
+            anonymous.list_models()
+        except TransportError as exc:
+            report.add("reachable", "fail", str(exc))
+            return False
+        except LMStudioError as exc:  # an answer, just not a model list (401, 404, HTML ...)
+            # Only a 2xx body the client could not read carries no status.
+            status = exc.status if exc.status is not None else 200
+    report.add("reachable", "ok", f"GET {base_url}/v1/models answered HTTP {status}")
+    if status != 401:
         report.add("auth", "ok", "no token required" + (" (the given token is not needed)"
                                                         if api_token else ""))
         return True
@@ -78,10 +79,10 @@ def run_probes(base_url: str, *, api_token: str | None = None, model: str | None
                timeout: float = 10.0) -> CheckReport:
     base_url = normalize_base_url(base_url)
     report = CheckReport(base_url)
-    if not _auth_probe(report, base_url, api_token, timeout):
-        return report
     timeouts = Timeouts(connect=min(timeout, 5.0), read=timeout, stream_idle=timeout,
                         deadline=max(timeout * 3, 30.0))
+    if not _auth_probe(report, base_url, api_token, timeouts):
+        return report
     with Client(base_url, api_token=api_token, retry=RetryPolicy.none(),
                 timeout=timeouts) as client:
         if not any(p.name == "auth" for p in report.probes):

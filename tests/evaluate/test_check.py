@@ -50,6 +50,12 @@ def test_check_fails_on_a_closed_port_and_an_unknown_model() -> None:
     closed = CliRunner().invoke(app, ["check", "--base-url", f"http://127.0.0.1:{port}"])
     assert closed.exit_code == 1
     assert f"127.0.0.1:{port}" in closed.output and "refused" in closed.output.lower()
+    [reachable] = run_probes(f"http://127.0.0.1:{port}", timeout=5).probes
+    assert reachable.name == "reachable" and reachable.status == "fail"
+    # The client core's typed one-line error, not httpx's raw message.
+    assert reachable.detail.startswith(f"GET http://127.0.0.1:{port}/v1/models (model=-, "
+                                       "attempt 1/1"), reachable.detail
+    assert f"connection refused by 127.0.0.1:{port}" in reachable.detail
     with running_studio() as studio:
         report = run_probes(studio.base_url, model="acme/none", timeout=5)
     assert not report.ok and "acme/none" in report.probes[-1].detail
