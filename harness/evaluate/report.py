@@ -104,6 +104,13 @@ def gap_status(tests: list[TestEvidence]) -> Status:
     return "SKIP"
 
 
+def _counts(tests: list[TestEvidence]) -> dict[str, int]:
+    """Passed, failed (an error counts as a failure) and skipped, for a gap or the whole run."""
+    return {"passed": sum(t.outcome == "passed" for t in tests),
+            "failed": sum(t.outcome in ("failed", "error") for t in tests),
+            "skipped": sum(t.outcome == "skipped" for t in tests)}
+
+
 def build_report(tests: list[TestEvidence], target: TargetInfo | None, *, duration_s: float,
                  problems: list[str] | None = None, now: datetime | None = None
                  ) -> EvaluationReport:
@@ -114,17 +121,10 @@ def build_report(tests: list[TestEvidence], target: TargetInfo | None, *, durati
         mine = [t for t in tests if t.gap == gap.marker]
         gaps.append(GapResult(
             marker=gap.marker, title=gap.title, severity=gap.severity, reference=gap.reference,
-            risk=gap.risk, status=gap_status(mine),
-            passed=sum(t.outcome == "passed" for t in mine),
-            failed=sum(t.outcome in ("failed", "error") for t in mine),
-            skipped=sum(t.outcome == "skipped" for t in mine),
+            risk=gap.risk, status=gap_status(mine), **_counts(mine),
             duration_s=round(sum(t.duration_s for t in mine), 3), tests=mine,
         ))
-    totals = Totals(
-        tests=len(tests), passed=sum(t.outcome == "passed" for t in tests),
-        failed=sum(t.outcome in ("failed", "error") for t in tests),
-        skipped=sum(t.outcome == "skipped" for t in tests), duration_s=round(duration_s, 3),
-    )
+    totals = Totals(tests=len(tests), **_counts(tests), duration_s=round(duration_s, 3))
     problems = list(problems or [])
     failed = any(g.status == "FAIL" for g in gaps) or totals.failed > 0 or bool(problems)
     return EvaluationReport(
@@ -160,11 +160,7 @@ def normalised(report: EvaluationReport) -> EvaluationReport:
         data.target.version = "VERSION" if data.target.version else None
     for gap in data.gaps:
         gap.duration_s = 0.0
-        for test in gap.tests:
-            test.duration_s = 0.0
-            test.evidence = _scrub(test.evidence)
-            test.message = _scrub(test.message)
-    for test in data.other_tests:
+    for test in [*(t for g in data.gaps for t in g.tests), *data.other_tests]:
         test.duration_s = 0.0
         test.evidence = _scrub(test.evidence)
         test.message = _scrub(test.message)
