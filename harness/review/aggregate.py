@@ -153,8 +153,8 @@ def merge_findings(
             else:
                 best[1].members.append((reviewer, finding, round(best[0], 1)))
     merged = [_merge(cluster, panel_size) for cluster in clusters]
-    order = {id(m): i for i, m in enumerate(merged)}
-    merged.sort(key=lambda m: (-m.severity.rank, -m.priority.rank, -m.support, order[id(m)]))
+    # list.sort is stable: ties keep the order in which reviewers reported them.
+    merged.sort(key=lambda m: (-m.severity.rank, -m.priority.rank, -m.support))
     for index, item in enumerate(merged, start=1):
         item.id = f"F{index}"
     return merged
@@ -256,6 +256,5 @@ def merge_strengths(
         )
         for names, texts in groups
     ]
-    order = {id(m): i for i, m in enumerate(merged)}
-    merged.sort(key=lambda m: (-m.support, order[id(m)]))
+    merged.sort(key=lambda m: -m.support)  # stable: ties keep first-reported order
     return merged
