@@ -162,3 +162,18 @@ def test_percentile_hand_computed() -> None:
     assert percentile([], 50) is None
     d = Distribution.of([0.001, 0.002, 0.003])
     assert d.count == 3 and math.isclose(d.p50, 2.0) and math.isclose(d.max, 3.0)
+
+
+def test_record_json_is_asdict_and_round_trips() -> None:
+    from dataclasses import asdict
+
+    rec = RequestRecord(endpoint="native", model="m", stream=True, t_intended=1.0, t_send=1.5,
+                        t_first_token=1.6, t_first_visible=1.7, t_last_token=2.0, t_done=2.1,
+                        gaps=[0.1, 0.2], chunks=3, n_server=3, prompt_tokens=9,
+                        finish_reason="stop", status=200, server_ttft_s=0.1, server_tps=30.0,
+                        worker=1, user=2, level=1, warmup=True, request_id="harness-1-1")
+    row = rec.to_json()
+    assert row == asdict(rec) and list(row) == list(asdict(rec))
+    assert row["gaps"] is not rec.gaps  # a copy, as asdict makes
+    assert RequestRecord.from_json(json.loads(json.dumps(row))) == rec
+    assert RequestRecord.from_json({**row, "added_later": 1}) == rec  # unknown keys ignored
