@@ -2,10 +2,7 @@
 
 from __future__ import annotations
 
-import asyncio
 import os
-import time
-from collections.abc import Awaitable, Callable
 from typing import Any
 
 import pytest
@@ -101,20 +98,3 @@ def socket_fds() -> int:
         except OSError:
             continue
     return count
-
-
-def wait_until(check: Callable[[], bool], timeout: float = 2.0, what: str = "condition") -> None:
-    deadline = time.monotonic() + timeout
-    while not check():
-        if time.monotonic() > deadline:
-            raise AssertionError(f"{what} not reached within {timeout:g}s")
-        time.sleep(0.01)
-
-
-async def await_until(check: Callable[[], Awaitable[bool]], timeout: float = 2.0,
-                      what: str = "condition") -> None:
-    deadline = time.monotonic() + timeout
-    while not await check():
-        if time.monotonic() > deadline:
-            raise AssertionError(f"{what} not reached within {timeout:g}s")
-        await asyncio.sleep(0.01)
