@@ -12,7 +12,7 @@ import tomllib
 from collections.abc import Sequence
 from importlib import resources
 from pathlib import Path
-from typing import Annotated, Any
+from typing import Annotated, Any, TypeVar
 
 from pydantic import BaseModel, ConfigDict, Field, ValidationError, model_validator
 
@@ -20,6 +20,7 @@ from harness.review.errors import ReviewInputError
 
 DEFAULT_ROSTER = "default_roster.toml"
 DEFAULT_PROMPT = "reviewer_prompt.txt.j2"
+M = TypeVar("M", bound=BaseModel)
 
 
 def packaged_text(name: str) -> str:
@@ -117,13 +118,14 @@ def locate_field(text: str, loc: Sequence[Any]) -> int | None:
     return header_line
 
 
-def parse_roster(text: str, source: str = "<roster>") -> Roster:
+def load_toml_model(text: str, model: type[M], source: str) -> M:
+    """``text`` as TOML validated into ``model``; every error names ``source:line`` and field."""
     try:
         data = tomllib.loads(text)
     except tomllib.TOMLDecodeError as exc:
         raise ReviewInputError(f"{source}: invalid TOML: {exc}") from exc
     try:
-        return Roster.model_validate(data)
+        return model.model_validate(data)
     except ValidationError as exc:
         messages = []
         for err in exc.errors()[:5]:
@@ -132,6 +134,10 @@ def parse_roster(text: str, source: str = "<roster>") -> Roster:
             field = ".".join(str(p) for p in err["loc"]) or "(root)"
             messages.append(f"{where}: field {field!r}: {err['msg']}")
         raise ReviewInputError("; ".join(messages)) from exc
+
+
+def parse_roster(text: str, source: str = "<roster>") -> Roster:
+    return load_toml_model(text, Roster, source)
 
 
 def load_roster(path: Path | None) -> tuple[Roster, Path | None]:

@@ -8,7 +8,6 @@ how reviews obtained elsewhere (or by hand, like the Phase 2 reference) enter th
 from __future__ import annotations
 
 import json
-import tomllib
 from pathlib import Path
 
 from pydantic import BaseModel, Field, ValidationError
@@ -25,7 +24,8 @@ from harness.review.models import (
     RunStatus,
     SubjectSummary,
 )
-from harness.review.roster import locate_field
+from harness.review.parsing import format_validation_errors
+from harness.review.roster import load_toml_model
 
 RUN_FILE = "run.json"
 PANEL_FILE = "panel.toml"
@@ -69,27 +69,12 @@ def load_run_record(path: Path) -> RunRecord:
         raise ReviewInputError(f"{path}: not a valid run record: {_first_errors(exc)}") from exc
 
 
-def _first_errors(exc: ValidationError, limit: int = 3) -> str:
-    parts = [
-        f"{'.'.join(map(str, e['loc'])) or '(root)'}: {e['msg']}" for e in exc.errors()[:limit]
-    ]
-    return "; ".join(parts)
+def _first_errors(exc: ValidationError) -> str:
+    return "; ".join(format_validation_errors(exc)[:3])
 
 
 def load_panel(path: Path) -> RunRecord:
-    text = path.read_text(encoding="utf-8")
-    try:
-        data = tomllib.loads(text)
-    except tomllib.TOMLDecodeError as exc:
-        raise ReviewInputError(f"{path}: invalid TOML: {exc}") from exc
-    try:
-        panel = Panel.model_validate(data)
-    except ValidationError as exc:
-        err = exc.errors()[0]
-        line = locate_field(text, err["loc"])
-        where = f"{path}:{line}" if line else str(path)
-        field = ".".join(map(str, err["loc"]))
-        raise ReviewInputError(f"{where}: field {field!r}: {err['msg']}") from exc
+    panel = load_toml_model(path.read_text(encoding="utf-8"), Panel, str(path))
     runs = []
     for reviewer in panel.reviewers:
         review_path = (path.parent / reviewer.review).resolve()

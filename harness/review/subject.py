@@ -17,14 +17,13 @@ import hashlib
 import math
 import re
 import subprocess
-import tomllib
 from pathlib import Path
 
-from pydantic import BaseModel, Field, ValidationError
+from pydantic import BaseModel, Field
 
 from harness.review.errors import ReviewInputError
 from harness.review.models import Truncation
-from harness.review.roster import locate_field
+from harness.review.roster import load_toml_model
 
 CHARS_PER_TOKEN = 4
 _INJECTION = re.compile(
@@ -119,18 +118,7 @@ def load_subject(path: Path) -> Subject:
     if path.suffix in {".diff", ".patch"}:
         subject = Subject(title=path.stem, diff=_read(base, path.name, "diff", path))
     elif path.suffix == ".toml":
-        text = path.read_text(encoding="utf-8")
-        try:
-            raw = _SubjectFile.model_validate(tomllib.loads(text))
-        except tomllib.TOMLDecodeError as exc:
-            raise ReviewInputError(f"{path}: invalid TOML: {exc}") from exc
-        except ValidationError as exc:
-            err = exc.errors()[0]
-            line = locate_field(text, err["loc"])
-            where = f"{path}:{line}" if line else str(path)
-            raise ReviewInputError(
-                f"{where}: field {'.'.join(map(str, err['loc']))!r}: {err['msg']}"
-            ) from exc
+        raw = load_toml_model(path.read_text(encoding="utf-8"), _SubjectFile, str(path))
         description = raw.description
         if raw.description_file:
             description += _read(base, raw.description_file, "description", path)

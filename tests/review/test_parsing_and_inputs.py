@@ -14,6 +14,7 @@ from harness.review.errors import ReviewInputError
 from harness.review.models import Finding, ParseLayer, Review
 from harness.review.parsing import parse_review
 from harness.review.roster import parse_roster
+from harness.review.sources import load_source
 from harness.review.subject import Subject, estimate_tokens, fit_subject, load_subject
 from harness.studio.reviewer import _markdown
 
@@ -140,3 +141,17 @@ def test_subject_cannot_close_its_own_fence() -> None:
     block, _ = fit_subject(hostile, 10_000)
     nonce = block.splitlines()[0].split()[3]
     assert block.count(f"END SUBJECT {nonce}") == 1
+
+
+def test_malformed_subject_and_panel_name_file_line_and_field(tmp_path: Path) -> None:
+    subject = tmp_path / "s.toml"
+    subject.write_text('title = "t"\ndescription = "d"\ncolour = "red"\n')
+    with pytest.raises(ReviewInputError, match=r"s\.toml:3: field 'colour'"):
+        load_subject(subject)
+    subject.write_text('title = "t\n')
+    with pytest.raises(ReviewInputError, match=r"s\.toml: invalid TOML"):
+        load_subject(subject)
+    panel = tmp_path / "panel.toml"
+    panel.write_text('title = "p"\nquorum = 0\n[[reviewers]]\nname = "A"\nmodel = "m"\n')
+    with pytest.raises(ReviewInputError, match=r"panel\.toml:2: field 'quorum'"):
+        load_source(tmp_path)
