@@ -11,6 +11,7 @@ from __future__ import annotations
 import itertools
 import json
 import logging
+import os
 import threading
 import time
 from collections.abc import Callable, Mapping
@@ -47,6 +48,7 @@ from harness.client.validation import (
 )
 
 logger = logging.getLogger("harness.client")
+_PROCESS = f"{os.getpid():x}"
 
 InflightPolicy = Literal["finish", "cancel"]
 
@@ -100,11 +102,11 @@ class Call:
     model: str | None
     body: bytes | None
     headers: Mapping[str, str]
-    stream: bool
-    call_id: int
+    request_id: str
 
     def context(self, attempt: int, max_attempts: int, elapsed: float) -> RequestContext:
-        return RequestContext(self.method, self.url, self.model, attempt, max_attempts, elapsed)
+        return RequestContext(self.method, self.url, self.model, attempt, max_attempts, elapsed,
+                              self.request_id)
 
 
 class Inflight:
@@ -230,11 +232,16 @@ def prepare(shared: SharedState, options: ClientOptions, method: str, path: str,
             body = json.dumps(payload, separators=(",", ":"), allow_nan=False).encode()
         except (TypeError, ValueError) as exc:
             raise ValidationError("request", f"not JSON-serialisable: {exc}") from None
-    headers = {"content-type": "application/json"} if body is not None else {}
+    # Sent as X-Request-Id and named in every error, so a failure can be found in the server's
+    # log (or the emulator's truth); the same id for every retry of the call.
+    request_id = f"harness-{_PROCESS}-{next(shared.ids)}"
+    headers = {"x-request-id": request_id}
+    if body is not None:
+        headers["content-type"] = "application/json"
     if stream:
         headers["accept"] = "text/event-stream"
     return Call(method, options.base_url + path, resolved if needs_model else model, body,
-                headers, stream, next(shared.ids))
+                headers, request_id)
 
 
 class ClientCore:

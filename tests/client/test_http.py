@@ -450,3 +450,15 @@ def test_retry_after_on_503_and_elapsed_on_stream_errors(server: ScriptedServer)
         with pytest.raises(StreamInterrupted) as info:
             stream.result()
     assert info.value.elapsed >= 0.09
+
+
+def test_errors_name_the_request_id_the_server_saw(server: ScriptedServer) -> None:
+    sleeps = Sleeps()
+    server.script(CHAT, json_reply({"error": "busy"}, 503))
+    with client(server, sleep=sleeps, retry=RetryPolicy(max_attempts=2)) as c, \
+            pytest.raises(HTTPStatusError) as info:
+        c.chat(MSG)
+    sent = {s.headers["x-request-id"] for s in server.seen}
+    assert len(sent) == 1 and len(server.seen) == 2  # one id for the call, kept across retries
+    rid = info.value.request_id
+    assert rid in sent and f"request id {rid}" in str(info.value)
