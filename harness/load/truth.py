@@ -43,30 +43,28 @@ class TruthComparison(BaseModel):
     note: str = ""
 
 
-def _first_token_s(truth: dict[str, Any]) -> float | None:
-    scheduled = truth.get("scheduled_chunk_times_s") or []
-    sent = truth.get("sent_chunk_times_s") or []
+def _first_token_index(truth: dict[str, Any]) -> int | None:
+    """Index of the first frame scheduled at or after the scheduled TTFT (the first token)."""
     target = truth.get("scheduled_ttft_s")
-    if target is None or not sent:
+    if target is None:
         return None
-    for due, at in zip(scheduled, sent, strict=False):
-        if due >= target - 1e-6:
-            return float(at)
-    return None
+    scheduled = truth.get("scheduled_chunk_times_s") or []
+    return next((i for i, due in enumerate(scheduled) if due >= target - 1e-6), None)
+
+
+def _first_token_s(truth: dict[str, Any]) -> float | None:
+    start = _first_token_index(truth)
+    sent = truth.get("sent_chunk_times_s") or []
+    return None if start is None or start >= len(sent) else float(sent[start])
 
 
 def _token_gaps_s(truth: dict[str, Any]) -> list[float]:
     """Gaps between the frames that carried the N tokens (one frame per token in the emulator)."""
-    scheduled = truth.get("scheduled_chunk_times_s") or []
-    sent = truth.get("sent_chunk_times_s") or []
-    target = truth.get("scheduled_ttft_s")
     count = int(truth.get("completion_tokens") or 0)
-    if target is None or count < 2:
-        return []
-    start = next((i for i, due in enumerate(scheduled) if due >= target - 1e-6), None)
+    start = _first_token_index(truth) if count >= 2 else None
     if start is None:
         return []
-    frames = sent[start:start + count]
+    frames = (truth.get("sent_chunk_times_s") or [])[start:start + count]
     return [b - a for a, b in itertools.pairwise(frames)]
 
 

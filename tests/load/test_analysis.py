@@ -108,3 +108,17 @@ def test_truth_pairing_by_order_and_error() -> None:
     assert cmp.paired == 0 and "no per-request pairing" in cmp.note
     wrong_n = [_rec(0, 100 + i, ttft=0.0205, n=4) for i in range(5)]
     assert compare_with_truth(wrong_n, truth).mismatched == 5
+
+
+def test_truth_first_token_is_the_first_frame_due_at_the_scheduled_ttft() -> None:
+    from harness.load.truth import _first_token_s, _token_gaps_s
+
+    tru = {"scheduled_ttft_s": 0.02, "completion_tokens": 3,
+           "scheduled_chunk_times_s": [0.0, 0.02, 0.03, 0.04, 0.04],  # role frame, 3 tokens, end
+           "sent_chunk_times_s": [0.001, 0.021, 0.032, 0.041, 0.042]}
+    assert _first_token_s(tru) == 0.021
+    assert [round(g, 6) for g in _token_gaps_s(tru)] == [0.011, 0.009]
+    assert _first_token_s({**tru, "sent_chunk_times_s": [0.001]}) is None  # never sent
+    assert _token_gaps_s({**tru, "completion_tokens": 1}) == []
+    assert _first_token_s({**tru, "scheduled_ttft_s": None}) is None
+    assert _token_gaps_s({**tru, "scheduled_ttft_s": 0.5}) == []  # no frame due that late
