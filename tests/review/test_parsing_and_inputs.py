@@ -76,7 +76,7 @@ def test_non_json_answer_is_unparsed_with_reasons() -> None:
 
 
 def _f(title: str, severity: str = "major", location: str | None = "a.py:10") -> Finding:
-    return Finding(severity=severity, title=title, location=location)  # type: ignore[arg-type]
+    return Finding(severity=severity, title=title, location=location)
 
 
 def test_merging_joins_rewordings_and_keeps_distinct_defects_apart() -> None:
