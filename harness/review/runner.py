@@ -21,7 +21,7 @@ import hashlib
 import json
 import time
 from collections.abc import Callable
-from dataclasses import dataclass, field
+from dataclasses import asdict, dataclass, field
 from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any
@@ -123,7 +123,6 @@ class _Answer:
     completion_tokens: int | None
     latency_s: float
     generation_s: float | None
-    cached: bool = False
 
 
 @dataclass(slots=True)
@@ -240,7 +239,7 @@ class ReviewRunner:
     ) -> _Answer:
         key = ResponseCache.key(reviewer.model, messages, params)
         if self.cache is not None and (hit := self.cache.get(key)) is not None:
-            return _Answer(**{**hit, "cached": True})
+            return _Answer(**hit)
         view = self.client.with_options(
             model=reviewer.model,
             timeout=Timeouts(
@@ -274,7 +273,7 @@ class ReviewRunner:
             generation_s=round(result.timings.total - ttft, 4) if ttft is not None else None,
         )
         if self.cache is not None:
-            self.cache.put(key, {k: getattr(answer, k) for k in answer.__slots__ if k != "cached"})
+            self.cache.put(key, asdict(answer))
         return answer
 
     async def review_one(self, reviewer: Reviewer, subject: Subject) -> ReviewerRun:
