@@ -82,12 +82,19 @@ def serve(
     preload: list[str] = typer.Option([], help="Model keys to load at start-up (repeatable)."),
 ) -> None:
     """Run the embedded LM Studio emulator."""
+    from typing import get_args
+
     from harness.faults import FaultPlan
     from harness.studio.app import create_app
     from harness.studio.catalog import load_catalog
-    from harness.studio.engine import Engine, EngineOptions
+    from harness.studio.engine import CutoffStyle, Engine, EngineOptions, EvictMode
     from harness.studio.server import serve_forever
 
+    for name, value, allowed in (("--evict-mode", evict_mode, get_args(EvictMode)),
+                                 ("--cutoff-style", cutoff_style, get_args(CutoffStyle))):
+        if value not in allowed:
+            raise typer.BadParameter(f"{value!r} is not one of {', '.join(allowed)}",
+                                     param_hint=name)
     options = EngineOptions(jit=jit, auto_evict=auto_evict, evict_mode=evict_mode,  # type: ignore[arg-type]
                             cutoff_style=cutoff_style, parallel=parallel,  # type: ignore[arg-type]
                             preload=tuple(preload))
