@@ -8,6 +8,7 @@ the JSON schema sent as ``response_format`` so the prompt, the schema and the pa
 from __future__ import annotations
 
 from enum import StrEnum
+from functools import cache
 from typing import Annotated, Any
 
 from pydantic import BaseModel, ConfigDict, Field, field_validator
@@ -118,8 +119,12 @@ class Review(BaseModel):
         return value
 
 
+@cache
 def review_json_schema() -> dict[str, Any]:
-    """The JSON schema sent as LM Studio ``response_format`` (``json_schema``) for a review."""
+    """The JSON schema sent as LM Studio ``response_format`` (``json_schema``) for a review.
+
+    Cached (built once, not per request); callers must not mutate it.
+    """
     return Review.model_json_schema()
 
 
