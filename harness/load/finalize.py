@@ -65,7 +65,6 @@ class RunFacts:
     run_errors: list[str] = field(default_factory=list)
     server: Any = None
     api_token: str | None = None
-    records_written: int = 0
 
 
 class ServerCrossCheck(BaseModel):

@@ -72,12 +72,10 @@ class RunState:
     prepared: dict[str, PreparedRequest] = field(default_factory=dict)
     pending: list[dict[str, Any]] = field(default_factory=list)
     inflight: int = 0
-    done_users: int = 0
     cpu_max: float = 0.0
     # master / local only
     out_dir: Path | None = None
     records_file: Any = None
-    records_written: int = 0
     worker_cpu: dict[str, float] = field(default_factory=dict)
     worker_inflight: dict[str, int] = field(default_factory=dict)
     worker_flushed: set[str] = field(default_factory=set)
@@ -85,7 +83,6 @@ class RunState:
     run_errors: list[str] = field(default_factory=list)
     api_token: str | None = None
     fire_icl: bool = True
-    locust_started: float = field(default_factory=time.time)
 
     def begin(self, scenario: Scenario, t0: float, worker_index: int, workers: int) -> None:
         self.scenario, self.t0 = scenario, t0
@@ -229,7 +226,6 @@ def _write_records(rows: list[dict[str, Any]]) -> None:
         return
     handle.write("".join(json.dumps(row, separators=(",", ":")) + "\n" for row in rows))
     handle.flush()
-    STATE.records_written += len(rows)
 
 
 def _record(row: dict[str, Any]) -> None:
@@ -409,7 +405,6 @@ def _on_quitting(environment: Environment, **_: Any) -> None:
         run_errors=list(STATE.run_errors),
         server=STATE.server_info,
         api_token=STATE.api_token,
-        records_written=STATE.records_written,
     )
     try:
         report = finalize(STATE.out_dir, STATE.scenario, facts)

@@ -42,8 +42,6 @@ class LoadOptions:
     remote_workers: int = 0
     master_bind_host: str = "127.0.0.1"
     master_port: int = 0
-    icl_events: bool = True
-    user_class: str = "harness"  # "openai": the openai-SDK comparison user
 
 
 def default_locustfile() -> Path:
@@ -83,7 +81,7 @@ class LoadRun:
 
     def _env(self) -> dict[str, str]:
         env = dict(os.environ)
-        env["HARNESS_LOAD_USER"] = self.options.user_class
+        env["HARNESS_LOAD_USER"] = "harness"  # never the openai-SDK comparison user
         env.setdefault("PYTHONUNBUFFERED", "1")
         return env
 
@@ -106,7 +104,6 @@ class LoadRun:
             "--expect-workers", str(expected),
             "--expect-workers-max-wait", str(int(STARTUP_MARGIN_S)),
             "--scenario", str(o.scenario_path), "--harness-out", str(o.out_dir),
-            "--harness-icl-events", "on" if o.icl_events else "off",
             "--only-summary", "--loglevel", "WARNING",
         ]
         if o.users:

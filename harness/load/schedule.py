@@ -52,13 +52,10 @@ class ArrivalQueue:
     def __init__(self, t0: float, offsets: list[float]) -> None:
         self._iter: Iterator[float] = iter(offsets)
         self.t0 = t0
-        self.total = len(offsets)
-        self.taken = 0
 
     def next_due(self) -> float | None:
         """Absolute due time of the next arrival (same clock as t0), or None when done."""
         offset = next(self._iter, None)
         if offset is None:
             return None
-        self.taken += 1
         return self.t0 + offset

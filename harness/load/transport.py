@@ -156,7 +156,6 @@ class Connection:
         auth = f"Authorization: Bearer {api_token}\r\n" if api_token else ""
         self._head = (f"Host: {host_header}\r\nContent-Type: application/json\r\n"
                       f"Accept: application/json, text/event-stream\r\n{auth}")
-        self.reconnects = 0
 
     def close(self) -> None:
         if self.sock is not None:
@@ -207,7 +206,6 @@ class Connection:
                 self.close()
                 if fresh or attempt == 2:
                     raise ConnectError(f"cannot send the request: {exc}", context=ctx) from None
-                self.reconnects += 1
                 continue
             try:
                 return self._read_head(sock, method, ctx), t_send
@@ -216,7 +214,6 @@ class Connection:
                 if fresh or attempt == 2:
                     raise ConnectError("connection closed by the server before any response",
                                        context=ctx) from None
-                self.reconnects += 1
         raise AssertionError("unreachable")
 
     def _read_head(self, sock: gsocket.socket, method: str, ctx: RequestContext) -> Response:
