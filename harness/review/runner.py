@@ -30,7 +30,7 @@ from harness import __version__
 from harness.client import AsyncClient, ModelInfo, ReasoningDelta, RetryPolicy, TextDelta, Timeouts
 from harness.client.errors import LMStudioError, LMStudioTimeout
 from harness.reporting.env import report_environment
-from harness.review.errors import PreflightError
+from harness.review.errors import PreflightError, ReviewInputError
 from harness.review.models import (
     Manifest,
     ParseLayer,
@@ -38,6 +38,7 @@ from harness.review.models import (
     ReviewerRun,
     RunRecord,
     RunStatus,
+    SubjectSummary,
     review_json_schema,
 )
 from harness.review.models import ModelInfo as ManifestModel
@@ -146,8 +147,6 @@ class ReviewRunner:
 
     async def run(self, subject: Subject) -> RunRecord:
         if subject.is_empty():
-            from harness.review.errors import ReviewInputError
-
             raise ReviewInputError(f"subject {subject.title!r} is empty: nothing to review")
         self._models = await preflight(self.client, self.roster)
         limit = asyncio.Semaphore(self.roster.run.concurrency)
@@ -186,8 +185,6 @@ class ReviewRunner:
             prompt_sha256={r.model: r.prompt_sha256 or "" for r in runs},
             source="run",
         )
-        from harness.review.models import SubjectSummary
-
         return RunRecord(
             subject=SubjectSummary(title=subject.title, description=subject.description[:2000]),
             manifest=manifest,
