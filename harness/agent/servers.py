@@ -72,17 +72,12 @@ class ServerConnection:
         self.tools: tuple[ToolSpec, ...] = ()
         self.start_error: str | None = None
         self.lost: str | None = None
-        self.shutdown_error: str | None = None
         self._client: Client | None = None
         self._stderr: TextIO | None = None
         self._ready = anyio.Event()
         self._done = anyio.Event()
         self._stop = anyio.Event()
         self._scope = anyio.CancelScope()
-
-    @property
-    def connected(self) -> bool:
-        return self._client is not None and self.lost is None
 
     @contextmanager
     def capture_stderr(self) -> Iterator[None]:
@@ -168,7 +163,6 @@ class ServerConnection:
 
     def _record(self, problem: str) -> None:
         if self._ready.is_set():
-            self.shutdown_error = problem
             log.warning("MCP server %r did not shut down cleanly: %s", self.name, problem)
         elif self.start_error is None:
             tail = self.stderr_tail()
@@ -182,12 +176,6 @@ class ServerConnection:
 
     def stop(self) -> None:
         self._stop.set()
-
-    def cancel(self) -> None:
-        self._scope.cancel()
-
-    async def wait_ready(self) -> None:
-        await self._ready.wait()
 
     async def wait_done(self) -> None:
         await self._done.wait()
@@ -230,14 +218,6 @@ class ServerPool:
             ServerFailure(server=c.name, phase="start", error=c.start_error)
             for c in self.connections.values()
             if c.start_error is not None
-        ]
-
-    @property
-    def shutdown_failures(self) -> list[ServerFailure]:
-        return [
-            ServerFailure(server=c.name, phase="shutdown", error=c.shutdown_error)
-            for c in self.connections.values()
-            if c.shutdown_error is not None
         ]
 
     def summaries(self) -> list[ServerSummary]:

@@ -156,8 +156,5 @@ class ToolTable:
     def __iter__(self) -> Any:
         return iter(self._by_public.values())
 
-    def __len__(self) -> int:
-        return len(self._by_public)
-
     def openai_tools(self) -> list[dict[str, Any]]:
         return [spec.openai_schema() for spec in self._by_public.values()]

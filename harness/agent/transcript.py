@@ -47,7 +47,7 @@ class ServerFailure(BaseModel):
     model_config = ConfigDict(frozen=True)
 
     server: str
-    phase: str  # "start" | "shutdown"
+    phase: str  # "start" (a shutdown problem is only logged: the run has ended by then)
     error: str
 
 
