@@ -188,21 +188,23 @@ class Truth:
 
 
 def describe_server(base_url: str, api_token: str | None) -> dict[str, Any]:
-    """What the report says about the target: server identity and models with loaded state."""
-    headers = {"authorization": f"Bearer {api_token}"} if api_token else {}
+    """What the report says about the target: its models with their loaded state.
+
+    Listed through the client core, so a server that is down or refuses the token is an
+    ``error`` worded like every other client error, never an empty model list.
+    """
+    from harness.client import Client, RetryPolicy
+    from harness.client.errors import LMStudioError
+
     info: dict[str, Any] = {"server": None, "version": None, "models": []}
-    with httpx.Client(base_url=base_url, headers=headers, timeout=5.0) as http:
-        try:
-            response = http.get("/api/v0/models")
-            info["server"] = response.headers.get("x-powered-by") or response.headers.get("server")
-            info["version"] = response.headers.get("x-harness-version")
-            data = response.json().get("data", []) if response.status_code == 200 else []
-            info["models"] = [
-                {"id": m.get("id"), "type": m.get("type"), "state": m.get("state")}
-                for m in data if isinstance(m, dict)
-            ]
-        except (httpx.HTTPError, ValueError) as exc:
-            info["error"] = f"GET {base_url}/api/v0/models failed: {type(exc).__name__}: {exc}"
+    try:
+        with Client(base_url, api_token=api_token, retry=RetryPolicy.none(),
+                    timeout=5.0) as client:
+            listed = client.v0_models()
+    except LMStudioError as exc:
+        info["error"] = str(exc)
+        return info
+    info["models"] = [{"id": m.id, "type": m.type, "state": m.state} for m in listed]
     return info
 
 
