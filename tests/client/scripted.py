@@ -11,13 +11,12 @@ import asyncio
 import json
 import socket
 import threading
-import time
 from collections.abc import Iterator
 from contextlib import contextmanager
 from dataclasses import dataclass, field
 from typing import Any
 
-import uvicorn
+from harness.studio.server import BackgroundServer
 
 
 @dataclass
@@ -167,19 +166,11 @@ def free_port() -> int:
 
 @contextmanager
 def running(app: ScriptedServer) -> Iterator[ScriptedServer]:
-    app.port = free_port()
-    config = uvicorn.Config(app, host="127.0.0.1", port=app.port, log_level="critical",
-                            lifespan="on", timeout_keep_alive=5)
-    server = uvicorn.Server(config)
-    thread = threading.Thread(target=server.run, daemon=True)
-    thread.start()
-    deadline = time.monotonic() + 5
-    while not server.started:
-        if time.monotonic() > deadline:
-            raise RuntimeError("scripted server did not start")
-        time.sleep(0.005)
+    """Serve ``app`` on a free loopback port with the product's own background server."""
+    server = BackgroundServer(app)
+    server.start()
+    app.port = server.port
     try:
         yield app
     finally:
-        server.should_exit = True
-        thread.join(5)
+        server.stop()
