@@ -1,0 +1,40 @@
+"""The load transport against the emulator: kernel-stamped and plain reads time the same stream."""
+
+from __future__ import annotations
+
+import pytest
+
+from harness.load import transport
+from harness.load.exchange import execute, prepare
+from harness.load.scenario import RequestShape
+from harness.load.transport import Connection
+
+
+@pytest.mark.timeout(30)
+@pytest.mark.parametrize("stamped", [True, False])
+def test_a_streamed_request_is_measured_with_and_without_kernel_stamps(
+        emulator_url: str, stamped: bool, monkeypatch: pytest.MonkeyPatch) -> None:
+    if not stamped:  # a platform without SO_TIMESTAMPNS: setsockopt refuses the option
+        monkeypatch.setattr(transport, "_SO_TIMESTAMPNS", -1)
+    conn = Connection(emulator_url)
+    req = prepare(RequestShape(max_tokens=8), "qwen/qwen3-4b")
+    try:
+        first = execute(conn, req)
+        second = execute(conn, req)  # the same kept-alive socket
+    finally:
+        conn.close()
+    assert conn.stamped is stamped
+    for rec in (first, second):
+        assert rec.ok, rec.error
+        assert rec.status == 200 and rec.n_server is not None and rec.n_server >= 1
+        assert rec.ttft is not None and 0 < rec.ttft < 5
+        assert rec.e2e is not None and rec.e2e >= rec.ttft
+        assert len(rec.gaps) == rec.chunks - 1 and all(g >= 0 for g in rec.gaps)
+
+
+@pytest.mark.timeout(30)
+def test_a_refused_connection_is_a_typed_failed_record() -> None:
+    conn = Connection("http://127.0.0.1:9", connect_timeout=2.0)
+    rec = execute(conn, prepare(RequestShape(), "qwen/qwen3-4b"))
+    assert not rec.ok and rec.error_kind == "ConnectError" and rec.status is None
+    assert "127.0.0.1:9" in (rec.error or "")
