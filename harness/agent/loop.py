@@ -20,7 +20,6 @@ from dataclasses import dataclass, field
 from typing import Any, Protocol
 
 import anyio
-from mcp.shared.exceptions import MCPError
 
 from harness.agent.errors import (
     AgentError,
@@ -174,10 +173,7 @@ class _Run:
             if not self.agent.stream:
                 return await self.pinned.chat(messages, **params)
             async with self.pinned.stream_chat(messages, **params) as stream:
-                async for _event in stream:
-                    pass
-                result = stream.result()
-                return await result if inspect.isawaitable(result) else result
+                return await stream.result()  # drains the stream
         except LMStudioError as exc:
             raise ModelCallFailed(index, self.model, exc) from exc
 
@@ -279,9 +275,7 @@ class _Run:
                     CallStatus.DISCONNECTED,
                     f"server {spec.server!r} unavailable: {exc}",
                 )
-            except MCPError as exc:
-                status, error = CallStatus.TOOL_ERROR, describe_exception(exc)
-            except Exception as exc:  # a broken answer: recorded with its type, policy decides
+            except Exception as exc:  # MCP error or a broken answer: recorded, policy decides
                 status, error = CallStatus.TOOL_ERROR, describe_exception(exc)
             else:
                 text = render_tool_result(result)
