@@ -28,7 +28,7 @@ from typing import Any
 
 from harness import __version__
 from harness.client import AsyncClient, ModelInfo, ReasoningDelta, RetryPolicy, TextDelta, Timeouts
-from harness.client.errors import LMStudioError, LMStudioTimeout
+from harness.client.errors import BadResponse, HTTPStatusError, LMStudioError, LMStudioTimeout
 from harness.reporting.env import report_environment
 from harness.review.errors import PreflightError, ReviewInputError
 from harness.review.models import (
@@ -80,8 +80,10 @@ async def preflight(client: AsyncClient, roster: Roster) -> dict[str, ModelInfo]
     """Every roster model must be served; returns what the server says about each."""
     try:
         models = await client.native_models()
-    except LMStudioError:
-        models = await client.list_models()  # servers before 0.4 have no /api/v1
+    except (HTTPStatusError, BadResponse):
+        # Servers before 0.4 have no /api/v1: a 404 or LM Studio's 200 "Unexpected endpoint".
+        # A transport error is not that: asking a second endpoint would only double the wait.
+        models = await client.list_models()
     by_key = {_base_key(m.id): m for m in models}
     missing = sorted({r.model for r in roster.reviewers if _base_key(r.model) not in by_key})
     if roster.synthesis and _base_key(roster.synthesis.model) not in by_key:
