@@ -16,6 +16,7 @@ from __future__ import annotations
 import asyncio
 import json
 import logging
+import time
 from collections.abc import AsyncIterator
 from typing import Any, cast
 
@@ -96,7 +97,6 @@ class ProxyApp:
 
     async def __call__(self, scope: dict[str, Any], receive: Any, send: Any) -> None:
         state = self.state
-        loop = asyncio.get_running_loop()
         method, path = scope["method"], scope["path"]
         body = await self._read_body(receive)
         if body is None:
@@ -120,7 +120,7 @@ class ProxyApp:
             record.status = status
             counters.statuses[status] = counters.statuses.get(status, 0) + 1
             counters.streamed_chunks += len(record.sent_at)
-            record.finished_at = loop.time()
+            record.finished_at = time.monotonic()
 
     async def _read_body(self, receive: Any) -> bytes | None:
         chunks, size = [], 0
@@ -147,7 +147,6 @@ class ProxyApp:
     async def _forward(self, scope: dict[str, Any], send: Any, body: bytes,
                        parsed: dict[str, Any] | None, model: str | None, record: Any) -> int:
         state = self.state
-        loop = asyncio.get_running_loop()
         fault = self._select(scope, model)
         if fault is not None:
             record.fault = fault.kind
@@ -199,7 +198,7 @@ class ProxyApp:
             try:
                 async for chunk in source:
                     await send({"type": "http.response.body", "body": chunk, "more_body": True})
-                    record.sent_at.append(loop.time())
+                    record.sent_at.append(time.monotonic())
                     if not sse and sum(map(len, body_seen)) < _OBSERVE_LIMIT:
                         body_seen.append(chunk)
             except StreamDropped:

@@ -114,7 +114,6 @@ class Instance:
         self.idle = asyncio.Event()
         self.idle.set()
         self.idle_since = now
-        self.load_started = now
         self.load_time_s = speed.load_time_s
         self.active: set[RequestTruth] = set()
         self.waiters: deque[tuple[asyncio.Future[None], RequestTruth]] = deque()
@@ -288,7 +287,7 @@ class Engine:
         if counters is not None:
             counters.statuses[status] = counters.statuses.get(status, 0) + 1
             counters.streamed_chunks += len(record.sent_at)
-        record.finished_at = asyncio.get_running_loop().time()
+        record.finished_at = time.monotonic()
 
     # -- model resolution and loading ----------------------------------------------------------
 
@@ -408,7 +407,6 @@ class Engine:
         )
         self.instances[instance.id] = instance
         if not instant and instance.load_time_s > 0:
-            instance.load_started = asyncio.get_running_loop().time()
             await asyncio.sleep(instance.load_time_s)
         self._ensure_alive(instance)
         instance.state = "loaded"
@@ -453,14 +451,13 @@ class Engine:
     async def acquire(self, instance: Instance, record: RequestTruth) -> None:
         """Take a slot of ``instance`` (FIFO behind earlier requests); records the queue wait."""
         self._ensure_alive(instance)
-        loop = asyncio.get_running_loop()
-        queued_at = loop.time()
+        queued_at = time.monotonic()
         instance.idle.clear()
         if len(instance.active) < instance.parallel and not instance.waiters:
             instance.active.add(record)
             record.queue_wait_s = 0.0
             return
-        future: asyncio.Future[None] = loop.create_future()
+        future: asyncio.Future[None] = asyncio.get_running_loop().create_future()
         instance.waiters.append((future, record))
         try:
             await future
@@ -473,7 +470,7 @@ class Engine:
                         instance.waiters.remove(entry)
                 self._mark_idle(instance)
             raise
-        record.queue_wait_s = loop.time() - queued_at
+        record.queue_wait_s = time.monotonic() - queued_at
 
     def release(self, instance: Instance, record: RequestTruth) -> None:
         instance.active.discard(record)

@@ -9,6 +9,7 @@ request parsing and the wire format.
 from __future__ import annotations
 
 import asyncio
+import time
 from collections.abc import Callable
 from dataclasses import dataclass
 from typing import Any
@@ -32,7 +33,7 @@ from harness.studio.streaming import watch_disconnect, write_stream
 
 @dataclass
 class Timing:
-    """When the reply's first and last tokens are due (loop time) and its load wait."""
+    """When the reply's first and last tokens are due (``time.monotonic()``) and its load wait."""
 
     t_first: float
     interval: float
@@ -75,7 +76,7 @@ async def _generate(
     if isinstance(ctx.fault, WrongModelFault):
         name = _other_model(engine, name, ctx.fault)
     loop = asyncio.get_running_loop()
-    t0 = loop.time()
+    t0 = time.monotonic()
     watcher = loop.create_task(watch_disconnect(ctx.receive, record))
     try:
         if native_prelude and stream:
@@ -85,14 +86,14 @@ async def _generate(
         instance = resolution.instance
         record.instance_id = instance.id
         record.substituted = resolution.substituted
-        record.load_wait_s = loop.time() - t0
+        record.load_wait_s = time.monotonic() - t0
         await engine.acquire(instance, record)
         try:
             await Pacer.current().catch_up()
             reply = plan(instance)
             speed = instance.speed
             interval = 1.0 / speed.tokens_per_s
-            t_first = loop.time() + speed.ttft_s
+            t_first = time.monotonic() + speed.ttft_s
             timing = Timing(t_first, interval, t_first + max(reply.emission_steps - 1, 0)
                             * interval, record.load_wait_s if resolution.loading else None)
             record.scheduled_ttft_s = t_first - record.received_at
@@ -117,7 +118,7 @@ async def _generate(
                     record.finish_reason = None
                 return 200
             while not record.cancelled:
-                delay = timing.last - loop.time()
+                delay = timing.last - time.monotonic()
                 if delay <= 0:
                     break
                 await asyncio.sleep(min(delay, 0.05))
@@ -130,7 +131,7 @@ async def _generate(
             record.scheduled.append(timing.last)
             payload = body_for(reply, instance, timing)
             await ctx.send_json(200, payload)
-            record.sent_at.append(loop.time())
+            record.sent_at.append(time.monotonic())
             return 200
         finally:
             engine.release(instance, record)
@@ -146,7 +147,7 @@ async def _non_stream_cut_off(ctx: Ctx, reply: Reply, instance: Instance, timing
     if style == "error":
         await ctx.send_json(500, {"error": {"message": "Model is unloaded."}})
         return 500
-    done = min(len(reply.content), max(0, int((asyncio.get_running_loop().time()
+    done = min(len(reply.content), max(0, int((time.monotonic()
                                                 - timing.t_first) / timing.interval)))
     partial = Reply(reasoning=reply.reasoning, content=reply.content[:done],
                     finish_reason="stop", prompt_tokens=reply.prompt_tokens)
@@ -180,7 +181,7 @@ async def _native_load_events(ctx: Ctx, engine: Engine, name: Any, ttl: float | 
     spec = engine.spec_for(name) if isinstance(name, str) else None
     instance_id = spec.key if spec is not None else str(name)
     load_time = engine.catalog.speed(spec).load_time_s if spec is not None else 0.0
-    started = loop.time()
+    started = time.monotonic()
     await _start_sse(ctx, enc.native_event("chat.start", {"model_instance_id": instance_id}))
     await _send_frame(ctx, enc.native_event("model_load.start",
                                             {"model_instance_id": instance_id}))
@@ -189,7 +190,7 @@ async def _native_load_events(ctx: Ctx, engine: Engine, name: Any, ttl: float | 
             done, _ = await asyncio.wait({task}, timeout=max(load_time / 4, 0.01))
             if done:
                 break
-            progress = min(0.99, (loop.time() - started) / load_time) if load_time else 0.5
+            progress = min(0.99, (time.monotonic() - started) / load_time) if load_time else 0.5
             await _send_frame(ctx, enc.native_event(
                 "model_load.progress", {"model_instance_id": instance_id,
                                         "progress": round(progress, 3)}))
@@ -199,7 +200,7 @@ async def _native_load_events(ctx: Ctx, engine: Engine, name: Any, ttl: float | 
     resolution = task.result()
     await _send_frame(ctx, enc.native_event(
         "model_load.end", {"model_instance_id": resolution.instance.id,
-                           "load_time_seconds": round(loop.time() - started, 3)}))
+                           "load_time_seconds": round(time.monotonic() - started, 3)}))
     return resolution
 
 
@@ -442,12 +443,11 @@ async def v1_load(ctx: Ctx) -> int:
         return 404
     parallel = rq.opt(ctx.body, "parallel", int)
     ttl = rq.ttl_seconds(ctx.body)
-    loop = asyncio.get_running_loop()
-    started = loop.time()
+    started = time.monotonic()
     instance = await ctx.engine.load(key, jit=False, ttl_s=ttl, parallel=parallel)
     body: dict[str, Any] = {"type": "embedding" if spec.is_embedding else "llm",
                             "instance_id": instance.id,
-                            "load_time_seconds": round(loop.time() - started, 3),
+                            "load_time_seconds": round(time.monotonic() - started, 3),
                             "status": "loaded"}
     if ctx.body.get("echo_load_config"):
         body["load_config"] = {"context_length": spec.loaded_context_length,

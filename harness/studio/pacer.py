@@ -31,7 +31,7 @@ def _wake(future: asyncio.Future[None]) -> None:
 
 
 class Pacer:
-    """Runs callbacks at (never before) loop-clock deadlines, batched per millisecond."""
+    """Runs callbacks at (never before) ``time.monotonic()`` deadlines, batched per millisecond."""
 
     def __init__(self, loop: asyncio.AbstractEventLoop) -> None:
         self._loop = loop
@@ -53,7 +53,7 @@ class Pacer:
         return pacer
 
     def call_at(self, due: float, callback: Callable[[], object]) -> None:
-        """Run ``callback`` once the loop clock has reached ``due``."""
+        """Run ``callback`` once ``time.monotonic()`` has reached ``due``."""
         tick = math.ceil(due * TICKS_PER_S)
         bucket = self._buckets.get(tick)
         if bucket is not None:
@@ -131,8 +131,9 @@ class Pacer:
         self._armed_tick = None
         ticks = self._ticks
         buckets = self._buckets
-        # The loop clock may be cached per iteration; the real clock decides what is due now.
-        now_tick = max(self._loop.time(), time.monotonic()) * TICKS_PER_S
+        # Deadlines are on time.monotonic(); the loop clock (which only arms the timer) never
+        # runs ahead of it, so what is due is decided by the real clock.
+        now_tick = time.monotonic() * TICKS_PER_S
         self._firing = True  # callbacks re-schedule; arm once, on the earliest tick, afterwards
         try:
             while ticks and ticks[0] <= now_tick:

@@ -1,7 +1,7 @@
 """The hot path: write precomputed frames at their scheduled times, straight to the ASGI ``send``.
 
-Deadlines are absolute (``t_first + step * interval`` on the loop clock), so a late wake-up never
-pushes later chunks back (no ``sleep(interval)`` drift). Each write is recorded next to its
+Deadlines are absolute (``t_first + step * interval`` on ``time.monotonic()``), so a late wake-up
+never pushes later chunks back (no ``sleep(interval)`` drift). Each write is recorded next to its
 deadline in the request's truth, which is how the benchmark measures lateness server-side.
 Deadlines are kept by one shared ``Pacer`` per loop instead of a timer per chunk. Faults wrap the
 frame iterator (``harness.faults.inject_stream``) only when one is active.

@@ -5,14 +5,16 @@ what really happened on the server (which instance answered, when each chunk was
 was written, whether the client went away or the stream was cut off) so a measurement can be
 checked against the truth instead of against itself.
 
-Times are event-loop times (``loop.time()``, monotonic); the JSON form makes them relative to the
-moment the request arrived.
+Times are ``time.monotonic()`` readings, one clock for arrival, deadlines and writes: the clock a
+client on the same host reads too. (The loop clock is not used: uvloop's is a millisecond-truncated
+reading cached for the whole loop iteration.) The JSON form makes them relative to the moment the
+request arrived, apart from ``received_at_s`` itself.
 """
 
 from __future__ import annotations
 
-import asyncio
 import itertools
+import time
 from array import array
 from collections import deque
 from typing import Any
@@ -53,7 +55,7 @@ class RequestTruth:
         self.endpoint = endpoint
         self.method = method
         self.stream = stream
-        self.received_at = asyncio.get_running_loop().time()
+        self.received_at = time.monotonic()
         self.finished_at: float | None = None
         self.model_requested: str | None = None
         self.instance_id: str | None = None

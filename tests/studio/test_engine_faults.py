@@ -268,3 +268,23 @@ def test_disconnect_is_seen(fresh: StudioHandle) -> None:
     asyncio.run(go())
     record = fresh.truth()[-1]
     assert record["disconnect_seen"] and record["cancelled"] and record["chunks_sent"] < 200
+
+
+def test_truth_times_are_on_the_clock_a_client_on_the_same_host_reads(
+        fresh: StudioHandle, http: httpx.Client) -> None:
+    """Arrival and write times are ``time.monotonic()`` readings (what a load generator on the
+    same host reads), not the loop clock: uvloop's is a millisecond-truncated reading taken when
+    the loop iteration began, which put arrivals before the client had even sent the request."""
+    import time
+    windows = []
+    for seed in range(8):
+        before = time.monotonic()
+        assert http.post("/v1/chat/completions",
+                         json={**CHAT, "max_tokens": 2, "seed": seed}).status_code == 200
+        windows.append((before, time.monotonic()))
+    records = fresh.truth()[-8:]
+    for (before, after), record in zip(windows, records, strict=True):
+        assert before <= record["received_at_s"] <= after
+        assert record["received_at_s"] + record["duration_s"] <= after + 1e-6
+    # Eight arrivals all on whole milliseconds would mean a millisecond clock (p = 1e-24).
+    assert any(round(r["received_at_s"] * 1000, 3) % 1 for r in records)
