@@ -34,6 +34,8 @@ import re
 from collections.abc import Sequence
 from typing import Any
 
+from harness.studio.generation import message_text
+
 REVIEW_MARKER = "[harness-review-request v1]"
 REASK_MARKER = "[harness-review-reask]"
 SUBJECT_BEGIN = re.compile(r"^=+ BEGIN SUBJECT (\w+) =+$", re.MULTILINE)
@@ -123,12 +125,7 @@ def _normalise_model(model: str) -> str:
 
 
 def _content(message: dict[str, Any]) -> str:
-    content = message.get("content")
-    if isinstance(content, str):
-        return content
-    if isinstance(content, list):  # OpenAI content parts
-        return "".join(str(p.get("text", "")) for p in content if isinstance(p, dict))
-    return ""
+    return message_text(message.get("content"))
 
 
 def is_review_request(messages: list[dict[str, Any]]) -> bool:
