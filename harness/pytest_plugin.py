@@ -142,15 +142,17 @@ def _cassette(request: pytest.FixtureRequest, target: Target) -> AbstractContext
 
 @pytest.fixture
 def target(request: pytest.FixtureRequest, harness_target: Target) -> Iterator[Target]:
-    """The target, clean for this test; skips when the test's ``needs_*`` markers cannot be met."""
+    """The target, clean for this test; skips when the test's ``needs_*`` markers cannot be met.
+
+    Cleaning happens before the test (``reset`` drops faults and truth); faults a test sets go
+    through the ``faults`` fixture, which clears them as it ends.
+    """
     needs = [cap for marker, cap in (("needs_faults", "faults"), ("needs_truth", "truth"))
              if request.node.get_closest_marker(marker) is not None]
     harness_target.require(*needs)
     harness_target.reset()
     with _cassette(request, harness_target):
         yield harness_target
-    if harness_target.control is not None and harness_target.can("faults"):
-        harness_target.control.clear_faults()
 
 
 def fast_retry() -> Any:
