@@ -109,12 +109,15 @@ def run_probes(base_url: str, *, api_token: str | None = None, model: str | None
 
 
 def _endpoint_probes(report: CheckReport, client: Client) -> None:
-    probes: list[tuple[str, Callable[[], list[ModelInfo]], Status]] = [
-        ("OpenAI  GET /v1/models", client.list_models, "fail"),
-        ("native  GET /api/v0/models", client.v0_models, "warn"),
-        ("native  GET /api/v1/models", client.native_models, "warn"),
+    # The listing shown is the richest that answered with models: native v1 (loaded instances),
+    # then OpenAI's, then native v0.
+    probes: list[tuple[str, Callable[[], list[ModelInfo]], Status, int]] = [
+        ("OpenAI  GET /v1/models", client.list_models, "fail", 1),
+        ("native  GET /api/v0/models", client.v0_models, "warn", 2),
+        ("native  GET /api/v1/models", client.native_models, "warn", 0),
     ]
-    for name, call, severity in probes:
+    listings: dict[int, list[ModelInfo]] = {}
+    for name, call, severity, preference in probes:
         try:
             started = time.perf_counter()
             models = call()
@@ -126,10 +129,8 @@ def _endpoint_probes(report: CheckReport, client: Client) -> None:
             report.add(name, severity, f"missing or broken (older LM Studio?): {exc}")
             continue
         report.add(name, "ok", f"{len(models)} models in {elapsed * 1000:.0f} ms")
-        if name.startswith("native") and models and (not report.models or "v1" in name):
-            report.models = models
-        if not report.models:
-            report.models = models
+        listings[preference] = models
+    report.models = next((listings[p] for p in sorted(listings) if listings[p]), [])
 
 
 def _is_loaded(info: ModelInfo) -> bool:
