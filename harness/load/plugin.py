@@ -120,8 +120,7 @@ def _on_init(environment: Environment, **_: Any) -> None:
     if opts is None:
         return
     STATE.scenario = _scenario_from_options(environment)
-    token_env = STATE.scenario.request.api_token_env
-    STATE.api_token = os.environ.get(token_env) if token_env else None
+    STATE.api_token = _token(STATE.scenario)
     out = Path(opts.harness_out or f"reports/out/load/{STATE.scenario.name}")
     out.mkdir(parents=True, exist_ok=True)
     STATE.out_dir = out
