@@ -21,7 +21,7 @@ import hashlib
 import json
 import time
 from collections.abc import Callable
-from dataclasses import asdict, dataclass, field
+from dataclasses import asdict, dataclass, field, fields
 from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any
@@ -100,7 +100,12 @@ async def preflight(client: AsyncClient, roster: Roster) -> dict[str, ModelInfo]
 
 
 class ResponseCache:
-    """Raw answers on disk, one JSON file per (model, messages, sampling) key."""
+    """Raw answers on disk, one JSON file per (model, messages, sampling) key.
+
+    Entries are written to a temporary file and renamed, so an interrupted run never leaves a
+    half-written entry that would break every later run; an unreadable entry is an error naming
+    the file, not a crash deep inside the run.
+    """
 
     def __init__(self, directory: Path) -> None:
         self.directory = directory
@@ -114,14 +119,24 @@ class ResponseCache:
         path = self.directory / f"{key}.json"
         if not path.is_file():
             return None
-        data: dict[str, Any] = json.loads(path.read_text(encoding="utf-8"))
+        try:
+            data = json.loads(path.read_text(encoding="utf-8"))
+        except (OSError, ValueError) as exc:
+            raise ReviewInputError(
+                f"response cache entry {path} is unreadable ({exc}); delete it or use --no-cache"
+            ) from exc
+        if not isinstance(data, dict) or set(data) != _ANSWER_FIELDS:
+            raise ReviewInputError(
+                f"response cache entry {path} is not a cached answer; delete it or use --no-cache"
+            )
         return data
 
     def put(self, key: str, answer: dict[str, Any]) -> None:
         self.directory.mkdir(parents=True, exist_ok=True)
-        (self.directory / f"{key}.json").write_text(
-            json.dumps(answer, ensure_ascii=False, indent=1), encoding="utf-8"
-        )
+        path = self.directory / f"{key}.json"
+        partial = path.with_suffix(".partial")
+        partial.write_text(json.dumps(answer, ensure_ascii=False, indent=1), encoding="utf-8")
+        partial.replace(path)
 
 
 @dataclass(slots=True)
@@ -134,6 +149,9 @@ class _Answer:
     completion_tokens: int | None
     latency_s: float
     generation_s: float | None
+
+
+_ANSWER_FIELDS = {f.name for f in fields(_Answer)}
 
 
 @dataclass(slots=True)
