@@ -7,7 +7,8 @@ and the autonomous flow runs end to end with real MCP servers (fixtures/mcp, ove
 
 The model is the emulator: a ``[[tools: ...]]`` directive in the task scripts which tools it calls
 in which round; after the last round it answers with every tool result it was given, so the final
-text shows exactly what the agent fed back.
+text shows exactly what the agent fed back. The emulator is the plugin's ``target``; on any other
+target (live, proxy, replay) a model cannot be scripted, so those tests skip and say why.
 
 Servers that survive a test are shared by the module (start-up costs about a second); tests that
 crash or refuse a server start their own.
@@ -45,12 +46,13 @@ from harness.agent import (
     run_agent,
 )
 from harness.client import AsyncClient
-from harness.studio.testing import StudioHandle, running_studio
+from harness.evaluate.target import Target, Truth
+from harness.pytest_plugin import fast_retry, suite_timeouts
+from suites.support import require_emulator_behaviour
 
 pytestmark = [pytest.mark.agent, pytest.mark.asyncio(loop_scope="module")]
 
-MODEL = "qwen/qwen3-4b"
-OTHER_MODEL = "google/gemma-3-12b"
+SCRIPTED = "the model's choice of tool calls ([[tools: ...]] directives)"
 FIXTURES = Path(__file__).resolve().parents[1] / "fixtures" / "mcp"
 LIMITS = RunLimits(max_rounds=6, call_timeout=5.0, run_timeout=20.0, start_timeout=15.0)
 
@@ -69,15 +71,13 @@ def call(name: str, **arguments: Any) -> dict[str, Any]:
     return {"name": name, "arguments": arguments}
 
 
-@pytest.fixture(scope="module")
-def studio() -> Iterator[StudioHandle]:
-    with running_studio() as handle:
-        yield handle
-
-
 @pytest_asyncio.fixture(loop_scope="module")
-async def aclient(studio: StudioHandle) -> AsyncIterator[AsyncClient]:
-    async with AsyncClient(studio.base_url, model=MODEL) as client:
+async def aclient(target: Target) -> AsyncIterator[AsyncClient]:
+    """The plugin's ``aclient``, opened in this module's event loop instead of the test's own:
+    the ``shared`` servers' sessions live in that loop, and so must the client's connections."""
+    require_emulator_behaviour(target, SCRIPTED)
+    async with AsyncClient(target.base_url, model=target.model(0), api_token=target.api_token,
+                           timeout=suite_timeouts(), retry=fast_retry()) as client:
         yield client
 
 
@@ -87,12 +87,14 @@ def notes_root(tmp_path_factory: pytest.TempPathFactory) -> Path:
 
 
 @pytest_asyncio.fixture(loop_scope="module", scope="module")
-async def shared(notes_root: Path) -> AsyncIterator[ServerPool]:
-    """notes + calc + flaky over stdio, for tests that leave every server alive.
+async def shared(notes_root: Path, harness_target: Target) -> AsyncIterator[ServerPool]:
+    """notes + calc + flaky over stdio, for tests that leave every server alive (not started
+    when the target cannot script the model, as every test using them would skip).
 
     A holder task owns the pool: the servers' task groups must be exited by the task that
     entered them, and fixture setup and teardown may run in different tasks.
     """
+    require_emulator_behaviour(harness_target, SCRIPTED)
     config = parse_mcp_config({"mcpServers": {
         "notes": stdio("notes.py", "--root", str(notes_root)),
         "calc": stdio("calculator.py"),
@@ -122,14 +124,14 @@ def agent(client: AsyncClient, pool: ServerPool, **options: Any) -> Agent:
     return Agent(client, pool, limits=options.pop("limits", LIMITS), **options)
 
 
-def chat_requests(studio: StudioHandle, since: int) -> list[dict[str, Any]]:
-    return [r for r in studio.truth()[since:] if r["endpoint"] == "/v1/chat/completions"]
+def chat_requests(truth: Truth, since: int) -> list[dict[str, Any]]:
+    return truth.records("/v1/chat/completions", since)
 
 
 async def test_multi_server_run_records_every_call(
-    aclient: AsyncClient, shared: ServerPool, studio: StudioHandle, notes_root: Path
+    aclient: AsyncClient, shared: ServerPool, truth: Truth, notes_root: Path
 ) -> None:
-    before = len(studio.truth())
+    before = truth.mark()
     task = "Add, note and echo. " + directive(
         [call("calc__add", a=2, b=3), call("notes__write", path="plan.txt", text="step one"),
          call("flaky__echo", text="ping")],
@@ -155,7 +157,7 @@ async def test_multi_server_run_records_every_call(
     # Every tool result went back to the model as a tool message answering its call id.
     tool_messages = [m for m in result.transcript.messages if m["role"] == "tool"]
     assert [m["tool_call_id"] for m in tool_messages] == [c.call_id for c in calls]
-    assert len(chat_requests(studio, before)) == 3
+    assert len(chat_requests(truth, before)) == 3
 
 
 async def test_a_rounds_calls_run_concurrently(aclient: AsyncClient, shared: ServerPool) -> None:
@@ -172,9 +174,9 @@ async def test_a_rounds_calls_run_concurrently(aclient: AsyncClient, shared: Ser
 
 
 async def test_fail_fast_cancels_outstanding_calls_and_raises_with_transcript(
-    aclient: AsyncClient, shared: ServerPool, studio: StudioHandle
+    aclient: AsyncClient, shared: ServerPool, truth: Truth, target: Target
 ) -> None:
-    before = len(studio.truth())
+    before = truth.mark()
     task = directive(
         [call("calc__add", a=1, b=1)],
         [call("flaky__slow", seconds=3, text="never"), call("flaky__fail", message="disk full"),
@@ -189,7 +191,7 @@ async def test_fail_fast_cancels_outstanding_calls_and_raises_with_transcript(
     error = info.value
     assert (error.server, error.tool) == ("flaky", "fail")
     assert error.arguments == {"message": "disk full"}
-    assert "disk full" in error.cause and error.round_index == 2 and error.model == MODEL
+    assert "disk full" in error.cause and error.round_index == 2 and error.model == target.model(0)
     assert "server 'flaky'" in str(error) and "tool 'fail'" in str(error)
     assert '{"message": "disk full"}' in str(error)
     assert elapsed < 2.5, "the 3 s call was not cancelled"
@@ -199,7 +201,7 @@ async def test_fail_fast_cancels_outstanding_calls_and_raises_with_transcript(
     assert statuses["flaky__slow"] is CallStatus.CANCELLED
     assert statuses["flaky__fail"] is CallStatus.TOOL_ERROR
     assert transcript.rounds[0].calls[0].output == "2.0"  # the work before the failure is kept
-    assert len(transcript.rounds) == 2 and len(chat_requests(studio, before)) == 2  # no round 3
+    assert len(transcript.rounds) == 2 and len(chat_requests(truth, before)) == 2  # no round 3
 
 
 async def test_continue_feeds_failures_back_and_returns_them_beside_successes(
@@ -224,26 +226,27 @@ async def test_continue_feeds_failures_back_and_returns_them_beside_successes(
 
 
 async def test_model_stays_pinned_while_the_clients_default_changes(
-    aclient: AsyncClient, shared: ServerPool, studio: StudioHandle
+    aclient: AsyncClient, shared: ServerPool, truth: Truth, target: Target
 ) -> None:
-    before = len(studio.truth())
+    model, other_model = target.model(0), target.model(1)
+    before = truth.mark()
     switched: list[int] = []
 
     def switch_after_round(record: Any) -> None:
         if record.index == 1:
-            aclient.switch_model(OTHER_MODEL)
+            aclient.switch_model(other_model)
             switched.append(record.index)
 
     task = directive([call("calc__add", a=1, b=1)], [call("calc__add", a=2, b=2)],
                      [call("calc__add", a=3, b=3)])
     result = await agent(aclient, shared, on_round=switch_after_round).run(task)
 
-    assert switched == [1] and aclient.model == OTHER_MODEL
-    assert [r.model for r in result.transcript.rounds] == [MODEL] * 4
-    assert [r["model_requested"] for r in chat_requests(studio, before)] == [MODEL] * 4
+    assert switched == [1] and aclient.model == other_model
+    assert [r.model for r in result.transcript.rounds] == [model] * 4
+    assert [r["model_requested"] for r in chat_requests(truth, before)] == [model] * 4
     # The switch did take effect for the client's other (new) calls: the test can fail.
     other = await aclient.chat([{"role": "user", "content": "hi"}], max_tokens=4)
-    assert other.model == OTHER_MODEL
+    assert other.model == other_model
 
 
 async def test_path_escaping_argument_is_refused(
@@ -315,12 +318,12 @@ async def test_deadlines_and_max_rounds_bound_the_run(aclient: AsyncClient,
 
 
 async def test_streaming_run_matches_the_plain_one(aclient: AsyncClient, shared: ServerPool,
-                                                   studio: StudioHandle) -> None:
-    before = len(studio.truth())
+                                                   truth: Truth) -> None:
+    before = truth.mark()
     task = directive([call("calc__subtract", a=10, b=4), call("flaky__echo", text="s")])
     result = await agent(aclient, shared, stream=True).run(task)
     assert result.text == "Done after 1 round(s). Tool results: 6.0 | s"
-    assert all(r["stream"] for r in chat_requests(studio, before))
+    assert all(r["stream"] for r in chat_requests(truth, before))
 
 
 @pytest.fixture(scope="module")
