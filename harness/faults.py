@@ -7,9 +7,9 @@ header, which takes precedence over the plan.
 
 Actions fall in two groups, and this module implements both once:
 
-- *before the response*: ``pre_response(action)`` gives the status, headers and body to send
-  instead of the real answer (status + Retry-After, HTML error page, 200 with an error body),
-  and ``delay_before_headers(action)`` the latency to add;
+- *before the response*: ``before_headers(action)`` waits the latency to add and gives the
+  status, headers and body to send instead of the real answer (status + Retry-After, HTML error
+  page, 200 with an error body), if the action has one;
 - *inside a stream*: ``inject_stream(action, frames, on_evict)`` wraps an async iterator of SSE
   frames (complete ``...\\n\\n`` byte strings) and stalls, slows, corrupts, truncates or cuts it.
   A dropped connection is signalled with ``StreamDropped`` so the server closes the socket
@@ -335,6 +335,25 @@ def delay_before_headers(action: FaultAction | None) -> float:
     if isinstance(action, StatusFault):
         return action.delay_s
     return 0.0
+
+
+def choose_action(header: str | None, injector: FaultInjector | None, endpoint: str,
+                  method: str, model: str | None) -> FaultAction | None:
+    """The request's own ``X-Harness-Fault`` action if it carries one, else the plan's."""
+    if header is not None:
+        return parse_action(header)
+    if injector is None:
+        return None
+    return injector.select(endpoint, method, model)
+
+
+async def before_headers(action: FaultAction) -> PreparedResponse | None:
+    """Wait out the action's latency before the headers; then the response that replaces the
+    real one, or ``None`` when the real response follows (possibly with a stream fault)."""
+    delay = delay_before_headers(action)
+    if delay > 0:
+        await asyncio.sleep(delay)
+    return pre_response(action)
 
 
 def _has_finish_reason(frame: bytes) -> bool:

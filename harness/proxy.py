@@ -25,20 +25,20 @@ from starlette.applications import Starlette
 
 from harness.faults import (
     FAULT_HEADER,
-    FaultAction,
     FaultInjector,
     FaultPlan,
     FaultPlanError,
     SseFrameSplitter,
     StreamDropped,
     WrongModelFault,
-    delay_before_headers,
+    before_headers,
+    choose_action,
     inject_stream,
-    parse_action,
-    pre_response,
 )
-from harness.studio.engine import EndpointCounters
-from harness.studio.truth import TruthLog
+from harness.studio.app import header_value, read_body, send_response
+from harness.studio.requests import BadRequest
+from harness.studio.streaming import watch_disconnect
+from harness.studio.truth import RequestLedger, RequestTruth
 
 log = logging.getLogger("harness.proxy")
 
@@ -49,12 +49,8 @@ HOP_BY_HOP = {
 }
 
 
-class _ProxyEngine:
+class _ProxyEngine(RequestLedger):
     """The proxy's bookkeeping, shaped like the emulator's engine for the control routes."""
-
-    def __init__(self, truth_limit: int) -> None:
-        self.truth = TruthLog(truth_limit)
-        self.counters: dict[str, EndpointCounters] = {}
 
     def state(self) -> dict[str, Any]:
         return {"proxy": True}
@@ -98,67 +94,37 @@ class ProxyApp:
     async def __call__(self, scope: dict[str, Any], receive: Any, send: Any) -> None:
         state = self.state
         method, path = scope["method"], scope["path"]
-        body = await self._read_body(receive)
-        if body is None:
-            await _send_simple(send, 413, {"error": f"Request body exceeds the proxy's limit of "
-                                                    f"{state.max_body_bytes} bytes"})
+        try:
+            body = await read_body(receive, state.max_body_bytes)
+        except BadRequest:
+            await _send_error(send, 413, f"Request body exceeds the proxy's limit of "
+                                         f"{state.max_body_bytes} bytes")
             return
         parsed, model = _model_of(body)
-        record = state.engine.truth.open(path, method, bool(parsed and parsed.get("stream")))
+        record = state.engine.new_truth(path, method, bool(parsed and parsed.get("stream")))
         record.model_requested = model
-        counters = state.engine.counters.setdefault(path, EndpointCounters())
-        counters.requests += 1
         status = 502
-        watcher = asyncio.create_task(_watch_disconnect(receive, record))
+        watcher = asyncio.create_task(watch_disconnect(receive, record))
         try:
             status = await self._forward(scope, send, body, parsed, model, record)
         except FaultPlanError as exc:
             status = 400
-            await _send_simple(send, 400, {"error": str(exc)})
+            await _send_error(send, 400, str(exc))
         finally:
             watcher.cancel()
-            record.status = status
-            counters.statuses[status] = counters.statuses.get(status, 0) + 1
-            counters.streamed_chunks += len(record.sent_at)
-            record.finished_at = time.monotonic()
-
-    async def _read_body(self, receive: Any) -> bytes | None:
-        chunks, size = [], 0
-        while True:
-            message = await receive()
-            if message["type"] == "http.disconnect":
-                raise asyncio.CancelledError("client went away while sending the body")
-            chunk = message.get("body", b"")
-            size += len(chunk)
-            if size > self.state.max_body_bytes:
-                return None
-            chunks.append(chunk)
-            if not message.get("more_body", False):
-                return b"".join(chunks)
-
-    def _select(self, scope: dict[str, Any], model: str | None) -> FaultAction | None:
-        for key, value in scope["headers"]:
-            if key == FAULT_HEADER.encode():
-                return parse_action(value.decode("latin-1"))
-        if self.state.injector is None:
-            return None
-        return self.state.injector.select(scope["path"], scope["method"], model)
+            state.engine.close_truth(record, status)
 
     async def _forward(self, scope: dict[str, Any], send: Any, body: bytes,
-                       parsed: dict[str, Any] | None, model: str | None, record: Any) -> int:
+                       parsed: dict[str, Any] | None, model: str | None,
+                       record: RequestTruth) -> int:
         state = self.state
-        fault = self._select(scope, model)
+        fault = choose_action(header_value(scope, FAULT_HEADER.encode()), state.injector,
+                              scope["path"], scope["method"], model)
         if fault is not None:
             record.fault = fault.kind
-            delay = delay_before_headers(fault)
-            if delay > 0:
-                await asyncio.sleep(delay)
-            prepared = pre_response(fault)
+            prepared = await before_headers(fault)
             if prepared is not None:
-                headers = [*prepared.headers, (b"content-length", str(len(prepared.body)).encode())]
-                await send({"type": "http.response.start", "status": prepared.status,
-                            "headers": headers})
-                await send({"type": "http.response.body", "body": prepared.body})
+                await send_response(send, prepared.status, prepared.headers, prepared.body)
                 return prepared.status
             if isinstance(fault, WrongModelFault) and parsed is not None:
                 parsed["model"] = fault.model or "harness-wrong-model"
@@ -174,7 +140,7 @@ class ProxyApp:
         except httpx.HTTPError as exc:
             message = f"proxy could not reach upstream {scope['method']} {url}: {exc!r}"
             log.warning(message)
-            await _send_simple(send, 502, {"error": message})
+            await _send_error(send, 502, message)
             return 502
         try:
             out_headers = [(k.lower(), v) for k, v in upstream.headers.raw
@@ -227,8 +193,8 @@ async def _frames(chunks: AsyncIterator[bytes]) -> AsyncIterator[bytes]:
 _OBSERVE_LIMIT = 1 << 20  # non-stream bodies larger than this are passed on unobserved
 
 
-async def _observe(frames: AsyncIterator[bytes], instance: dict[str, Any], record: Any
-                   ) -> AsyncIterator[bytes]:
+async def _observe(frames: AsyncIterator[bytes], instance: dict[str, Any],
+                   record: RequestTruth) -> AsyncIterator[bytes]:
     """Note in the truth what the upstream's stream said: which instance answered (also the
     target of the ``evict`` action), the finish reason and the completion token count."""
     async for frame in frames:
@@ -244,7 +210,7 @@ async def _observe(frames: AsyncIterator[bytes], instance: dict[str, Any], recor
         yield frame
 
 
-def _note_answer(record: Any, body: bytes) -> None:
+def _note_answer(record: RequestTruth, body: bytes) -> None:
     """The same observations for a non-streamed JSON answer."""
     try:
         data = json.loads(body)
@@ -257,7 +223,7 @@ def _note_answer(record: Any, body: bytes) -> None:
         _note_choice_and_usage(record, data)
 
 
-def _note_choice_and_usage(record: Any, data: dict[str, Any]) -> None:
+def _note_choice_and_usage(record: RequestTruth, data: dict[str, Any]) -> None:
     choices = data.get("choices")
     if isinstance(choices, list) and choices and isinstance(choices[0], dict):
         finish = choices[0].get("finish_reason")
@@ -268,19 +234,10 @@ def _note_choice_and_usage(record: Any, data: dict[str, Any]) -> None:
         record.completion_tokens = usage["completion_tokens"]
 
 
-async def _watch_disconnect(receive: Any, record: Any) -> None:
-    """After the body, the only message left is ``http.disconnect``: the client went away."""
-    while (await receive())["type"] != "http.disconnect":
-        pass
-    record.disconnect_seen = True
-
-
-async def _send_simple(send: Any, status: int, payload: dict[str, Any]) -> None:
-    data = json.dumps(payload).encode()
-    await send({"type": "http.response.start", "status": status,
-                "headers": [(b"content-type", b"application/json; charset=utf-8"),
-                            (b"content-length", str(len(data)).encode())]})
-    await send({"type": "http.response.body", "body": data})
+async def _send_error(send: Any, status: int, message: str) -> None:
+    """The proxy's own errors: ``{"error": "<message>"}`` (LM Studio's shape A)."""
+    await send_response(send, status, [(b"content-type", b"application/json; charset=utf-8")],
+                        json.dumps({"error": message}).encode())
 
 
 def create_proxy_app(upstream: str, *, faults: FaultPlan | None = None, control: bool = True,

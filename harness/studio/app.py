@@ -28,9 +28,8 @@ from harness.faults import (
     FaultInjector,
     FaultPlan,
     FaultPlanError,
-    delay_before_headers,
-    parse_action,
-    pre_response,
+    before_headers,
+    choose_action,
 )
 from harness.studio.engine import Engine, EngineError, ModelUnloaded
 from harness.studio.requests import BadRequest
@@ -83,14 +82,20 @@ class Ctx:
 
     async def send_raw(self, status: int, headers: list[tuple[bytes, bytes]], body: bytes) -> None:
         self.started = True
-        all_headers = [*headers, (b"content-length", str(len(body)).encode())]
-        await self.send({"type": "http.response.start", "status": status, "headers": all_headers})
-        await self.send({"type": "http.response.body", "body": body, "more_body": False})
+        await send_response(self.send, status, headers, body)
         if self.record is not None:
             self.record.status = status
 
 
 Handler = Callable[[Ctx], Awaitable[int]]
+
+
+async def send_response(send: Send, status: int, headers: list[tuple[bytes, bytes]],
+                        body: bytes) -> None:
+    """A whole response (with its Content-Length) in one start and one body message."""
+    all_headers = [*headers, (b"content-length", str(len(body)).encode())]
+    await send({"type": "http.response.start", "status": status, "headers": all_headers})
+    await send({"type": "http.response.body", "body": body, "more_body": False})
 
 
 class StudioState:
@@ -118,7 +123,8 @@ def unexpected_body(method: str, path: str) -> bytes:
     ).encode()
 
 
-async def _read_body(receive: Receive, limit: int, declared: int | None) -> bytes:
+async def read_body(receive: Receive, limit: int, declared: int | None = None) -> bytes:
+    """The whole request body; ``BadRequest`` (413) as soon as it is known to exceed ``limit``."""
     if declared is not None and declared > limit:
         too_big = f"Request body of {declared} bytes exceeds the limit of {limit} bytes"
         raise BadRequest(too_big, 413)
@@ -137,7 +143,7 @@ async def _read_body(receive: Receive, limit: int, declared: int | None) -> byte
             return b"".join(chunks)
 
 
-def _header(scope: dict[str, Any], name: bytes) -> str | None:
+def header_value(scope: dict[str, Any], name: bytes) -> str | None:
     for key, value in scope["headers"]:
         if key == name:
             return str(value.decode("latin-1"))
@@ -165,8 +171,8 @@ class _Api:
         engine = self.state.engine
         try:
             if ctx.method == "POST":
-                declared = _header(scope, b"content-length")
-                raw = await _read_body(receive, engine.options.max_body_bytes,
+                declared = header_value(scope, b"content-length")
+                raw = await read_body(receive, engine.options.max_body_bytes,
                                        int(declared) if declared and declared.isdigit() else None)
                 ctx.body = _parse_json(raw)
         except BadRequest as exc:
@@ -175,22 +181,17 @@ class _Api:
         stream = ctx.body.get("stream") is True
         record = ctx.record = engine.new_truth(ctx.path, ctx.method, stream)
         # A client's own request id lets it pair its measurements with this truth exactly.
-        record.client_request_id = _header(scope, b"x-request-id")
+        record.client_request_id = header_value(scope, b"x-request-id")
         model = ctx.body.get("model")
         record.model_requested = model if isinstance(model, str) else None
         status = 500
         try:
-            header = _header(scope, FAULT_HEADER.encode())
-            if header is not None:
-                ctx.fault = parse_action(header)
-            elif self.state.injector is not None:
-                ctx.fault = self.state.injector.select(ctx.path, ctx.method, record.model_requested)
+            ctx.fault = choose_action(header_value(scope, FAULT_HEADER.encode()),
+                                      self.state.injector, ctx.path, ctx.method,
+                                      record.model_requested)
             if ctx.fault is not None:
                 record.fault = ctx.fault.kind
-                delay = delay_before_headers(ctx.fault)
-                if delay > 0:
-                    await asyncio.sleep(delay)
-                prepared = pre_response(ctx.fault)
+                prepared = await before_headers(ctx.fault)
                 if prepared is not None:
                     await ctx.send_raw(prepared.status, prepared.headers, prepared.body)
                     status = prepared.status
@@ -222,12 +223,12 @@ class _Api:
         token = self.state.api_token
         if token is None:
             return True
-        header = _header(scope, b"authorization") or ""
+        header = header_value(scope, b"authorization") or ""
         scheme, _, given = header.partition(" ")
         return scheme.lower() == "bearer" and hmac.compare_digest(given.strip(), token)
 
     async def _unauthorized(self, ctx: Ctx, scope: dict[str, Any]) -> None:
-        header = _header(scope, b"authorization")
+        header = header_value(scope, b"authorization")
         message = AUTH_MISSING if not header else AUTH_INVALID
         await ctx.send_json(401, {"error": {"type": "invalid_request", "code": "invalid_api_key",
                                             "message": message}})

@@ -13,7 +13,7 @@ option so a suite can ask for the faithful behaviour or the kind one:
 - Idle TTL (request ``ttl``) counted from the moment an instance has nothing to do, measured on
   an injectable clock so tests never sleep for it.
 
-The engine also keeps the ground truth of every request (see ``truth.py``).
+The engine also keeps the ground truth of every request (a ``truth.RequestLedger``).
 """
 
 from __future__ import annotations
@@ -22,11 +22,11 @@ import asyncio
 import time
 from collections import deque
 from collections.abc import Callable
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 from typing import Any, Literal
 
 from harness.studio.catalog import Catalog, ModelSpec, ResolvedSpeed
-from harness.studio.truth import RequestTruth, TruthLog
+from harness.studio.truth import RequestLedger, RequestTruth
 
 Clock = Callable[[], float]
 EvictMode = Literal["cancel", "finish"]
@@ -150,20 +150,6 @@ class Resolution:
     substituted: bool = False
 
 
-@dataclass
-class EndpointCounters:
-    requests: int = 0
-    streamed_chunks: int = 0
-    statuses: dict[int, int] = field(default_factory=dict)
-
-    def as_dict(self) -> dict[str, Any]:
-        return {
-            "requests": self.requests,
-            "streamed_chunks": self.streamed_chunks,
-            "statuses": {str(k): v for k, v in sorted(self.statuses.items())},
-        }
-
-
 def _model_not_found(name: str, keys: list[str]) -> ModelNotFound:
     listing = "\n".join(f"\t{k}" for k in keys)
     message = (
@@ -201,7 +187,7 @@ def _no_models_loaded() -> NoModelsLoaded:
     )
 
 
-class Engine:
+class Engine(RequestLedger):
     """Model instances and request bookkeeping for one emulator process (one event loop)."""
 
     def __init__(
@@ -210,9 +196,8 @@ class Engine:
         self.catalog = catalog
         self.options = options or EngineOptions()
         self.clock: Clock = clock or time.monotonic
+        super().__init__(self.options.truth_limit)
         self.instances: dict[str, Instance] = {}
-        self.truth = TruthLog(self.options.truth_limit)
-        self.counters: dict[str, EndpointCounters] = {}
         self.responses: dict[str, dict[str, Any]] = {}
         self._loads: dict[str, asyncio.Task[Instance]] = {}
         self._reaper: asyncio.Task[None] | None = None
@@ -270,24 +255,6 @@ class Engine:
                 self.unload(instance.id, reason="idle TTL expired")
                 gone.append(instance.id)
         return gone
-
-    # -- bookkeeping -------------------------------------------------------------------------
-
-    def new_truth(self, endpoint: str, method: str, stream: bool = False) -> RequestTruth:
-        record = self.truth.open(endpoint, method, stream)
-        counters = self.counters.get(endpoint)
-        if counters is None:
-            counters = self.counters[endpoint] = EndpointCounters()
-        counters.requests += 1
-        return record
-
-    def close_truth(self, record: RequestTruth, status: int) -> None:
-        record.status = status
-        counters = self.counters.get(record.endpoint)
-        if counters is not None:
-            counters.statuses[status] = counters.statuses.get(status, 0) + 1
-            counters.streamed_chunks += len(record.sent_at)
-        record.finished_at = time.monotonic()
 
     # -- model resolution and loading ----------------------------------------------------------
 

@@ -17,6 +17,7 @@ import itertools
 import time
 from array import array
 from collections import deque
+from dataclasses import dataclass, field
 from typing import Any
 
 
@@ -138,3 +139,45 @@ class TruthLog:
 
     def __len__(self) -> int:
         return len(self._records)
+
+
+@dataclass
+class EndpointCounters:
+    requests: int = 0
+    streamed_chunks: int = 0
+    statuses: dict[int, int] = field(default_factory=dict)
+
+    def as_dict(self) -> dict[str, Any]:
+        return {
+            "requests": self.requests,
+            "streamed_chunks": self.streamed_chunks,
+            "statuses": {str(k): v for k, v in sorted(self.statuses.items())},
+        }
+
+
+class RequestLedger:
+    """The truth log and per-endpoint counters that the ``/_harness/`` control routes report.
+
+    The emulator's engine and the fault proxy both keep one, so a request is opened, counted and
+    closed the same way wherever it was served.
+    """
+
+    def __init__(self, truth_limit: int) -> None:
+        self.truth = TruthLog(truth_limit)
+        self.counters: dict[str, EndpointCounters] = {}
+
+    def new_truth(self, endpoint: str, method: str, stream: bool = False) -> RequestTruth:
+        record = self.truth.open(endpoint, method, stream)
+        counters = self.counters.get(endpoint)
+        if counters is None:
+            counters = self.counters[endpoint] = EndpointCounters()
+        counters.requests += 1
+        return record
+
+    def close_truth(self, record: RequestTruth, status: int) -> None:
+        record.status = status
+        counters = self.counters.get(record.endpoint)
+        if counters is not None:
+            counters.statuses[status] = counters.statuses.get(status, 0) + 1
+            counters.streamed_chunks += len(record.sent_at)
+        record.finished_at = time.monotonic()
