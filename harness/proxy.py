@@ -103,6 +103,7 @@ class ProxyApp:
         parsed, model = _model_of(body)
         record = state.engine.new_truth(path, method, bool(parsed and parsed.get("stream")))
         record.model_requested = model
+        record.client_request_id = header_value(scope, b"x-request-id")
         status = 502
         watcher = asyncio.create_task(watch_disconnect(receive, record))
         try:

@@ -57,3 +57,11 @@ def test_early_close_is_seen(proxy: BackgroundServer) -> None:
     while not records(proxy)[-1]["disconnect_seen"] and time.monotonic() < deadline:
         time.sleep(0.02)
     assert records(proxy)[-1]["disconnect_seen"] is True
+
+
+def test_client_request_id_is_recorded(proxy: BackgroundServer) -> None:
+    """Load runs pair client records with truth by X-Request-Id, through the proxy too."""
+    r = httpx.post(proxy.base_url + "/v1/chat/completions", headers={"X-Request-Id": "run-7"},
+                   json={"model": MODEL, "messages": MSG, "max_tokens": 2})
+    assert r.status_code == 200
+    assert records(proxy)[-1]["client_request_id"] == "run-7"
