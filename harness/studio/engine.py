@@ -298,12 +298,7 @@ class Engine(RequestLedger):
         else:
             spec = self.spec_for(name)
         if spec is None:
-            loaded = self.loaded()
-            if not loaded:
-                raise _no_models_loaded()
-            if len(loaded) == 1 and self.options.substitute_single_loaded:
-                return Resolution(loaded[0], loading=False, substituted=True)
-            raise _model_not_found(name, self._listing())
+            return self._substitute(name)
         self._check_type(spec, want)
         if exact is not None and exact.state == "loaded" and not exact.draining:
             return Resolution(exact, loading=False)
@@ -311,12 +306,7 @@ class Engine(RequestLedger):
         if current is not None and current.state == "loaded":
             return Resolution(current, loading=False)
         if not self.options.jit:
-            loaded = self.loaded()
-            if not loaded:
-                raise _no_models_loaded()
-            if len(loaded) == 1 and self.options.substitute_single_loaded:
-                return Resolution(loaded[0], loading=False, substituted=True)
-            raise _model_not_found(name, self._listing())
+            return self._substitute(name)
         if current is not None and not self.options.duplicate_jit_instances:
             await current.ready.wait()
             self._ensure_alive(current)
@@ -324,6 +314,16 @@ class Engine(RequestLedger):
         ttl = ttl_s if ttl_s is not None else self.options.default_ttl_s
         instance = await self.load(spec.key, jit=True, ttl_s=ttl)
         return Resolution(instance, loading=True)
+
+    def _substitute(self, name: str) -> Resolution:
+        """Nothing can load ``name``: the only loaded model answers instead (BT#619, with
+        ``substitute_single_loaded``), or the error says what is loaded or missing."""
+        loaded = self.loaded()
+        if not loaded:
+            raise _no_models_loaded()
+        if len(loaded) == 1 and self.options.substitute_single_loaded:
+            return Resolution(loaded[0], loading=False, substituted=True)
+        raise _model_not_found(name, self._listing())
 
     def _check_type(self, spec: ModelSpec, want: str) -> None:
         if want == "embedding" and not spec.is_embedding:
