@@ -3,16 +3,12 @@
 from __future__ import annotations
 
 import os
-import sys
 from pathlib import Path
 
 from harness.agent import McpConfig, parse_mcp_config
+from suites.test_agent import FIXTURES, stdio
 
-FIXTURES = Path(__file__).resolve().parents[2] / "fixtures" / "mcp"
-
-
-def stdio(script: str, *args: str) -> dict[str, object]:
-    return {"command": sys.executable, "args": [str(FIXTURES / script), *args]}
+__all__ = ["FIXTURES", "fixture_config", "live_children", "stdio"]
 
 
 def fixture_config(notes_root: Path, **extra: dict[str, object]) -> McpConfig:
