@@ -24,6 +24,7 @@ from __future__ import annotations
 import errno
 import socket as pysocket
 import struct
+import sys
 import time
 from collections.abc import Iterator
 from urllib.parse import urlsplit
@@ -35,7 +36,8 @@ from harness.client.errors import ConnectError, LMStudioTimeout, RequestContext
 
 _READ_SIZE = 65536
 perf_counter = time.perf_counter
-_SO_TIMESTAMPNS = getattr(pysocket, "SO_TIMESTAMPNS", 35)
+# Python names the option only on some builds; 35 is its number on Linux, and only there.
+_SO_TIMESTAMPNS = getattr(pysocket, "SO_TIMESTAMPNS", 35 if sys.platform == "linux" else None)
 _ANC_SIZE = pysocket.CMSG_SPACE(16)
 
 
@@ -173,11 +175,13 @@ class Connection:
         except OSError as exc:
             raise ConnectError(f"cannot connect: {exc.strerror or exc}", context=ctx) from None
         sock.setsockopt(pysocket.IPPROTO_TCP, pysocket.TCP_NODELAY, 1)
-        try:
-            sock.setsockopt(pysocket.SOL_SOCKET, _SO_TIMESTAMPNS, 1)
-            self.stamped = True
-        except OSError:
-            self.stamped = False
+        self.stamped = False
+        if _SO_TIMESTAMPNS is not None:
+            try:
+                sock.setsockopt(pysocket.SOL_SOCKET, _SO_TIMESTAMPNS, 1)
+                self.stamped = True
+            except OSError:
+                pass
         sock.settimeout(self.read_timeout)
         self.sock = sock
         return sock
