@@ -12,6 +12,7 @@ from typer.testing import CliRunner
 
 from harness.cli import app
 from harness.studio.testing import StudioHandle, running_studio
+from suites.test_agent import directive
 from tests.agent.helpers import FIXTURES
 
 
@@ -34,15 +35,11 @@ def invoke(*args: str) -> tuple[int, str]:
     return result.exit_code, result.output
 
 
-def tools(*rounds: list[dict[str, object]]) -> str:
-    return "[[tools: " + json.dumps(list(rounds), indent=1) + " ]]"
-
-
 def test_run_prints_rounds_and_writes_transcript(
     studio: StudioHandle, config_file: Path, tmp_path: Path
 ) -> None:
     out = tmp_path / "run.json"
-    task = "sum " + tools([{"name": "calc__add", "arguments": {"a": 20, "b": 22}}])
+    task = "sum " + directive([{"name": "calc__add", "arguments": {"a": 20, "b": 22}}])
     code, output = invoke("--mcp-config", str(config_file), "--task", task, "--model",
                           "qwen/qwen3-4b", "--base-url", studio.base_url, "--out", str(out))
     assert code == 0, output
@@ -58,7 +55,7 @@ def test_failed_run_exits_1_and_still_writes_transcript(
     studio: StudioHandle, config_file: Path, tmp_path: Path
 ) -> None:
     out = tmp_path / "failed.json"
-    task = tools([{"name": "calc__divide", "arguments": {"a": 1, "b": 0}}])
+    task = directive([{"name": "calc__divide", "arguments": {"a": 1, "b": 0}}])
     code, output = invoke("--mcp-config", str(config_file), "--task", task, "--model",
                           "qwen/qwen3-4b", "--base-url", studio.base_url, "--out", str(out),
                           "--policy", "fail_fast")
