@@ -6,7 +6,7 @@ from collections.abc import Callable, Mapping
 from typing import Any
 
 from harness.agent.config import McpConfig
-from harness.agent.errors import AgentError
+from harness.agent.errors import AgentError, ServerStartError
 from harness.agent.loop import DEFAULT_SYSTEM_PROMPT, Agent, ChatClient, RoundHook
 from harness.agent.policy import ErrorPolicy, RunLimits
 from harness.agent.servers import ServerPool, open_servers
@@ -57,9 +57,8 @@ async def run_agent(
             exc.transcript = Transcript(
                 task=task, model=pinned, policy=policy.value, outcome="failed", error=str(exc)
             )
-            server = getattr(exc, "server", None)
-            if server is not None:
+            if isinstance(exc, ServerStartError):
                 exc.transcript.server_failures.append(
-                    ServerFailure(server=server, phase="start", error=getattr(exc, "cause", ""))
+                    ServerFailure(server=exc.server, phase="start", error=exc.cause)
                 )
         raise
