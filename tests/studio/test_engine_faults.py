@@ -11,6 +11,7 @@ import pytest
 
 from harness.faults import FaultPlan, FaultPlanError, StatusFault, parse_action
 from harness.proxy import create_proxy_app
+from harness.studio.catalog import load_catalog
 from harness.studio.server import BackgroundServer
 from harness.studio.testing import StudioHandle, running_studio
 
@@ -77,7 +78,11 @@ def test_jit_switch_cuts_off_or_finishes(mode: str, expect_finish: bool) -> None
 
 
 def test_duplicate_instances_bug_option() -> None:
-    with running_studio(duplicate_jit_instances=True) as s, httpx.Client(base_url=s.base_url) as c:
+    # The three requests must all arrive while the first load runs: a 0.4 s load, not the
+    # default 0.05 s, which a busy machine's thread start-up could outlast.
+    slow_load = load_catalog().with_speed(load_time_s=0.4)
+    with running_studio(catalog=slow_load, duplicate_jit_instances=True) as s, \
+            httpx.Client(base_url=s.base_url) as c:
         threads = [threading.Thread(target=c.post, args=("/v1/chat/completions",),
                                     kwargs={"json": {**CHAT, "max_tokens": 1}}) for _ in range(3)]
         for t in threads:
