@@ -150,6 +150,17 @@ def header_value(scope: dict[str, Any], name: bytes) -> str | None:
     return None
 
 
+def auth_refusal(token: str | None, authorization: str | None) -> dict[str, Any] | None:
+    """LM Studio's 401 body when a token is required and the Bearer header lacks it, else None."""
+    if token is None:
+        return None
+    scheme, _, given = (authorization or "").partition(" ")
+    if scheme.lower() == "bearer" and hmac.compare_digest(given.strip(), token):
+        return None
+    message = AUTH_MISSING if not authorization else AUTH_INVALID
+    return {"error": {"type": "invalid_request", "code": "invalid_api_key", "message": message}}
+
+
 class _Api:
     """ASGI endpoint for one path: method dispatch, auth, body, faults, truth, error mapping."""
 
@@ -161,8 +172,9 @@ class _Api:
 
     async def __call__(self, scope: dict[str, Any], receive: Receive, send: Send) -> None:
         ctx = Ctx(scope, receive, send, self.state)
-        if not self._authorized(scope):
-            await self._unauthorized(ctx, scope)
+        refusal = auth_refusal(self.state.api_token, header_value(scope, b"authorization"))
+        if refusal is not None:
+            await ctx.send_json(401, refusal)
             return
         handler = self.handlers.get(ctx.method)
         if handler is None:
@@ -218,20 +230,6 @@ class _Api:
                 await ctx.send_json(500, {"error": f"Internal emulator error: {exc!r}"})
         finally:
             engine.close_truth(record, status)
-
-    def _authorized(self, scope: dict[str, Any]) -> bool:
-        token = self.state.api_token
-        if token is None:
-            return True
-        header = header_value(scope, b"authorization") or ""
-        scheme, _, given = header.partition(" ")
-        return scheme.lower() == "bearer" and hmac.compare_digest(given.strip(), token)
-
-    async def _unauthorized(self, ctx: Ctx, scope: dict[str, Any]) -> None:
-        header = header_value(scope, b"authorization")
-        message = AUTH_MISSING if not header else AUTH_INVALID
-        await ctx.send_json(401, {"error": {"type": "invalid_request", "code": "invalid_api_key",
-                                            "message": message}})
 
 
 def _parse_json(raw: bytes) -> dict[str, Any]:
@@ -304,16 +302,9 @@ def create_app(engine: Engine, *, api_token: str | None = None, control: bool = 
         routes += control_routes.routes(state)
 
     async def unexpected(request: Request, exc: Exception) -> Response:
-        if state.api_token is not None:
-            auth = request.headers.get("authorization", "")
-            scheme, _, given = auth.partition(" ")
-            if scheme.lower() != "bearer" or not hmac.compare_digest(given.strip(),
-                                                                     state.api_token):
-                message = AUTH_MISSING if not auth else AUTH_INVALID
-                body = {"error": {"type": "invalid_request", "code": "invalid_api_key",
-                                  "message": message}}
-                return Response(json.dumps(body), 401,
-                                media_type="application/json; charset=utf-8")
+        refusal = auth_refusal(state.api_token, request.headers.get("authorization"))
+        if refusal is not None:
+            return Response(json.dumps(refusal), 401, media_type="application/json; charset=utf-8")
         return Response(unexpected_body(request.method, request.url.path), 200,
                         media_type="application/json; charset=utf-8")
 
