@@ -155,7 +155,10 @@ def auth_refusal(token: str | None, authorization: str | None) -> dict[str, Any]
     if token is None:
         return None
     scheme, _, given = (authorization or "").partition(" ")
-    if scheme.lower() == "bearer" and hmac.compare_digest(given.strip(), token):
+    # As bytes: compare_digest refuses non-ASCII str, which made such a header a 500.
+    # Header values arrive latin-1-decoded, so encoding back gives the bytes that were sent.
+    if scheme.lower() == "bearer" and hmac.compare_digest(given.strip().encode("latin-1"),
+                                                          token.encode()):
         return None
     message = AUTH_MISSING if not authorization else AUTH_INVALID
     return {"error": {"type": "invalid_request", "code": "invalid_api_key", "message": message}}

@@ -130,6 +130,9 @@ def test_auth_envelope() -> None:
         assert bad.status_code == 401 and "secret" not in bad.text
         ok = c.get("/v1/models", headers={"Authorization": "Bearer sk-lm-abc:secret"})
         assert ok.status_code == 200
+        for path in ("/v1/models", "/no/such/path"):  # API route and the fallback alike
+            odd = c.get(path, headers={b"Authorization": "Bearer s\u00e9cret".encode("latin-1")})
+            assert odd.status_code == 401 and odd.json()["error"]["code"] == "invalid_api_key"
 
 
 @pytest.mark.parametrize(("body", "status", "needle"), [
