@@ -190,18 +190,18 @@ class AsyncClient(ClientCore):
 
     async def list_models(self) -> list[ModelInfo]:
         """``GET /v1/models`` (fresh; use ``catalog`` for the cached view)."""
-        body, _, _ = await self._request_json(self._call("GET", "/v1/models"))
-        return parse_model_list(body)
+        body, ctx, _ = await self._request_json(self._call("GET", "/v1/models"))
+        return parse_model_list(ctx, body)
 
     # -- native endpoints ------------------------------------------------------------------------
     async def native_models(self) -> list[ModelInfo]:
         """``GET /api/v1/models``: every downloaded model with its loaded instances."""
-        body, _, _ = await self._request_json(self._call("GET", "/api/v1/models"))
-        return parse_model_list(body)
+        body, ctx, _ = await self._request_json(self._call("GET", "/api/v1/models"))
+        return parse_model_list(ctx, body)
 
     async def v0_models(self) -> list[ModelInfo]:
-        body, _, _ = await self._request_json(self._call("GET", "/api/v0/models"))
-        return parse_model_list(body)
+        body, ctx, _ = await self._request_json(self._call("GET", "/api/v0/models"))
+        return parse_model_list(ctx, body)
 
     async def load_model(self, model: str, **config: Any) -> dict[str, Any]:
         body, _, _ = await self._request_json(self._load_call(model, config))

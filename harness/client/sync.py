@@ -182,18 +182,18 @@ class Client(ClientCore):
 
     def list_models(self) -> list[ModelInfo]:
         """``GET /v1/models`` (fresh; use ``catalog`` for the cached view)."""
-        body, _, _ = self._request_json(self._call("GET", "/v1/models"))
-        return parse_model_list(body)
+        body, ctx, _ = self._request_json(self._call("GET", "/v1/models"))
+        return parse_model_list(ctx, body)
 
     # -- native endpoints ------------------------------------------------------------------------
     def native_models(self) -> list[ModelInfo]:
         """``GET /api/v1/models``: every downloaded model with its loaded instances."""
-        body, _, _ = self._request_json(self._call("GET", "/api/v1/models"))
-        return parse_model_list(body)
+        body, ctx, _ = self._request_json(self._call("GET", "/api/v1/models"))
+        return parse_model_list(ctx, body)
 
     def v0_models(self) -> list[ModelInfo]:
-        body, _, _ = self._request_json(self._call("GET", "/api/v0/models"))
-        return parse_model_list(body)
+        body, ctx, _ = self._request_json(self._call("GET", "/api/v0/models"))
+        return parse_model_list(ctx, body)
 
     def load_model(self, model: str, **config: Any) -> dict[str, Any]:
         body, _, _ = self._request_json(self._load_call(model, config))

@@ -8,19 +8,21 @@ from __future__ import annotations
 
 from typing import Any
 
+from pydantic import ValidationError
+
 from harness.client.errors import BadResponse, RequestContext
 from harness.client.models import Embeddings, ModelInfo, ResponseResult
 from harness.client.protocol import _usage, check_model
 
 
-def parse_model_list(body: dict[str, Any]) -> list[ModelInfo]:
+def parse_model_list(ctx: RequestContext, body: dict[str, Any]) -> list[ModelInfo]:
     """``/v1/models`` and ``/api/v0/models`` (``data``) and ``/api/v1/models`` (``models``)."""
     items = body.get("data")
     native = False
     if items is None:
         items, native = body.get("models"), True
     if not isinstance(items, list):
-        raise BadResponse("model listing has neither 'data' nor 'models' list")
+        raise BadResponse("model listing has neither 'data' nor 'models' list", context=ctx)
     out = []
     for item in items:
         if not isinstance(item, dict):
@@ -29,7 +31,12 @@ def parse_model_list(body: dict[str, Any]) -> list[ModelInfo]:
             item = {**item, "id": item.get("key") or item.get("id")}
             item.setdefault("state", "loaded" if item.get("loaded_instances") else "not-loaded")
         if item.get("id"):
-            out.append(ModelInfo.model_validate(item))
+            try:
+                out.append(ModelInfo.model_validate(item))
+            except ValidationError as exc:
+                raise BadResponse(f"malformed model entry {item.get('id')!r}: "
+                                  f"{exc.errors()[0]['loc']} {exc.errors()[0]['msg']}",
+                                  context=ctx) from None
     return out
 
 

@@ -462,3 +462,15 @@ def test_errors_name_the_request_id_the_server_saw(server: ScriptedServer) -> No
     assert len(sent) == 1 and len(server.seen) == 2  # one id for the call, kept across retries
     rid = info.value.request_id
     assert rid in sent and f"request id {rid}" in str(info.value)
+
+
+def test_malformed_model_listing_is_a_bad_response_with_context(server: ScriptedServer) -> None:
+    server.script("/v1/models", json_reply({"data": [{"id": "a/b", "max_context_length": "big"}],
+                                           "object": "list"}))
+    with client(server) as c, pytest.raises(BadResponse) as info:
+        c.list_models()
+    assert f"GET {server.url}/v1/models" in str(info.value) and "'a/b'" in str(info.value)
+    server.script("/v1/models", json_reply({"object": "list"}))
+    with client(server) as c, pytest.raises(BadResponse) as info:
+        c.list_models()
+    assert f"GET {server.url}/v1/models" in str(info.value)
