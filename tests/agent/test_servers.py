@@ -68,19 +68,21 @@ def broken_config(notes_root: Path) -> dict[str, dict[str, object]]:
 async def test_start_failures_under_continue_are_left_out_and_reported(notes_root: Path) -> None:
     config = parse_mcp_config({"mcpServers": {
         "notes": stdio("notes.py", "--root", str(notes_root)), **broken_config(notes_root)}})
-    limits = RunLimits(start_timeout=3.0, shutdown_timeout=5.0)
+    # A real server starts in ~1.4 s on an idle machine, but was seen to need over 3 s with the
+    # whole suite running on 2 cores; the silent one must still be the only one to time out.
+    limits = RunLimits(start_timeout=6.0, shutdown_timeout=5.0)
     started = time.monotonic()
     async with open_servers(config, policy=ErrorPolicy.CONTINUE, limits=limits) as pool:
         failures = {f.server: f.error for f in pool.start_failures}
         assert set(failures) == {"refuses", "silent", "missing"}
         assert "refusing to start (--fail-on-start)" in failures["refuses"]  # stderr quoted
-        assert "did not start within 3s" in failures["silent"]
+        assert "did not start within 6s" in failures["silent"]
         assert "No such file" in failures["missing"]
         assert not any(t.server in failures for t in pool.tools)
         assert [s.name for s in pool.summaries()] == ["notes"]
         with pytest.raises(ServerUnavailable, match="did not start"):
             await pool.connection("silent").call("echo", {"text": "x"})
-    assert time.monotonic() - started < 3.0 + 5.0
+    assert time.monotonic() - started < 6.0 + 5.0
     assert live_children() == []
 
 
