@@ -221,10 +221,6 @@ def parse_action(text: str) -> FaultAction:
         raise FaultPlanError(f"invalid {FAULT_HEADER} header: {exc}") from exc
 
 
-def action_name(action: FaultAction) -> str:
-    return action.kind
-
-
 class FaultInjector:
     """A plan plus its running state: per-rule ordinals, fire counts and a seeded RNG."""
 
@@ -405,29 +401,3 @@ async def inject_stream(
         yield frame
     if isinstance(action, DisconnectFault):
         raise StreamDropped(f"disconnect fault after {count} chunks (stream was shorter)")
-
-
-class SseFrameSplitter:
-    """Incremental splitter of a byte stream into complete SSE frames (for the proxy).
-
-    Bytes are held only until their frame is complete, so a proxied stream is passed on frame by
-    frame as fast as the upstream produces it.
-    """
-
-    def __init__(self) -> None:
-        self._buffer = b""
-
-    def feed(self, data: bytes) -> list[bytes]:
-        self._buffer += data
-        frames = []
-        while True:
-            cut = self._buffer.find(b"\n\n")
-            if cut < 0:
-                break
-            frames.append(self._buffer[: cut + 2])
-            self._buffer = self._buffer[cut + 2 :]
-        return frames
-
-    def flush(self) -> bytes:
-        rest, self._buffer = self._buffer, b""
-        return rest

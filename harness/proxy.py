@@ -28,7 +28,6 @@ from harness.faults import (
     FaultInjector,
     FaultPlan,
     FaultPlanError,
-    SseFrameSplitter,
     StreamDropped,
     WrongModelFault,
     before_headers,
@@ -182,13 +181,17 @@ class ProxyApp:
 
 
 async def _frames(chunks: AsyncIterator[bytes]) -> AsyncIterator[bytes]:
-    splitter = SseFrameSplitter()
+    """Whole SSE frames, byte for byte as the upstream sent them (not decoded events: the client
+    must see exactly what came, faults included). Bytes wait only until their frame is complete,
+    so a stream passes frame by frame as fast as the upstream produces it."""
+    buffer = b""
     async for chunk in chunks:
-        for frame in splitter.feed(chunk):
-            yield frame
-    rest = splitter.flush()
-    if rest:
-        yield rest
+        buffer += chunk
+        while (cut := buffer.find(b"\n\n")) >= 0:
+            yield buffer[: cut + 2]
+            buffer = buffer[cut + 2 :]
+    if buffer:
+        yield buffer
 
 
 _OBSERVE_LIMIT = 1 << 20  # non-stream bodies larger than this are passed on unobserved

@@ -2,15 +2,18 @@
 
 from __future__ import annotations
 
+import asyncio
 import time
-from collections.abc import Iterator
+from collections.abc import AsyncIterator, Iterator
 
 import httpx
 import pytest
+from hypothesis import given
+from hypothesis import strategies as st
 
 from harness import Client
 from harness.client.models import TextDelta
-from harness.proxy import create_proxy_app
+from harness.proxy import _frames, create_proxy_app
 from harness.studio.server import BackgroundServer
 from harness.studio.testing import running_studio
 
@@ -65,3 +68,29 @@ def test_client_request_id_is_recorded(proxy: BackgroundServer) -> None:
                    json={"model": MODEL, "messages": MSG, "max_tokens": 2})
     assert r.status_code == 200
     assert records(proxy)[-1]["client_request_id"] == "run-7"
+
+
+@given(st.lists(st.binary(max_size=30).map(lambda b: b.replace(b"\n", b"") + b"\n\n"),
+                max_size=8),
+       st.lists(st.integers(1, 40), max_size=12), st.binary(max_size=10))
+def test_frames_are_whole_and_byte_exact_however_the_reads_fall(
+        frames: list[bytes], cuts: list[int], tail: bytes) -> None:
+    """The proxy's frame splitter passes every frame once, unchanged, and an unterminated
+    tail at the end of the stream as it came."""
+    wire = b"".join(frames) + tail.replace(b"\n", b"")
+    reads, at = [], 0
+    for size in cuts:
+        reads.append(wire[at:at + size])
+        at += size
+    reads.append(wire[at:])
+
+    async def split() -> list[bytes]:
+        async def source() -> AsyncIterator[bytes]:
+            for read in reads:
+                yield read
+
+        return [frame async for frame in _frames(source())]
+
+    out = asyncio.run(split())
+    rest = tail.replace(b"\n", b"")
+    assert out == frames + ([rest] if rest else [])

@@ -134,14 +134,16 @@ def _words(rng: random.Random, n: int, cap: int | None = None) -> list[str]:
     return tokens
 
 
-def _apply_stop(tokens: list[str], stop: Sequence[str]) -> tuple[list[str], bool]:
-    """Cut the text where the first stop string starts (the stop string itself is not sent)."""
+def _apply_stop(tokens: list[str], stop: Sequence[str]) -> list[str]:
+    """Cut the text where the first stop string starts (the stop string itself is not sent).
+
+    A stop hit finishes with "stop", like the natural end of the text."""
     if not stop:
-        return tokens, False
+        return tokens
     text = "".join(tokens)
     cut = min((i for i in (text.find(s) for s in stop if s) if i >= 0), default=-1)
     if cut < 0:
-        return tokens, False
+        return tokens
     kept: list[str] = []
     used = 0
     for tok in tokens:
@@ -152,7 +154,7 @@ def _apply_stop(tokens: list[str], stop: Sequence[str]) -> tuple[list[str], bool
             if cut > used:
                 kept.append(tok[: cut - used])
             break
-    return kept, True
+    return kept
 
 
 @dataclass(frozen=True)
@@ -243,7 +245,6 @@ def plan_chat_reply(
             prompt_tokens=prompt_tokens,
             tool_call_tokens=arg_tokens,
         )
-    stop_hit = False
     if scripted_text is not None:
         content = list(tokenize(scripted_text))
     elif (review := _review_text(spec, request, response_format)) is not None:
@@ -255,7 +256,7 @@ def plan_chat_reply(
         lo, hi = reply_tokens
         cap = None if request.max_tokens is None or request.stop else request.max_tokens + 1
         content = _words(rng, rng.randint(lo, max(lo, hi)), cap)
-        content, stop_hit = _apply_stop(content, request.stop)
+        content = _apply_stop(content, request.stop)
     if spec.reasoning == "reasoning_content" and reasoning:
         content = ["\n\n", *content]
 
@@ -266,7 +267,6 @@ def plan_chat_reply(
         content = content[: limit - keep_reasoning]
         reasoning = reasoning[:keep_reasoning]
         finish = "length"
-    del stop_hit  # a stop hit finishes with "stop", like natural end of text
     return Reply(
         reasoning=tuple(reasoning),
         content=tuple(content),
@@ -288,7 +288,7 @@ def plan_text_reply(
     rng = seeded_rng(spec.key, "completion", prompt, seed)
     lo, hi = reply_tokens
     content = _words(rng, rng.randint(lo, max(lo, hi)))
-    content, _ = _apply_stop(content, stop)
+    content = _apply_stop(content, stop)
     finish = "stop"
     if max_tokens is not None and 0 <= max_tokens < len(content):
         content, finish = content[:max_tokens], "length"

@@ -116,10 +116,6 @@ class Pacer:
                     self._schedule_gate()
                     return
 
-    def pending(self) -> int:
-        """Callbacks waiting (for tests and diagnostics)."""
-        return sum(len(b) for b in self._buckets.values())
-
     def _arm(self, tick: int) -> None:
         if self._handle is not None:
             self._handle.cancel()
