@@ -18,7 +18,6 @@ import argparse
 import json
 import os
 import shutil
-import socket
 import subprocess
 import sys
 import tempfile
@@ -30,6 +29,7 @@ ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT))
 
 from harness.studio.catalog import load_catalog  # noqa: E402
+from harness.studio.server import free_port  # noqa: E402
 
 ERROR_LIMIT_MS = 5.0
 
@@ -40,18 +40,12 @@ def _pin(cpu: int) -> list[str]:
     return []
 
 
-def _free_port() -> int:
-    with socket.socket() as sock:
-        sock.bind(("127.0.0.1", 0))
-        return int(sock.getsockname()[1])
-
-
 def start_emulator(work: Path) -> tuple[subprocess.Popen[bytes], str]:
     catalog = load_catalog().with_speed(tokens_per_s=20.0, ttft_s=0.05, load_time_s=0.05,
                                         reply_tokens=(20, 30))
     path = work / "catalog.json"
     path.write_text(catalog.model_dump_json())
-    port = _free_port()
+    port = free_port()
     proc = subprocess.Popen(
         [*_pin(0), sys.executable, "-m", "harness.cli", "serve", "--port", str(port),
          "--control", "--parallel", "2048", "--catalog", str(path)],

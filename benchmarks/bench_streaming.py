@@ -85,12 +85,6 @@ def serve(port: int, n: int) -> None:
     uvicorn.run(app, host="127.0.0.1", port=port, log_level="error")
 
 
-def free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return int(s.getsockname()[1])
-
-
 def wait_ready(port: int) -> None:
     deadline = time.monotonic() + 10
     while time.monotonic() < deadline:
@@ -125,6 +119,7 @@ def main() -> None:
     import openai
 
     from harness import AsyncClient, Client
+    from harness.studio.server import free_port
 
     port = free_port()
     proc = mp.get_context("spawn").Process(target=serve, args=(port, args.chunks), daemon=True)

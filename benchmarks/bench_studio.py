@@ -26,7 +26,6 @@ import json
 import os
 import shutil
 import signal
-import socket
 import statistics
 import subprocess
 import sys
@@ -38,12 +37,6 @@ from pathlib import Path
 ROOT = Path(__file__).resolve().parents[1]
 MODEL = "qwen/qwen3-4b"
 TOKENS_PER_S = 20.0
-
-
-def free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return int(s.getsockname()[1])
 
 
 def pin_self() -> str:
@@ -190,6 +183,8 @@ def main() -> None:
         uvloop.install()
     except ImportError:
         pass
+    from harness.studio.server import free_port
+
     port = free_port()
     catalog = bench_catalog(args.tokens)
     proc, startup = start_server(port, parallel=args.streams + 100, catalog=catalog,

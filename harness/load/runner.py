@@ -16,7 +16,6 @@ import contextlib
 import json
 import os
 import signal
-import socket
 import subprocess
 import sys
 import time
@@ -26,6 +25,7 @@ from typing import Any
 
 from harness.load.scenario import Scenario, ScenarioError, load_scenario
 from harness.load.server import LoadRunError, ServerSession
+from harness.studio.server import free_port
 
 STARTUP_MARGIN_S = 30.0
 FINISH_MARGIN_S = 30.0
@@ -51,12 +51,6 @@ def default_locustfile() -> Path:
     if not path.is_file():
         raise LoadRunError(f"locustfile not found at {path} (run from a checkout of the repo)")
     return path
-
-
-def _free_port(host: str) -> int:
-    with socket.socket() as sock:
-        sock.bind((host if host != "0.0.0.0" else "127.0.0.1", 0))
-        return int(sock.getsockname()[1])
 
 
 class RecordTally:
@@ -93,7 +87,7 @@ class LoadRun:
     def __init__(self, options: LoadOptions, scenario: Scenario) -> None:
         self.options = options
         self.scenario = scenario
-        self.port = options.master_port or _free_port(options.master_bind_host)
+        self.port = options.master_port or free_port(options.master_bind_host)
         self.procs: list[subprocess.Popen[bytes]] = []
         self.log_dir = options.out_dir / "logs"
 

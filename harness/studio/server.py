@@ -81,6 +81,14 @@ def serve_forever(app: Any, host: str, port: int, *, log_level: str = "info") ->
     uvicorn.Server(server_config(app, host, port, log_level=log_level)).run()
 
 
+def free_port(host: str = "127.0.0.1") -> int:
+    """A port free on ``host`` now, for a server started in another process (which must bind
+    it itself; an in-process server should bind port 0 instead, as ``BackgroundServer`` does)."""
+    with socket.socket() as sock:
+        sock.bind((host if host != "0.0.0.0" else "127.0.0.1", 0))
+        return int(sock.getsockname()[1])
+
+
 class ServerStartError(RuntimeError):
     """The background server did not come up in time."""
 

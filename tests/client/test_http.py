@@ -27,12 +27,12 @@ from harness.client.errors import (
     ValidationError,
 )
 from harness.client.models import ReasoningDelta, TextDelta, ToolCallDelta
+from harness.studio.server import free_port
 from tests.client.scripted import (
     Reply,
     ScriptedServer,
     chunk,
     completion,
-    free_port,
     json_reply,
     sse,
 )

@@ -6,7 +6,6 @@ share one hub with the load generator, so load tests talk to ``harness serve`` i
 
 from __future__ import annotations
 
-import socket
 import subprocess
 import sys
 import time
@@ -15,16 +14,12 @@ from collections.abc import Iterator
 
 import pytest
 
-
-def _free_port() -> int:
-    with socket.socket() as sock:
-        sock.bind(("127.0.0.1", 0))
-        return int(sock.getsockname()[1])
+from harness.studio.server import free_port
 
 
 @pytest.fixture(scope="session")
 def emulator_url() -> Iterator[str]:
-    port = _free_port()
+    port = free_port()
     proc = subprocess.Popen(
         [sys.executable, "-m", "harness.cli", "serve", "--port", str(port), "--control",
          "--parallel", "64"],
