@@ -11,7 +11,7 @@ Only requests outside warm-up are counted (a burst of connections at spawn time 
 server's accept queue before the emulator's clock starts). Error = client TTFT - server TTFT
 (server: arrival to first token frame written), so it contains both loopback transits plus
 whatever delay the load generator itself added: the quantity a load generator must keep small.
-The emulator's clock is its event loop's, so its resolution bounds what can be resolved.
+The emulator stamps its truth with ``time.monotonic()``, the clock ``perf_counter`` reads too.
 """
 
 from __future__ import annotations

@@ -17,10 +17,11 @@ import time
 from dataclasses import dataclass
 from typing import Any
 
+from harness.faults import DONE_FRAME
 from harness.studio.catalog import ModelSpec
 from harness.studio.generation import Reply
 
-DONE = b"data: [DONE]\n\n"
+DONE = DONE_FRAME
 _ALNUM = string.ascii_lowercase + string.digits
 
 

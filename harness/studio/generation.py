@@ -210,11 +210,10 @@ def _scripted_tool_answer(
 
 
 def _review_text(spec: ModelSpec, request: ChatRequest, response_format: Any) -> str | None:
-    """Ask the review engineer's hook (if present) whether this is a review prompt."""
-    try:
-        from harness.studio import reviewer
-    except ImportError:
-        return None
+    """The reviewer models' answer when this is a review prompt (``harness.studio.reviewer``,
+    imported here because it imports this module)."""
+    from harness.studio import reviewer
+
     messages = [dict(m) for m in request.messages]
     if not reviewer.is_review_request(messages):
         return None
@@ -366,8 +365,7 @@ def _string(schema: Mapping[str, Any], rng: random.Random) -> str:
         return samples[fmt]
     text = " ".join(rng.choice(WORDS) for _ in range(rng.randint(1, 5)))
     if len(text) < lo:
-        text = (text + " " + "x" * lo)[:lo] if lo else text
-        text = text.ljust(lo, "x")
+        text = (text + " " + "x" * lo)[:lo]
     return text[:hi]
 
 

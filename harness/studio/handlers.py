@@ -28,7 +28,7 @@ from harness.studio.generation import (
     plan_text_reply,
 )
 from harness.studio.pacer import Pacer
-from harness.studio.streaming import watch_disconnect, write_stream
+from harness.studio.streaming import SSE_HEADERS, watch_disconnect, write_stream
 
 
 @dataclass
@@ -205,8 +205,6 @@ async def _native_load_events(ctx: Ctx, engine: Engine, name: Any, ttl: float | 
 
 
 async def _start_sse(ctx: Ctx, first: bytes) -> None:
-    from harness.studio.streaming import SSE_HEADERS
-
     ctx.started = True
     await ctx.send({"type": "http.response.start", "status": 200, "headers": SSE_HEADERS})
     await _send_frame(ctx, first)
