@@ -19,8 +19,7 @@ from contextlib import contextmanager
 from dataclasses import dataclass, field
 from typing import Any
 
-import httpx
-
+from harness.control import ControlClient, ControlError
 from harness.faults import FaultAction, FaultPlan
 
 CAPABILITIES = ("faults", "truth", "realtime", "emulator")
@@ -28,54 +27,9 @@ DEFAULT_EMULATOR_MODELS = ("qwen/qwen3-4b", "google/gemma-3-12b", "qwen/qwen3-co
 REPLAY_BASE_URL = "http://lmstudio.replay:1234"
 
 
-class TargetError(RuntimeError):
-    """The target could not be reached or controlled; names the URL and what was attempted."""
-
-
-class ControlClient:
-    """The ``/_harness/`` control endpoints of an emulator or a fault proxy."""
-
-    def __init__(self, control_url: str) -> None:
-        self.url = control_url.rstrip("/")
-        self._http = httpx.Client(base_url=self.url, timeout=10.0)
-
-    def _call(self, method: str, path: str, **kwargs: Any) -> Any:
-        try:
-            response = self._http.request(method, path, **kwargs)
-        except httpx.HTTPError as exc:
-            raise TargetError(f"{method} {self.url}{path} failed: {exc}") from exc
-        if response.status_code >= 400:
-            raise TargetError(
-                f"{method} {self.url}{path} answered HTTP {response.status_code}: "
-                f"{response.text[:300]}"
-            )
-        return response.json()
-
-    def set_faults(self, plan: FaultPlan) -> None:
-        self._call("PUT", "/_harness/faults", content=plan.model_dump_json(),
-                   headers={"content-type": "application/json"})
-
-    def clear_faults(self) -> None:
-        self._call("DELETE", "/_harness/faults")
-
-    def fault_stats(self) -> list[dict[str, Any]]:
-        stats: list[dict[str, Any]] = self._call("GET", "/_harness/faults")["stats"]
-        return stats
-
-    def truth(self, since: int = 0) -> list[dict[str, Any]]:
-        records: list[dict[str, Any]] = self._call(
-            "GET", "/_harness/truth", params={"since": since})["records"]
-        return records
-
-    def state(self) -> dict[str, Any]:
-        state: dict[str, Any] = self._call("GET", "/_harness/state")
-        return state
-
-    def reset(self) -> None:
-        self._call("POST", "/_harness/reset")
-
-    def close(self) -> None:
-        self._http.close()
+# The control client raises it for the target's control calls; the target raises it when it
+# cannot be reached: one error type for "the target could not be reached or controlled".
+TargetError = ControlError
 
 
 @dataclass

@@ -5,9 +5,9 @@ httpx directly. What they learn goes into the run metadata: LM Studio's runtime 
 ``/api/v0`` non-stream reply's ``runtime``), each model's quantisation and the ``parallel`` value
 actually in force (``loaded_instances[].config.parallel`` of ``/api/v1/models``).
 
-The ``/_harness/`` control endpoints exist only on the emulator (and the fault proxy); on a real
-LM Studio they answer 200 ``{"error": "Unexpected endpoint or method..."}``, which is read as
-"no ground truth here", never as data.
+The ``/_harness/`` control endpoints (``harness.control``) exist only on the emulator and the
+fault proxy; on a real LM Studio they answer 200 ``{"error": "Unexpected endpoint or method..."}``,
+which is read as "no ground truth here", never as data.
 """
 
 from __future__ import annotations
@@ -19,6 +19,7 @@ from typing import Any
 import httpx
 
 from harness.client.errors import redact
+from harness.control import ControlClient, ControlError
 
 logging.getLogger("httpx").setLevel(logging.WARNING)
 
@@ -49,9 +50,11 @@ class ServerSession:
         self.base_url = base_url.rstrip("/")
         self._secrets = (api_token,) if api_token else ()
         self._http = httpx.Client(base_url=self.base_url, headers=headers, timeout=timeout)
+        self._control = ControlClient(self.base_url, api_token=api_token, timeout=timeout)
 
     def close(self) -> None:
         self._http.close()
+        self._control.close()
 
     def __enter__(self) -> ServerSession:
         return self
@@ -113,30 +116,22 @@ class ServerSession:
         return out
 
     def control_available(self) -> bool:
-        try:
-            answer = self._http.get("/_harness/state")
-        except httpx.HTTPError:
-            return False
-        if answer.status_code != 200:
-            return False
-        try:
-            data = answer.json()
-        except ValueError:
-            return False
-        return isinstance(data, dict) and "error" not in data
+        return self._control.available()
 
     def truth(self, since: int = 0) -> list[dict[str, Any]]:
-        answer = self._call("GET", f"/_harness/truth?since={since}")
-        records = answer.get("records") if isinstance(answer, dict) else None
-        if not isinstance(records, list):
-            raise LoadRunError(f"{self.base_url}/_harness/truth: no 'records' list in the answer")
-        return records
+        try:
+            return self._control.truth(since)
+        except ControlError as exc:
+            raise LoadRunError(str(exc)) from None
 
     def set_faults(self, plan: dict[str, Any] | None) -> None:
-        if plan is None:
-            self._call("DELETE", "/_harness/faults")
-        else:
-            self._call("PUT", "/_harness/faults", plan)
+        try:
+            if plan is None:
+                self._control.clear_faults()
+            else:
+                self._control.set_faults(plan)
+        except ControlError as exc:
+            raise LoadRunError(str(exc)) from None
 
 
 def prepare_server(base_url: str, *, models: tuple[str, ...], ttl_s: int | None,

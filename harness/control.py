@@ -1,0 +1,83 @@
+"""The ``/_harness/`` control endpoints of the emulator and the fault proxy, over HTTP.
+
+One client for everything that reads ground truth or sets a fault plan from outside the server's
+process: the evaluation targets and the load runner. On a real LM Studio these paths answer 200
+``{"error": "Unexpected endpoint or method..."}``; ``available()`` reads that as "no control",
+and every other call raises ``ControlError`` naming the URL rather than returning it as data.
+"""
+
+from __future__ import annotations
+
+from typing import Any
+
+import httpx
+
+from harness.client.errors import redact
+from harness.faults import FaultPlan
+
+
+class ControlError(RuntimeError):
+    """A control call failed; names the method and URL (tokens redacted)."""
+
+
+class ControlClient:
+    def __init__(self, control_url: str, *, api_token: str | None = None,
+                 timeout: float = 10.0) -> None:
+        self.url = control_url.rstrip("/")
+        self._secrets = (api_token,) if api_token else ()
+        headers = {"authorization": f"Bearer {api_token}"} if api_token else {}
+        self._http = httpx.Client(base_url=self.url, headers=headers, timeout=timeout)
+
+    def _call(self, method: str, path: str, **kwargs: Any) -> Any:
+        where = f"{method} {self.url}{path}"
+        try:
+            response = self._http.request(method, path, **kwargs)
+        except httpx.HTTPError as exc:
+            raise ControlError(redact(f"{where} failed: {exc}", self._secrets)) from exc
+        if response.status_code >= 400:
+            raise ControlError(redact(f"{where} answered HTTP {response.status_code}: "
+                                      f"{response.text[:300]}", self._secrets))
+        try:
+            return response.json()
+        except ValueError:
+            raise ControlError(f"{where}: answer is not JSON: {response.text[:200]!r}") from None
+
+    def available(self) -> bool:
+        """Whether this server has control endpoints at all (no error if it has not)."""
+        try:
+            state = self._call("GET", "/_harness/state")
+        except ControlError:
+            return False
+        return isinstance(state, dict) and "error" not in state
+
+    def set_faults(self, plan: FaultPlan | dict[str, Any]) -> None:
+        content = plan.model_dump_json() if isinstance(plan, FaultPlan) else plan
+        if isinstance(content, str):
+            self._call("PUT", "/_harness/faults", content=content,
+                       headers={"content-type": "application/json"})
+        else:
+            self._call("PUT", "/_harness/faults", json=content)
+
+    def clear_faults(self) -> None:
+        self._call("DELETE", "/_harness/faults")
+
+    def fault_stats(self) -> list[dict[str, Any]]:
+        stats: list[dict[str, Any]] = self._call("GET", "/_harness/faults")["stats"]
+        return stats
+
+    def truth(self, since: int = 0) -> list[dict[str, Any]]:
+        answer = self._call("GET", "/_harness/truth", params={"since": since})
+        records = answer.get("records") if isinstance(answer, dict) else None
+        if not isinstance(records, list):
+            raise ControlError(f"GET {self.url}/_harness/truth: no 'records' list in the answer")
+        return records
+
+    def state(self) -> dict[str, Any]:
+        state: dict[str, Any] = self._call("GET", "/_harness/state")
+        return state
+
+    def reset(self) -> None:
+        self._call("POST", "/_harness/reset")
+
+    def close(self) -> None:
+        self._http.close()
