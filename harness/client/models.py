@@ -93,6 +93,24 @@ class ModelInfo(_Tolerant):
     max_context_length: int | None = None
     loaded_instances: list[dict[str, Any]] = Field(default_factory=list)
 
+    @property
+    def context_length(self) -> int | None:
+        """The context in force: a loaded instance's (JIT loads often pick far less than the
+        maximum), else the maximum."""
+        for instance in self.loaded_instances:
+            config = instance.get("config") if isinstance(instance, dict) else None
+            if isinstance(config, dict) and isinstance(config.get("context_length"), int):
+                return int(config["context_length"])
+        return self.max_context_length
+
+    @property
+    def quantization_name(self) -> str | None:
+        """``Q4_K_M`` from the native listing's ``{"name": ...}`` or v0's plain string."""
+        quant = (self.model_extra or {}).get("quantization")
+        if isinstance(quant, dict):
+            return str(quant.get("name")) if quant.get("name") else None
+        return str(quant) if quant else None
+
 
 class Embeddings(_Tolerant):
     model: str = ""

@@ -56,24 +56,12 @@ def _base_key(model: str) -> str:
     return model.split("@", 1)[0].lower()
 
 
-def _context_length(info: ModelInfo | None) -> int | None:
-    """The loaded context if the model is loaded (the real limit), else its maximum."""
+def _manifest_model(key: str, info: ModelInfo | None) -> ManifestModel:
     if info is None:
-        return None
-    for instance in info.loaded_instances:
-        config = instance.get("config") if isinstance(instance, dict) else None
-        if isinstance(config, dict) and isinstance(config.get("context_length"), int):
-            return int(config["context_length"])
-    return info.max_context_length
-
-
-def _quantization(info: ModelInfo | None) -> str | None:
-    if info is None:
-        return None
-    quant = (info.model_extra or {}).get("quantization")
-    if isinstance(quant, dict):
-        return str(quant.get("name")) if quant.get("name") else None
-    return str(quant) if quant else None
+        return ManifestModel(key=key, quantization=None, max_context_length=None, loaded=None)
+    return ManifestModel(key=key, quantization=info.quantization_name,
+                         max_context_length=info.context_length,
+                         loaded=bool(info.loaded_instances))
 
 
 async def preflight(client: AsyncClient, roster: Roster) -> dict[str, ModelInfo]:
@@ -180,17 +168,8 @@ class ReviewRunner:
             harness_version=__version__,
             created_at=datetime.now(UTC).isoformat(timespec="seconds"),
             base_url=self.client.base_url,
-            models=[
-                ManifestModel(
-                    key=r.model,
-                    quantization=_quantization(self._models.get(r.model)),
-                    max_context_length=_context_length(self._models.get(r.model)),
-                    loaded=bool(self._models[r.model].loaded_instances)
-                    if r.model in self._models
-                    else None,
-                )
-                for r in self.roster.reviewers
-            ],
+            models=[_manifest_model(r.model, self._models.get(r.model))
+                    for r in self.roster.reviewers],
             sampling={
                 r.name: {
                     "temperature": r.temperature,
@@ -226,7 +205,8 @@ class ReviewRunner:
             system
             + template.render(reviewer=reviewer, subject_block="", schema=schema, subject=subject)
         )
-        context = _context_length(self._models.get(reviewer.model)) or DEFAULT_CONTEXT
+        info = self._models.get(reviewer.model)
+        context = (info.context_length if info else None) or DEFAULT_CONTEXT
         budget = context - reviewer.max_tokens - overhead - self.roster.run.context_reserve_tokens
         block, truncations = fit_subject(subject, budget)
         user = template.render(

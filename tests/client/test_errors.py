@@ -115,3 +115,4 @@ def test_bad_model_ids(bad: object) -> None:
     with pytest.raises(E.ValidationError) as info:
         validate_model_id(bad)
     assert info.value.field == "model"
+
