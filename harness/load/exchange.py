@@ -147,14 +147,11 @@ def _stream(response: Any, req: PreparedRequest, ctx: RequestContext, t_send: fl
     first_visible: float | None = None
     now = t_send
     try:
-        for data, first, now in response.chunks():
-            events = decoder.feed(data)
-            for i, event in enumerate(events):
-                # a read holding several frames: the first completed in the first packet
-                at = first if i == 0 and len(events) > 1 else now
-                for delta in assembler.feed(event, at):
+        for data, now in response.chunks():
+            for event in decoder.feed(data):
+                for delta in assembler.feed(event, now):
                     if first_visible is None and not isinstance(delta, _INVISIBLE):
-                        first_visible = at
+                        first_visible = now
         for event in decoder.flush():
             assembler.feed(event, now)
         result = assembler.finish(now, eof_with_partial_event=decoder.has_partial_event)

@@ -12,7 +12,11 @@ Each read is timed by the kernel, not by the greenlet: with hundreds of users a 
 only after the ones woken before it, so ``perf_counter`` after ``recv`` adds the generator's own
 queueing (measured: p95 15 ms of false TTFT at 200 users). ``SO_TIMESTAMPNS`` makes the kernel
 stamp each received packet; ``recvmsg`` returns that stamp, converted to the ``perf_counter``
-timeline at the moment of the read. Where the option is missing, the read time is used.
+timeline at the moment of the read. Where the option is missing, the read time is used. The
+stamp is the newest packet's: a reader more than a frame behind finds its packets merged by TCP
+and times them all at the last one, so the stamps hold only while the worker keeps up (the CPU
+gate and ``bench_load`` show where that ends). Peeking the first packet's stamp was tried: it
+cost a syscall per read and changed nothing, because the kernel had already merged the packets.
 
 Every failure is a typed client error carrying the request context: ``ConnectError`` when the
 connection is refused or reset before a response, ``LMStudioTimeout`` (phase ``connect``,
@@ -53,21 +57,13 @@ def _stamp(ancillary: list[tuple[int, int, bytes]], now: float, wall: float) -> 
     return now
 
 
-def _recv_timed(sock: gsocket.socket, stamped: bool) -> tuple[bytes, float, float]:
-    """One read, when its first and its last packet reached this host (``perf_counter``).
-
-    TCP reports the stamp of the last packet a read consumed; a late reader gets several frames
-    in one read, so the first packet's stamp is taken first by peeking one byte.
-    """
+def _recv_timed(sock: gsocket.socket, stamped: bool) -> tuple[bytes, float]:
+    """One read and when its last packet reached this host (``perf_counter`` timeline)."""
     if not stamped:
         raw = sock.recv(_READ_SIZE)
-        now = perf_counter()
-        return raw, now, now
-    _, ancillary, _, _ = sock.recvmsg(1, _ANC_SIZE, pysocket.MSG_PEEK)
-    first = _stamp(ancillary, perf_counter(), time.time())
+        return raw, perf_counter()
     raw, ancillary, _, _ = sock.recvmsg(_READ_SIZE, _ANC_SIZE)
-    last = _stamp(ancillary, perf_counter(), time.time())
-    return raw, min(first, last), last
+    return raw, _stamp(ancillary, perf_counter(), time.time())
 
 
 class _Parser(HTTPResponse):
@@ -101,17 +97,17 @@ class Response:
         self.status = parser.status_code
         self.headers = {k.lower(): v for k, v in parser.items()}
 
-    def chunks(self) -> Iterator[tuple[bytes, float, float]]:
-        """Body bytes as they arrive, with when the read's first and last packets arrived."""
+    def chunks(self) -> Iterator[tuple[bytes, float]]:
+        """Body bytes as they arrive, each with when its read's packets arrived."""
         parser, sock = self._parser, self._conn.sock
         data, now = self._first
         if data:
-            yield data, now, now
+            yield data, now
         try:
             while not parser.message_complete:
                 assert sock is not None
                 try:
-                    raw, first, now = _recv_timed(sock, self._conn.stamped)
+                    raw, now = _recv_timed(sock, self._conn.stamped)
                 except TimeoutError:
                     raise LMStudioTimeout(
                         "no data from the server within the idle limit", phase="stream-idle",
@@ -125,12 +121,12 @@ class Response:
                 parser.feed(raw)
                 data = parser.take()
                 if data:
-                    yield data, first, now
+                    yield data, now
         finally:
             self.release()
 
     def read_all(self) -> bytes:
-        return b"".join(data for data, _, _ in self.chunks())
+        return b"".join(data for data, _ in self.chunks())
 
     def release(self) -> None:
         """Keep the connection for the next request only if this answer was read to its end."""
@@ -225,7 +221,7 @@ class Connection:
         got_any = False
         while not parser.headers_complete:
             try:
-                raw, _, now = _recv_timed(sock, self.stamped)
+                raw, now = _recv_timed(sock, self.stamped)
             except TimeoutError:
                 self.close()
                 raise LMStudioTimeout("no response headers within the read limit", phase="read",

@@ -15,15 +15,13 @@ from harness.load.metrics import Distribution, RequestRecord, percentile
 
 
 class _FakeResponse:
-    """Body reads with their arrival times, as ``transport.Response.chunks`` yields them
-    (a read's first and last packet times; one packet per read unless given both)."""
+    """Body reads with their arrival times, as ``transport.Response.chunks`` yields them."""
 
-    def __init__(self, reads: list[tuple[bytes, float] | tuple[bytes, float, float]]) -> None:
+    def __init__(self, reads: list[tuple[bytes, float]]) -> None:
         self.reads = reads
 
     def chunks(self):  # type: ignore[no-untyped-def]
-        for read in self.reads:
-            yield read if len(read) == 3 else (read[0], read[1], read[1])
+        yield from self.reads
 
 
 def _frame(delta: dict, finish: str | None = None) -> bytes:
@@ -106,16 +104,6 @@ def test_tokens_per_chunk_and_tpot_use_the_servers_count_when_chunks_coalesce() 
     assert math.isclose(rec.tpot, 0.5 / 5, abs_tol=1e-6)
     assert rec.tokens_per_chunk == 3.0
     assert not rec.usage_missing
-
-
-def test_a_late_read_holding_two_frames_times_each_by_its_packet() -> None:
-    """A reader woken late gets frames 1 and 2 in one read; the first token is when the first
-    packet arrived (the transport peeks its kernel stamp), not when the read returned."""
-    both = _frame({"content": "a"}) + _frame({"content": "b"})
-    reads = [(both, 100.05, 100.10), (_frame({}, finish="stop") + b"data: [DONE]\n\n", 100.15)]
-    rec = _run(reads, 100.0)
-    assert rec.ttft is not None and abs(rec.ttft - 0.05) < 1e-6  # epoch floats: ~0.2 us
-    assert len(rec.gaps) == 1 and abs(rec.gaps[0] - 0.05) < 1e-6
 
 
 def test_missing_usage_falls_back_to_chunk_count_and_is_flagged() -> None:
