@@ -178,6 +178,17 @@ def validity_gates(scenario: Scenario, records: list[RequestRecord], *, cpu_max:
                         detail=f"{missing} successful request(s) without usage/stats; "
                                "N fell back to counting chunks" if missing
                                else "every successful request carried usage"))
+    streamed = [r for r in measured if r.stream and r.ok and r.t_first_token is not None]
+    if streamed:
+        limit_s = gates.late_first_token_ms / 1000
+        late = sum(r.ttft_uncertainty > limit_s for r in streamed)
+        pct = 100.0 * late / len(streamed)
+        out.append(Gate(name="load generator kept up (first tokens read in time)",
+                        passed=pct <= gates.late_first_tokens_pct_max,
+                        detail=f"{late} of {len(streamed)} first token(s) ({pct:.1f}%) were read "
+                               f"together with later ones, so their TTFT may be over "
+                               f"{gates.late_first_token_ms:g} ms late (limit "
+                               f"{gates.late_first_tokens_pct_max:g}%); add workers"))
     if gates.truth_ttft_error_p95_ms is not None:
         err = truth.ttft_abs_error_ms.p95 if truth and truth.ttft_abs_error_ms else None
         out.append(Gate(name="TTFT error vs emulator truth p95",

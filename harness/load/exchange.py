@@ -146,17 +146,26 @@ def _stream(response: Any, req: PreparedRequest, ctx: RequestContext, t_send: fl
     )
     first_visible: float | None = None
     now = t_send
+    acc = assembler.acc
     try:
         for data, now in response.chunks():
+            waiting_for_first = acc.first_at is None
+            token_events = 0
             for event in decoder.feed(data):
-                for delta in assembler.feed(event, now):
+                deltas = assembler.feed(event, now)
+                if deltas:
+                    token_events += 1
+                for delta in deltas:
                     if first_visible is None and not isinstance(delta, _INVISIBLE):
                         first_visible = now
+            if waiting_for_first and token_events:
+                # More than one: the first token shared its read with later ones (the worker
+                # fell behind, and TCP stamps merged packets with the newest one's time).
+                record.first_read_tokens = token_events
         for event in decoder.flush():
             assembler.feed(event, now)
         result = assembler.finish(now, eof_with_partial_event=decoder.has_partial_event)
     finally:
-        acc = assembler.acc
         record.chunks = 0 if acc.first_at is None else len(acc.gaps) + 1
         record.gaps = list(acc.gaps)
         if acc.first_at is not None:

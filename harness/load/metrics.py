@@ -55,6 +55,7 @@ class RequestRecord:
     user: int = 0
     level: int = 0
     warmup: bool = False
+    first_read_tokens: int = 1  # token events in the read that carried the first token
     request_id: str | None = None  # sent as X-Request-Id: pairs the record with server truth
 
     def to_json(self) -> dict[str, Any]:
@@ -98,6 +99,14 @@ class RequestRecord:
         if ttft is None or e2e is None or n < 2:
             return None
         return (e2e - ttft) / (n - 1)
+
+    @property
+    def ttft_uncertainty(self) -> float:
+        """How late TTFT may be measured: when the first token was read together with k-1
+        later ones, it arrived up to k-1 token intervals before the read's time."""
+        if self.first_read_tokens <= 1:
+            return 0.0
+        return (self.first_read_tokens - 1) * (self.tpot or 0.0)
 
     @property
     def tokens_per_chunk(self) -> float | None:

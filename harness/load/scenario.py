@@ -151,6 +151,8 @@ class Gates(_Frozen):
     schedule_lag_p99_ms: float = Field(5.0, gt=0)
     require_usage: bool = True
     truth_ttft_error_p95_ms: float | None = Field(None, gt=0)
+    late_first_token_ms: float = Field(5.0, gt=0)
+    late_first_tokens_pct_max: float = Field(1.0, ge=0, le=100)
 
 
 class Scenario(_Frozen):

@@ -89,6 +89,27 @@ def test_gates_mark_runs_invalid() -> None:
         assert _verdict([], gates, [])[1] == EXIT_INVALID
 
 
+def _read_with(first_read_tokens: int, interval: float) -> RequestRecord:
+    rec = _rec(0, 100, n=11)
+    rec.t_last_token = rec.t_first_token + interval * 10  # type: ignore[operator]
+    rec.first_read_tokens = first_read_tokens
+    return rec
+
+
+def test_gate_for_first_tokens_read_late() -> None:
+    """A first token read together with later ones may be late by their intervals: invalid when
+    that exceeds the limit for more than the allowed share; harmless when intervals are tiny."""
+    scenario = parse_scenario({"name": "t", "load": {"levels": [5]}})
+    gate = "load generator kept up (first tokens read in time)"
+    in_time = [_read_with(1, 0.05) for _ in range(99)]
+    for extra, ok in (([_read_with(2, 0.05)], True),        # 1 of 100 = the 1 % allowed
+                      ([_read_with(2, 0.05)] * 2, False),   # 2 of 101: 50 ms late, invalid
+                      ([_read_with(3, 0.002)] * 10, True)):  # 4 ms late at most: fine
+        gates = validity_gates(scenario, in_time + extra, cpu_max=10, cpu_warning=False,
+                               truth=None)
+        assert next(g for g in gates if g.name == gate).passed is ok
+
+
 def _truth(i: int, ttft: float, n: int = 3) -> dict:  # type: ignore[type-arg]
     sched = [ttft + k * 0.01 for k in range(n)] + [ttft + (n - 1) * 0.01] * 3
     return {"id": i, "endpoint": "/v1/chat/completions", "method": "POST", "stream": True,

@@ -106,6 +106,16 @@ def test_tokens_per_chunk_and_tpot_use_the_servers_count_when_chunks_coalesce() 
     assert not rec.usage_missing
 
 
+def test_a_read_holding_the_first_two_tokens_is_counted() -> None:
+    both = _frame({"content": "a"}) + _frame({"content": "b"})
+    rec = _run([(both, 100.10), (_frame({}, finish="stop") + b"data: [DONE]\n\n", 100.15)],
+               100.0)
+    assert rec.first_read_tokens == 2
+    alone = _run([(_frame({"content": "a"}), 100.05), (_frame({"content": "b"}), 100.10),
+                  (_frame({}, finish="stop") + b"data: [DONE]\n\n", 100.15)], 100.0)
+    assert alone.first_read_tokens == 1 and alone.ttft_uncertainty == 0.0
+
+
 def test_missing_usage_falls_back_to_chunk_count_and_is_flagged() -> None:
     reads = [(_frame({"content": "a"}), 1.1), (_frame({"content": "b"}), 1.2),
              (_frame({}, "stop") + b"data: [DONE]\n\n", 1.3)]
