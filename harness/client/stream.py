@@ -208,10 +208,8 @@ class ResponseReader:
         elif "text/event-stream" in headers.get("content-type", ""):
             self.mode = _STREAM
             self._sse = SSEDecoder()
-            kind = _ASSEMBLERS[self.call.stream]
-            ctx = self.context(self._sent)  # the assemblers count elapsed from sending
-            self._assembler = (kind(ctx, self._sent, tools_offered=self.call.tools_offered)
-                               if self.call.stream == "chat" else kind(ctx, self._sent))
+            # The assemblers count elapsed from sending.
+            self._assembler = _ASSEMBLERS[self.call.stream](self.context(self._sent), self._sent)
         else:
             self.mode = _ERROR_BODY
 
@@ -274,12 +272,16 @@ class ResponseReader:
                 for event in sse.feed(tail):  # type: ignore[union-attr]
                     out.extend(assembler.feed(event, now))
             if assembler.done:
-                self.result = assembler.finish(now)
-                return out
-            partial_event = sse.has_partial_event  # type: ignore[union-attr]
-            for event in sse.flush():  # type: ignore[union-attr]
-                out.extend(assembler.feed(event, now))
-            self.result = assembler.finish(now, eof_with_partial_event=partial_event)
+                result = assembler.finish(now)
+            else:
+                partial_event = sse.has_partial_event  # type: ignore[union-attr]
+                for event in sse.flush():  # type: ignore[union-attr]
+                    out.extend(assembler.feed(event, now))
+                result = assembler.finish(now, eof_with_partial_event=partial_event)
+            protocol.check_answer(self.context(now), result,
+                                  tools_offered=self.call.tools_offered,
+                                  check_ids=self.call.stream == "chat")
+            self.result = result
             return out
         body = b"".join(self._body) + tail
         ctx = self.context(now)
