@@ -81,6 +81,15 @@ class ControlClient:
                 return records
             since = max(int(r.get("id", 0)) for r in got)
 
+    def truth_last_id(self) -> int:
+        """The newest truth id, without transferring the log (a reused emulator holds 10s of MB
+        of it): a run's own requests are the ones after it."""
+        answer = self._call("GET", "/_harness/truth", params={"since": 0, "limit": 1})
+        last = answer.get("last_id") if isinstance(answer, dict) else None
+        if not isinstance(last, int):
+            raise ControlError(f"GET {self.url}/_harness/truth: no 'last_id' in the answer")
+        return last
+
     def state(self) -> dict[str, Any]:
         state: dict[str, Any] = self._call("GET", "/_harness/state")
         return state

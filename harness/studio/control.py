@@ -29,7 +29,8 @@ def routes(state: Any) -> list[BaseRoute]:
         found = state.engine.truth.records(int(since))
         page = found[:int(limit)] if limit else found  # pages: a long run's truth is 10s of MB
         return JSONResponse({"records": [r.as_dict() for r in page],
-                             "more": len(page) < len(found)})
+                             "more": len(page) < len(found),
+                             "last_id": state.engine.truth.last_id})
 
     async def counters(request: Request) -> JSONResponse:
         return JSONResponse(

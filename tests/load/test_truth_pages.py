@@ -25,7 +25,9 @@ def test_truth_pages_return_every_record_once_in_order(emulator_url: str) -> Non
     try:
         whole = control.truth(since)
         paged = control.truth(since, page=3)
+        last = control.truth_last_id()
     finally:
         control.close()
     assert len(whole) >= 7
     assert [r["id"] for r in paged] == [r["id"] for r in whole]
+    assert last == whole[-1]["id"]
