@@ -359,10 +359,13 @@ def _finish_run(environment: Environment) -> None:
 
 
 def _print_verdict(report: Any, out_dir: Path) -> None:
-    """The verdict on stderr (headless runs have no other place to read it)."""
+    """The verdict on stderr (headless runs have no other place to read it); server text in the
+    reasons is shown, never interpreted (``visible``: no control sequences reach the terminal)."""
+    from harness.reporting.escaping import visible
+
     lines = [f"harness load: {report.scenario['name']}: {report.verdict.upper()} "
              f"(exit {report.exit_code}); outputs in {out_dir}"]
-    lines += [f"  - {reason}" for reason in report.reasons]
+    lines += [f"  - {visible(reason)}" for reason in report.reasons]
     for lv in report.levels:
         ttft = lv.ttft_ms.p95
         lines.append(f"  level {lv.target:g} {lv.unit}: {lv.requests} requests, {lv.errors} "
