@@ -56,7 +56,10 @@ def test_open_loop_429_storm_counts_typed_errors_and_misses_its_slo(emulator_url
                           out_dir=tmp_path, workers=1, duration_s=2.0)
     code, summary = run_load(options)
     level = summary["levels"][0]
-    assert code == 1 and summary["verdict"] == "fail"
+    assert any("SLO error rate" in reason for reason in summary["reasons"]), summary["reasons"]
+    others = [r for r in summary["reasons"] if "SLO error rate" not in r]
+    assert all(r.startswith(GENERATOR_GATES) for r in others), others  # a busy machine only
+    assert (code, summary["verdict"]) in ((1, "fail"), (2, "invalid"))
     assert set(level["errors_by_kind"]) == {"RateLimited"}
     assert 0.2 < level["error_rate"] < 0.8
 
