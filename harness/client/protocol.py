@@ -204,12 +204,25 @@ def _listed_models(message: str) -> tuple[str, ...]:
     return tuple(line.strip(" -\t") for line in tail.splitlines() if line.strip(" -\t"))[:10]
 
 
+_NOT_JSON = object()
+
+
+def _lenient(body: bytes) -> Any:
+    """What orjson refuses and the stdlib reads (NaN, integers over 64 bits), else _NOT_JSON."""
+    try:
+        return json.loads(body)
+    except (ValueError, UnicodeDecodeError):
+        return _NOT_JSON
+
+
 def json_body(ctx: RequestContext, headers: Mapping[str, str], body: bytes) -> dict[str, Any]:
     """Decode a 2xx body, refusing the 200s that are really errors."""
-    content_type = headers.get("content-type", "")
     try:
-        parsed = json.loads(body)
-    except (ValueError, UnicodeDecodeError):
+        parsed = _loads(body)
+    except ValueError:
+        parsed = _lenient(body)
+    if parsed is _NOT_JSON:
+        content_type = headers.get("content-type", "")
         if _looks_html(body, content_type):
             raise BadResponse(_html_summary(body), context=ctx, status=200) from None
         snippet = body[:120].decode("utf-8", "replace")
@@ -238,11 +251,11 @@ def check_model(ctx: RequestContext, answered: str | None, partial: PartialOutpu
 
 
 def _usage(raw: Any) -> Usage | None:
-    if not isinstance(raw, Mapping):
+    if not isinstance(raw, dict):
         return None
     usage = Usage.model_validate(raw)
     details = raw.get("completion_tokens_details")
-    if isinstance(details, Mapping):
+    if isinstance(details, dict):
         usage.reasoning_tokens = int(details.get("reasoning_tokens") or 0)
     return usage
 
@@ -267,11 +280,11 @@ def chat_result(ctx: RequestContext, body: dict[str, Any], timings: Timings, *,
     Complete only with a ``finish_reason``: without one the answer was cut off (an unload or a
     JIT auto-evict), and ``IncompleteAnswer`` keeps the partial text instead of returning it."""
     choices = body.get("choices")
-    if not isinstance(choices, list) or not choices or not isinstance(choices[0], Mapping):
+    if not isinstance(choices, list) or not choices or not isinstance(choices[0], dict):
         raise BadResponse("response has no choices", context=ctx, status=200)
     choice = choices[0]
     message = choice.get("message")
-    if isinstance(message, Mapping):
+    if isinstance(message, dict):
         text = message.get("content") or ""
         reasoning = message.get("reasoning_content") or message.get("reasoning") or ""
         calls = _tool_calls(message.get("tool_calls"))
@@ -538,8 +551,10 @@ class ChatStreamAssembler(_Assembler):
         try:
             chunk = _loads(data)
         except ValueError:
-            raise StreamInterrupted(f"malformed stream data: {data[:80]!r}",
-                                    context=self._ctx(now), partial=self.partial()) from None
+            chunk = _lenient(data.encode())
+            if chunk is _NOT_JSON:
+                raise StreamInterrupted(f"malformed stream data: {data[:80]!r}",
+                                        context=self._ctx(now), partial=self.partial()) from None
         if not isinstance(chunk, dict):
             raise StreamInterrupted(f"stream frame is not an object: {data[:80]!r}",
                                     context=self._ctx(now), partial=self.partial())
@@ -560,8 +575,20 @@ class ChatStreamAssembler(_Assembler):
         if not choices:
             return []
         choice = choices[0]
-        out: list[StreamEvent] = []
         delta = choice.get("delta")
+        # The hot path: a delta that is one piece of content and nothing else.
+        if delta is not None and len(delta) == 1 and choice.get("finish_reason") is None \
+                and self._think.state == InlineThink.CONTENT:
+            text = delta.get("content")
+            if text and text.__class__ is str:
+                acc._text.append(text)
+                if acc.first_at is None:
+                    acc.first_at = now
+                else:
+                    acc.gaps.append(now - acc.last_at)  # type: ignore[operator]
+                acc.last_at = now
+                return [TextDelta(text)]
+        out: list[StreamEvent] = []
         if delta is None:  # text_completion chunk
             text = choice.get("text")
             if text:
