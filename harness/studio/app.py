@@ -34,6 +34,7 @@ from harness.faults import (
 from harness.studio.engine import Engine, EngineError, ModelUnloaded
 from harness.studio.requests import BadRequest
 from harness.studio.streaming import Receive, Send
+from harness.studio.stress import STRESS_HEADER, Stress, choose_stress
 from harness.studio.truth import RequestTruth
 
 log = logging.getLogger("harness.studio")
@@ -56,7 +57,7 @@ class Ctx:
     """Everything a route handler needs for one request."""
 
     __slots__ = ("body", "engine", "fault", "method", "path", "path_params", "receive", "record",
-                 "send", "started", "state")
+                 "send", "started", "state", "stress")
 
     def __init__(self, scope: dict[str, Any], receive: Receive, send: Send,
                  state: StudioState) -> None:
@@ -69,6 +70,7 @@ class Ctx:
         self.engine = state.engine
         self.body: dict[str, Any] = {}
         self.fault: FaultAction | None = None
+        self.stress: Stress | None = None
         self.record: RequestTruth | None = None
         self.started = False
 
@@ -102,8 +104,9 @@ class StudioState:
     """Server-wide state: the engine, the active fault plan and the server settings."""
 
     def __init__(self, engine: Engine, *, api_token: str | None, control: bool,
-                 faults: FaultPlan | None) -> None:
+                 faults: FaultPlan | None, stress: Stress | None = None) -> None:
         self.engine = engine
+        self.stress = stress  # the run's default; a request's X-Harness-Stress header wins
         self.api_token = api_token
         self.control = control
         self.injector: FaultInjector | None = FaultInjector(faults) if faults else None
@@ -204,6 +207,8 @@ class _Api:
             ctx.fault = choose_action(header_value(scope, FAULT_HEADER.encode()),
                                       self.state.injector, ctx.path, ctx.method,
                                       record.model_requested)
+            ctx.stress = choose_stress(header_value(scope, STRESS_HEADER.encode()),
+                                       self.state.stress)
             if ctx.fault is not None:
                 record.fault = ctx.fault.kind
                 prepared = await before_headers(ctx.fault)
@@ -275,12 +280,13 @@ class StudioApp:
 
 
 def create_app(engine: Engine, *, api_token: str | None = None, control: bool = False,
-               faults: FaultPlan | None = None) -> StudioApp:
+               faults: FaultPlan | None = None, stress: Stress | None = None) -> StudioApp:
     """The emulator app. ``app.state.studio`` holds the ``StudioState`` (for the test handle)."""
     from harness.studio import control as control_routes
     from harness.studio import handlers as h
 
-    state = StudioState(engine, api_token=api_token, control=control, faults=faults)
+    state = StudioState(engine, api_token=api_token, control=control, faults=faults,
+                        stress=stress)
 
     def api(**methods: Handler) -> _Api:
         return _Api(state, methods)

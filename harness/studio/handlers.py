@@ -20,6 +20,7 @@ from harness.studio import requests as rq
 from harness.studio.app import Ctx
 from harness.studio.engine import Engine, Instance
 from harness.studio.generation import (
+    VOCABULARY,
     ChatRequest,
     Reply,
     embedding_vector,
@@ -90,7 +91,12 @@ async def _generate(
         await engine.acquire(instance, record)
         try:
             await Pacer.current().catch_up()
-            reply = plan(instance)
+            vocabulary = VOCABULARY.set(ctx.stress.vocabulary()) if ctx.stress else None
+            try:
+                reply = plan(instance)
+            finally:
+                if vocabulary is not None:
+                    VOCABULARY.reset(vocabulary)
             speed = instance.speed
             interval = 1.0 / speed.tokens_per_s
             t_first = time.monotonic() + speed.ttft_s
@@ -111,7 +117,7 @@ async def _generate(
                     ctx.send, frames, t_first=t_first, interval=interval, record=record,
                     cutoff_style=engine.options.cutoff_style, openai_style=openai_style,
                     fault=ctx.fault, on_evict=evict, headers_sent=ctx.started,
-                    on_complete=watcher.cancel,
+                    on_complete=watcher.cancel, stress=ctx.stress,
                 )
                 ctx.started = True
                 if record.cancelled or not ok:

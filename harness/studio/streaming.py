@@ -19,6 +19,7 @@ from harness.faults import FaultAction, StreamDropped, inject_stream
 from harness.studio.encoding import DONE, Frames, error_frame
 from harness.studio.engine import CutoffStyle
 from harness.studio.pacer import Pacer
+from harness.studio.stress import Stress, StressedWriter, reschedule
 from harness.studio.truth import RequestTruth
 from harness.studio.wire import DirectBody
 
@@ -155,12 +156,15 @@ async def write_stream(
     on_evict: Callable[[], Awaitable[None]] | None,
     headers_sent: bool = False,
     on_complete: Callable[[], object] | None = None,
+    stress: Stress | None = None,
 ) -> bool:
     """Stream ``frames``; returns False when the connection was dropped on purpose.
 
     Without a fault and on uvicorn's httptools protocol the pacer writes the frames itself
     (``_PacedStream``); otherwise, and for whatever the pacer hands back, each frame is awaited
-    through ``send``. Both record every frame's deadline and write time in the truth.
+    through ``send``. Both record every frame's deadline and write time in the truth. With
+    ``stress`` the frames take the general path through a ``StressedWriter`` (split, coalesced,
+    keep-alive comments, jittered deadlines: ``harness.studio.stress``).
     """
     now = time.monotonic  # real write time; loop.time() may be cached per loop iteration
     if not headers_sent:
@@ -172,7 +176,11 @@ async def write_stream(
     scheduled = record.scheduled
     sent_at = record.sent_at
     first = 0
-    if fault is None and all_frames:
+    groups: list[int] = []
+    if stress is not None:
+        rng = stress.rng(record.id)
+        groups = reschedule(stress, dues, interval, rng, coalesce=fault is None)
+    if fault is None and all_frames and stress is None:
         body = DirectBody.attach(send)
         if body is not None:
             paced = _PacedStream(all_frames, dues, record, body, Pacer.current())
@@ -197,10 +205,14 @@ async def write_stream(
     if fault is not None:
         source = inject_stream(fault, source, on_evict)
     try:
-        async for frame in source:
-            await send({"type": "http.response.body", "body": frame, "more_body": True})
-            scheduled.append(cursor.due)
-            sent_at.append(now())
+        if stress is not None:
+            writer = StressedWriter(stress, send, rng, groups, scheduled, sent_at)
+            await writer.run(source, lambda: cursor.due)
+        else:
+            async for frame in source:
+                await send({"type": "http.response.body", "body": frame, "more_body": True})
+                scheduled.append(cursor.due)
+                sent_at.append(now())
     except StreamDropped:
         return False
     if on_complete is not None:
