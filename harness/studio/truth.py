@@ -39,6 +39,7 @@ class RequestTruth:
         "load_wait_s",
         "method",
         "model_requested",
+        "paused_s",
         "queue_wait_s",
         "received_at",
         "scheduled",
@@ -76,6 +77,7 @@ class RequestTruth:
         self.fault: str | None = None
         self.finish_reason: str | None = None
         self.completion_tokens = 0
+        self.paused_s = 0.0
 
     @property
     def cancelled(self) -> bool:
@@ -115,6 +117,7 @@ class RequestTruth:
             "fault": self.fault,
             "finish_reason": self.finish_reason,
             "completion_tokens": self.completion_tokens,
+            "paused_s": round(self.paused_s, 6),
             "duration_s": None if self.finished_at is None else round(self.finished_at - t0, 6),
         }
 
