@@ -41,6 +41,7 @@ class EvaluationOptions:
     suites: Path | None = None
     out: Path | None = None
     select: str | None = None  # a pytest -k expression
+    subjects: tuple[str, ...] = ()  # default: the plugin's (harness)
     extra_args: tuple[str, ...] = ()
 
 
@@ -75,13 +76,15 @@ def pytest_args(options: EvaluationOptions, suites: Path) -> list[str]:
     if ini.is_file():
         args += ["-c", str(ini)]
     if options.base_url:
-        args += ["--base-url", options.base_url]
+        args += ["--lmstudio-url", options.base_url]
     if options.models:
-        args += ["--models", ",".join(options.models)]
+        args += ["--lmstudio-models", ",".join(options.models)]
     if options.via_proxy:
-        args.append("--via-proxy")
+        args.append("--lmstudio-via-proxy")
     if options.replay:
-        args.append("--replay")
+        args.append("--lmstudio-replay")
+    for name in options.subjects:
+        args += ["--lmstudio-subject", name]
     if options.select:
         args += ["-k", options.select]
     return [*args, *options.extra_args]

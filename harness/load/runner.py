@@ -216,15 +216,17 @@ def run_load_command(*, scenario: Path, base_url: str, users: int | None, durati
                      workers: int, out: Path | None, remote_workers: int, master_bind_host: str,
                      master_port: int) -> int:
     """The CLI body: rich progress, verdict table, exit code (0 pass, 1 SLO, 2 invalid, 3 error)."""
-    from rich.console import Console
     from rich.progress import BarColumn, Progress, TextColumn, TimeElapsedColumn
     from rich.table import Table
 
-    console = Console(stderr=True)
+    from harness.reporting.terminal import console as safe_console
+    from harness.reporting.terminal import term
+
+    console = safe_console(stderr=True)
     try:
         plan = load_scenario(scenario).with_overrides(users=users, duration_s=duration)
     except ScenarioError as exc:
-        console.print(f"[red]error:[/] {exc}")
+        console.print(f"[red]error:[/] {term(exc)}")
         return 3
     out_dir = out or Path("reports/out/load") / plan.name
     options = LoadOptions(scenario_path=scenario, base_url=base_url, out_dir=out_dir,
@@ -235,7 +237,7 @@ def run_load_command(*, scenario: Path, base_url: str, users: int | None, durati
     columns = (TextColumn("[bold]{task.description}"), BarColumn(),
                TextColumn("{task.fields[info]}"), TimeElapsedColumn())
     with Progress(*columns, console=console, transient=True) as bar:
-        task = bar.add_task(f"load {plan.name}", total=total, info="starting")
+        task = bar.add_task(f"load {term(plan.name)}", total=total, info="starting")
 
         def progress(elapsed: float, done: int, failed: int) -> None:
             bar.update(task, completed=min(elapsed, total),
@@ -244,9 +246,9 @@ def run_load_command(*, scenario: Path, base_url: str, users: int | None, durati
         try:
             code, summary = run_load(options, progress)
         except (LoadRunError, ScenarioError) as exc:
-            console.print(f"[red]error:[/] {exc}")
+            console.print(f"[red]error:[/] {term(exc)}")
             return 3
-    table = Table(title=f"{plan.name}: {summary['verdict'].upper()}")
+    table = Table(title=f"{term(plan.name)}: {summary['verdict'].upper()}")
     for column in ("level", "requests", "errors", "TTFT p95 ms", "TPOT p99 ms", "out tok/s",
                    "SLOs"):
         table.add_column(column)
@@ -259,12 +261,13 @@ def run_load_command(*, scenario: Path, base_url: str, users: int | None, durati
                       "ok" if lv["passed"] else "MISSED")
     console.print(table)
     for reason in summary["reasons"]:
-        console.print(f" - {reason}")
+        console.print(f" - {term(reason)}")
     truth = summary.get("truth")
     if truth and truth.get("ttft_abs_error_ms"):
         error_p95 = truth["ttft_abs_error_ms"]["p95"]
         console.print(f"TTFT error vs emulator truth: p95 {error_p95:.2f} ms "
                       f"over {truth['paired']} paired requests")
-    console.print(f"outputs in {out_dir}: requests.jsonl, summary.json, sweep.csv, report.md, "
+    console.print(f"outputs in {term(out_dir)}: requests.jsonl, summary.json, sweep.csv, "
+                  "report.md, "
                   "report.html")
     return int(summary.get("exit_code", code))
