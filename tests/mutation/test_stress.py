@@ -211,10 +211,12 @@ def every_line_is_data_reader(reads: list[bytes]) -> str:
 FLAWED = [per_read_decoding_reader, one_event_per_read_reader, every_line_is_data_reader]
 
 
-@pytest.mark.parametrize("reader", FLAWED, ids=lambda r: r.__name__)
+@pytest.mark.parametrize("reader", [per_read_decoding_reader, every_line_is_data_reader],
+                         ids=lambda r: r.__name__)
 def test_a_flawed_reader_passes_a_tidy_stream(plain: StudioHandle, reader: Any) -> None:
-    """The control: on the plain emulator's ASCII, one-frame-a-write streams each flaw is
-    invisible, which is why the suites missed them."""
+    """The control: on the plain emulator's ASCII, comment-free streams these flaws are
+    invisible, which is why the suites missed them. (No control for the one-event-per-read
+    reader: a busy machine merges the plain emulator's reads too, now and then.)"""
     assert reader(raw_reads(plain, 1)) == whole_text(plain, 1)
 
 
