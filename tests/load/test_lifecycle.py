@@ -114,10 +114,11 @@ def test_the_precheck_and_every_request_send_the_token(tmp_path: Path,
     with EmulatorProcess(TEST_SPEED, api_token=token) as emulator:
         options = LoadOptions(scenario_path=FIXTURES / "smoke.toml", base_url=emulator.url,
                               out_dir=tmp_path / "without", workers=1)
-        monkeypatch.delenv("LMSTUDIO_API_TOKEN", raising=False)
+        for name in ("HARNESS_API_TOKEN", "LM_API_TOKEN", "LMSTUDIO_API_TOKEN"):
+            monkeypatch.delenv(name, raising=False)
         with pytest.raises(TargetUnreachable, match="HTTP 401"):
             run_load(options)
-        monkeypatch.setenv("LMSTUDIO_API_TOKEN", token)
+        monkeypatch.setenv("HARNESS_API_TOKEN", token)
         out = tmp_path / "with"
         _, summary = run_load(LoadOptions(scenario_path=FIXTURES / "smoke.toml",
                                           base_url=emulator.url, out_dir=out, workers=1))
