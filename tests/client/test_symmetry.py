@@ -227,7 +227,8 @@ def test_the_deadline_ends_a_stream_that_keeps_stalling(studio: StudioHandle, sh
 def test_the_deadline_is_the_whole_call_retries_included(studio: StudioHandle, shell: str
                                                          ) -> None:
     """429 with Retry-After 0.4 s and a 1 s deadline, real sleeping: the call gives up in time
-    instead of taking its fifth attempt."""
+    instead of taking its fifth attempt (the exact arithmetic, on an injected clock, is in
+    test_caps)."""
     fault(studio, StatusFault(status=429, retry_after=0.4))
     started = time.monotonic()
     if shell == "sync":
@@ -242,8 +243,10 @@ def test_the_deadline_is_the_whole_call_retries_included(studio: StudioHandle, s
 
         with pytest.raises(RateLimited) as info:
             asyncio.run(main())
-    assert time.monotonic() - started < 1.5
-    assert info.value.context is not None and info.value.context.attempt < 5
+    # Attempts at about 0, 0.4 and 0.8 s; a fourth would start past the deadline (a busy
+    # machine only makes it fewer). The bound on time is loose on purpose: load, not the rule.
+    assert info.value.context is not None and info.value.context.attempt <= 3
+    assert time.monotonic() - started < 2.5
 
 
 # -- cancel -----------------------------------------------------------------------------------
