@@ -19,6 +19,8 @@ from rich.table import Table
 from harness.client import Client, ModelInfo, RetryPolicy, TextDelta, Timeouts
 from harness.client.errors import AuthenticationError, LMStudioError, TransportError
 from harness.client.validation import normalize_base_url
+from harness.reporting.terminal import console as safe_console
+from harness.reporting.terminal import term
 
 Status = Literal["ok", "warn", "fail", "skip"]
 _STYLE = {"ok": "green", "warn": "yellow", "fail": "bold red", "skip": "dim"}
@@ -167,13 +169,13 @@ def _stream_probe(report: CheckReport, client: Client, model: str) -> None:
 
 
 def render(report: CheckReport, console: Console) -> None:
-    table = Table(title=f"harness check {report.base_url}")
+    table = Table(title=f"harness check {term(report.base_url)}")
     table.add_column("Check")
     table.add_column("Status")
     table.add_column("Detail", overflow="fold")
     for probe in report.probes:
-        table.add_row(probe.name, f"[{_STYLE[probe.status]}]{probe.status.upper()}",
-                      probe.detail)
+        table.add_row(term(probe.name), f"[{_STYLE[probe.status]}]{probe.status.upper()}",
+                      term(probe.detail))
     console.print(table)
     if report.models:
         models = Table(title="Models")
@@ -181,7 +183,7 @@ def render(report: CheckReport, console: Console) -> None:
             models.add_column(column)
         for info in report.models:
             state = info.state or ("loaded" if info.loaded_instances else "not-loaded")
-            models.add_row(info.id, info.type or "-", state)
+            models.add_row(term(info.id), term(info.type or "-"), term(state))
         console.print(models)
     verdict = "[bold green]OK[/]" if report.ok else "[bold red]FAILED[/]"
     console.print(f"{verdict}: {sum(p.status == 'ok' for p in report.probes)} of "
@@ -195,11 +197,11 @@ def run_check(base_url: str, *, api_token: str | None = None, model: str | None 
 
     # The probes' own failures are the output; the client's retry warnings would repeat them.
     logging.getLogger("harness.client").addHandler(logging.NullHandler())
-    console = console or Console()
+    console = console or safe_console()
     try:
         report = run_probes(base_url, api_token=api_token, model=model, timeout=timeout)
     except LMStudioError as exc:  # bad input, e.g. a malformed URL
-        console.print(f"[bold red]cannot check {base_url!r}:[/] {exc}")
+        console.print(f"[bold red]cannot check {term(repr(base_url))}:[/] {term(exc)}")
         return 1
     render(report, console)
     return 0 if report.ok else 1

@@ -7,16 +7,75 @@ Owners of an area add their command here as one small function.
 
 from __future__ import annotations
 
+import os
 from pathlib import Path
-from typing import Annotated
+from typing import Annotated, Any
 
 import typer
+from typer.core import TyperGroup
 
-app = typer.Typer(
+from harness.inputs import EXIT_INTERNAL, EXIT_USAGE, InputError
+
+
+def _input_error_types() -> tuple[type[BaseException], ...]:
+    """The areas' "this file or value is wrong" errors (all ValueErrors with one-line text)."""
+    from harness.agent.errors import McpConfigError
+    from harness.faults import FaultPlanError
+    from harness.load.scenario import ScenarioError
+    from harness.review.errors import ReviewInputError
+    from harness.studio.catalog import CatalogError
+
+    return (InputError, CatalogError, FaultPlanError, ScenarioError, McpConfigError,
+            ReviewInputError, UnicodeDecodeError)
+
+
+def _one_line(exc: BaseException) -> str:
+    from harness.secrets import redact
+
+    text = " ".join(line.strip() for line in str(exc).splitlines() if line.strip())
+    from harness.reporting.escaping import visible
+
+    return visible(redact(text or type(exc).__name__))
+
+
+# Click's own control flow (usage errors, --help, Exit) passes through untouched; typer may
+# vendor click, so its ClickException is found from typer's own BadParameter.
+_CLICK_FLOW: tuple[type[BaseException], ...] = (
+    typer.Exit, typer.Abort,
+    *(c for c in typer.BadParameter.__mro__ if c.__name__ == "ClickException"),
+)
+
+
+class _HarnessGroup(TyperGroup):
+    """Runs a command and turns user mistakes into ``error: <one line>`` and a known exit code
+    (``harness.inputs``); anything else is an internal error, also one line, exit 70."""
+
+    def invoke(self, ctx: Any) -> Any:
+        try:
+            return super().invoke(ctx)
+        except _CLICK_FLOW:
+            raise
+        except Exception as exc:
+            if os.environ.get("HARNESS_TRACEBACK") == "1":
+                raise
+            if isinstance(exc, _input_error_types()):
+                typer.echo(f"error: {_one_line(exc)}", err=True)
+                raise typer.Exit(EXIT_USAGE) from None
+            typer.echo(f"internal error: {type(exc).__name__}: {_one_line(exc)} "
+                       "(HARNESS_TRACEBACK=1 shows the traceback)", err=True)
+            raise typer.Exit(EXIT_INTERNAL) from None
+
+
+def _typer(**options: Any) -> typer.Typer:
+    # Never show locals in a traceback: they hold the API token.
+    return typer.Typer(cls=_HarnessGroup, pretty_exceptions_show_locals=False,
+                       add_completion=False, **options)
+
+
+app = _typer(
     name="harness",
     help="LM Studio Harness: evaluate, emulate, load-test and review LM Studio deployments.",
     no_args_is_help=True,
-    add_completion=False,
 )
 
 
@@ -122,7 +181,7 @@ def proxy(
     serve_forever(create_proxy_app(upstream, faults=plan, control=control), host, port)
 
 
-review_app = typer.Typer(
+review_app = _typer(
     help="Multi-LLM review: run a roster of reviewer models over a change, or re-render a run.",
     invoke_without_command=True,
 )
@@ -216,14 +275,19 @@ def load(
     master_bind_host: Annotated[str, typer.Option(help="master interface (0.0.0.0 for "
                                                        "remote workers)")] = "127.0.0.1",
     master_port: Annotated[int, typer.Option(help="master port (0: any free port)")] = 0,
+    emulator: Annotated[bool, typer.Option(help="start a fresh emulator for the run at the "
+                                                "scenario's [emulator] speed (ignores "
+                                                "--base-url)")] = False,
 ) -> None:
-    """Headless Locust load test with LLM metrics, SLO verdict and report (exit 0/1/2/3)."""
+    """Headless Locust load test with LLM metrics, SLO verdict and report.
+
+    Exit: 0 pass, 1 SLO missed, 2 invalid, 3 run error, 4 target error, 130/143 interrupted."""
     from harness.load.runner import run_load_command
 
     raise typer.Exit(run_load_command(
         scenario=scenario, base_url=base_url, users=users, duration=duration, workers=workers,
         out=out, remote_workers=remote_workers, master_bind_host=master_bind_host,
-        master_port=master_port))
+        master_port=master_port, emulator=emulator))
 
 
 def main() -> None:

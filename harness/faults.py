@@ -11,12 +11,24 @@ Actions fall in two groups, and this module implements both once:
   status, headers and body to send instead of the real answer (status + Retry-After, HTML error
   page, 200 with an error body), if the action has one;
 - *inside a stream*: ``inject_stream(action, frames, on_evict)`` wraps an async iterator of SSE
-  frames (complete ``...\\n\\n`` byte strings) and stalls, slows, corrupts, truncates or cuts it.
-  A dropped connection is signalled with ``StreamDropped`` so the server closes the socket
-  without the terminating chunk, which is what a client sees when a peer dies mid-stream.
+  frames (complete ``...\\n\\n`` byte strings) and stalls, slows, corrupts, truncates or cuts it,
+  or inserts the endpoint's own in-stream error frame (``error_frame``, written in the stream's
+  ``Dialect``). A dropped connection is signalled with ``StreamDropped`` so the server closes the
+  socket without the terminating chunk, which is what a client sees when a peer dies mid-stream.
 
-``wrong_model`` and ``evict`` need the server's help (which model answers, how to unload), so the
-server reads them from the action and ``inject_stream`` calls back for ``evict``.
+A third group is *semantic*: the reply is well-formed but wrong in the ways LM Studio users
+report (LMSTUDIO_API.md §8): empty, all in ``reasoning_content``, tool calls dropped, turned into
+text or left without ids, ``<think>`` inline. They change what the model "said", so the emulator
+applies them to its planned reply (``harness.studio.semantic``) for every endpoint and wire
+format; a proxy cannot, and records them as not fired.
+
+``wrong_model``, ``evict`` and ``prefill_pause`` need the server's help (which model answers, how
+to unload, which streams share the instance), so the server reads them from the action and
+``inject_stream`` calls back for ``evict``.
+
+Truth records a fault only once it has *fired* (``on_fire``): a stream fault whose chunk never
+came, or a semantic fault with nothing to change, leaves the request's ``fault`` empty, and a
+plan never chooses a stream-only action for a non-stream request (``applies``).
 """
 
 from __future__ import annotations
@@ -31,7 +43,7 @@ from collections.abc import AsyncIterator, Awaitable, Callable
 from dataclasses import dataclass
 from email.utils import formatdate
 from pathlib import Path
-from typing import Annotated, Any, Literal
+from typing import Annotated, Any, ClassVar, Literal
 
 from pydantic import BaseModel, ConfigDict, Field, TypeAdapter, ValidationError
 
@@ -47,8 +59,15 @@ class StreamDropped(Exception):
     """The stream must end by closing the connection without completing the HTTP response."""
 
 
+Scope = Literal["any", "stream", "reply"]
+
+
 class _Action(BaseModel):
     model_config = ConfigDict(frozen=True, extra="forbid")
+
+    #: ``stream``: only acts inside a streamed response; ``reply``: rewrites the planned reply
+    #: (emulator only); ``any``: before the headers or on any request.
+    scope: ClassVar[Scope] = "any"
 
 
 class StatusFault(_Action):
@@ -87,12 +106,16 @@ class LatencyFault(_Action):
 class DisconnectFault(_Action):
     """Close the connection after N chunks (0: right after the headers)."""
 
+    scope: ClassVar[Scope] = "stream"
+
     kind: Literal["disconnect"] = "disconnect"
     after_chunks: int = Field(default=0, ge=0)
 
 
 class StallFault(_Action):
     """Stop sending for ``seconds`` after N chunks, then carry on."""
+
+    scope: ClassVar[Scope] = "stream"
 
     kind: Literal["stall"] = "stall"
     after_chunks: int = Field(default=1, ge=0)
@@ -102,6 +125,8 @@ class StallFault(_Action):
 class MalformedSseFault(_Action):
     """Insert a line that is not valid SSE/JSON after N chunks."""
 
+    scope: ClassVar[Scope] = "stream"
+
     kind: Literal["malformed_sse"] = "malformed_sse"
     after_chunks: int = Field(default=1, ge=0)
     line: str = 'data: {"choices": [ {"delta": oops\n\n'
@@ -109,6 +134,8 @@ class MalformedSseFault(_Action):
 
 class TruncatedJsonFault(_Action):
     """Send chunk N with its JSON cut in half; then continue or close the connection."""
+
+    scope: ClassVar[Scope] = "stream"
 
     kind: Literal["truncated_json"] = "truncated_json"
     after_chunks: int = Field(default=1, ge=0)
@@ -118,11 +145,15 @@ class TruncatedJsonFault(_Action):
 class MissingDoneFault(_Action):
     """End the stream cleanly but without ``data: [DONE]``."""
 
+    scope: ClassVar[Scope] = "stream"
+
     kind: Literal["missing_done"] = "missing_done"
 
 
 class EarlyEndFault(_Action):
     """After N chunks send ``[DONE]`` with no ``finish_reason`` ever sent (llama.cpp cut-off)."""
+
+    scope: ClassVar[Scope] = "stream"
 
     kind: Literal["early_end"] = "early_end"
     after_chunks: int = Field(default=2, ge=0)
@@ -130,6 +161,8 @@ class EarlyEndFault(_Action):
 
 class EvictFault(_Action):
     """Unload the answering model after N chunks (the server decides how the stream ends)."""
+
+    scope: ClassVar[Scope] = "stream"
 
     kind: Literal["evict"] = "evict"
     after_chunks: int = Field(default=2, ge=0)
@@ -140,6 +173,87 @@ class WrongModelFault(_Action):
 
     kind: Literal["wrong_model"] = "wrong_model"
     model: str | None = None
+
+
+class ErrorFrameFault(_Action):
+    """The endpoint's in-stream error frame after N chunks (LM Studio's ``event: error``, shape D
+    on OpenAI-compatible streams); then end the stream (``stop``), go on as if nothing happened
+    (``continue``) or send ``[DONE]`` and end (``done``; like ``stop`` where there is no
+    ``[DONE]``)."""
+
+    kind: Literal["error_frame"] = "error_frame"
+    scope: ClassVar[Scope] = "stream"
+    after_chunks: int = Field(default=0, ge=0)
+    message: str = "Compute error."
+    then: Literal["stop", "continue", "done"] = "stop"
+
+
+class EmptyReplyFault(_Action):
+    """A well-formed reply with no text, reasoning or tool calls, ``finish_reason: stop``, usage
+    still counted (the GGUF context-overflow answer, BT#2339)."""
+
+    kind: Literal["empty_reply"] = "empty_reply"
+    scope: ClassVar[Scope] = "reply"
+
+
+class ContentToReasoningFault(_Action):
+    """The whole answer lands in ``reasoning_content``; ``content`` is empty and the finish
+    reason ``stop`` (BT#1602, #1698, #1779: structured output swallowed into reasoning)."""
+
+    kind: Literal["content_to_reasoning"] = "content_to_reasoning"
+    scope: ClassVar[Scope] = "reply"
+
+
+class DropToolCallsFault(_Action):
+    """The model's tool calls are omitted: no ``tool_calls``, ``finish_reason: stop`` (BT#942)."""
+
+    kind: Literal["drop_tool_calls"] = "drop_tool_calls"
+    scope: ClassVar[Scope] = "reply"
+
+
+class ToolCallsAsTextFault(_Action):
+    """Tool calls arrive as pseudo tool-call XML in ``content`` instead of ``tool_calls``
+    (BT#2115; LM Studio's documented fallback when it cannot parse a call)."""
+
+    kind: Literal["tool_calls_as_text"] = "tool_calls_as_text"
+    scope: ClassVar[Scope] = "reply"
+
+
+class BlankToolIdFault(_Action):
+    """Tool calls with an empty ``id`` (BT#830)."""
+
+    kind: Literal["blank_tool_id"] = "blank_tool_id"
+    scope: ClassVar[Scope] = "reply"
+
+
+class InlineThinkFault(_Action):
+    """Reasoning left inline as ``<think>...</think>`` at the start of ``content`` (no separate
+    reasoning field: BT#863, or the "separate reasoning_content" setting off)."""
+
+    kind: Literal["inline_think"] = "inline_think"
+    scope: ClassVar[Scope] = "reply"
+
+
+JINJA_MESSAGE = (
+    "Jinja Exception: After the optional system message, conversation roles must alternate "
+    "user and assistant roles except for tool calls and results."
+)
+
+
+class TemplateErrorFault(_Action):
+    """A deterministic HTTP 500 from the prompt template, in LM Studio's body (BT#2218, 0.4.20):
+    ``{"error":{"message":"Engine protocol predict request returned 500: {...}"}}``."""
+
+    kind: Literal["template_error"] = "template_error"
+    message: str = JINJA_MESSAGE
+
+
+class PrefillPauseFault(_Action):
+    """This request's prompt takes ``seconds`` to process, and every stream already generating
+    on the same model instance pauses meanwhile (BT#1709, BT#1487)."""
+
+    kind: Literal["prefill_pause"] = "prefill_pause"
+    seconds: float = Field(default=0.5, ge=0, le=60)
 
 
 FaultAction = Annotated[
@@ -154,7 +268,16 @@ FaultAction = Annotated[
     | MissingDoneFault
     | EarlyEndFault
     | EvictFault
-    | WrongModelFault,
+    | WrongModelFault
+    | ErrorFrameFault
+    | EmptyReplyFault
+    | ContentToReasoningFault
+    | DropToolCallsFault
+    | ToolCallsAsTextFault
+    | BlankToolIdFault
+    | InlineThinkFault
+    | TemplateErrorFault
+    | PrefillPauseFault,
     Field(discriminator="kind"),
 ]
 _ACTION_ADAPTER: TypeAdapter[FaultAction] = TypeAdapter(FaultAction)
@@ -221,6 +344,11 @@ def parse_action(text: str) -> FaultAction:
         raise FaultPlanError(f"invalid {FAULT_HEADER} header: {exc}") from exc
 
 
+def applies(action: FaultAction, stream: bool) -> bool:
+    """Whether ``action`` can act on a request at all: stream faults need a stream."""
+    return stream or action.scope != "stream"
+
+
 class FaultInjector:
     """A plan plus its running state: per-rule ordinals, fire counts and a seeded RNG."""
 
@@ -230,11 +358,18 @@ class FaultInjector:
         self._seen = [0] * len(plan.rules)
         self._fired = [0] * len(plan.rules)
 
-    def select(self, endpoint: str, method: str, model: str | None) -> FaultAction | None:
-        """The action for this request, advancing ordinals of every rule it matches."""
+    def select(self, endpoint: str, method: str, model: str | None,
+               stream: bool = True) -> FaultAction | None:
+        """The action for this request, advancing ordinals of every rule it matches.
+
+        A rule whose action cannot act on this request (a stream fault on a non-stream
+        request) does not match it: it neither counts the request nor uses up ``times``.
+        """
         chosen: FaultAction | None = None
         for i, rule in enumerate(self.plan.rules):
             m = rule.match
+            if not applies(rule.action, stream):
+                continue
             if not fnmatch.fnmatchcase(endpoint, m.endpoint):
                 continue
             if m.method is not None and m.method.upper() != method.upper():
@@ -292,9 +427,20 @@ _DEFAULT_MESSAGES = {
 }
 
 
+def template_error_body(message: str) -> dict[str, Any]:
+    """LM Studio's 500 when the engine cannot render the prompt template (BT#2218): the engine's
+    own JSON error, quoted inside the message."""
+    inner = json.dumps({"error": {"code": 500, "message": message, "type": "server_error"}},
+                       separators=(",", ":"))
+    return {"error": {"message": f"Engine protocol predict request returned 500: {inner}"}}
+
+
 def pre_response(action: FaultAction) -> PreparedResponse | None:
     """The response that replaces the real one, for faults that answer before any generation."""
     json_type = (b"content-type", b"application/json; charset=utf-8")
+    if isinstance(action, TemplateErrorFault):
+        body = json.dumps(template_error_body(action.message), indent=4).encode()
+        return PreparedResponse(500, [json_type], body)
     if isinstance(action, StatusFault):
         if isinstance(action.body, str):
             body = action.body.encode()
@@ -334,13 +480,13 @@ def delay_before_headers(action: FaultAction | None) -> float:
 
 
 def choose_action(header: str | None, injector: FaultInjector | None, endpoint: str,
-                  method: str, model: str | None) -> FaultAction | None:
+                  method: str, model: str | None, stream: bool = True) -> FaultAction | None:
     """The request's own ``X-Harness-Fault`` action if it carries one, else the plan's."""
     if header is not None:
         return parse_action(header)
     if injector is None:
         return None
-    return injector.select(endpoint, method, model)
+    return injector.select(endpoint, method, model, stream)
 
 
 async def before_headers(action: FaultAction) -> PreparedResponse | None:
@@ -352,6 +498,61 @@ async def before_headers(action: FaultAction) -> PreparedResponse | None:
     return pre_response(action)
 
 
+@dataclass(frozen=True)
+class Dialect:
+    """How one endpoint's stream ends and reports an error in-band."""
+
+    name: str
+    error: Callable[[str], bytes]
+    done: bytes | None = None
+
+
+def _json(value: Any) -> bytes:
+    return json.dumps(value, separators=(",", ":"), ensure_ascii=False).encode()
+
+
+def _named(event: str, data: dict[str, Any]) -> bytes:
+    return b"event: " + event.encode() + b"\ndata: " + _json(data) + b"\n\n"
+
+
+def openai_error_frame(message: str) -> bytes:
+    """LM Studio's in-stream error on OpenAI-compatible streams (shape D): a named ``error``
+    event with both a nested and a top-level message (BT#2322, goose#11318)."""
+    return _named("error", {"error": {"message": message}, "message": message})
+
+
+def native_error_frame(message: str, kind: str = "unknown") -> bytes:
+    """``/api/v1/chat``'s ``error`` event (DOC streaming-events.md)."""
+    return _named("error", {"type": "error", "error": {"type": kind, "message": message}})
+
+
+def anthropic_error_frame(message: str, kind: str = "api_error") -> bytes:
+    """Anthropic's in-stream ``error`` event (what Anthropic clients parse on ``/v1/messages``)."""
+    return _named("error", {"type": "error", "error": {"type": kind, "message": message}})
+
+
+def responses_error_frame(message: str) -> bytes:
+    """OpenAI Responses' ``error`` stream event."""
+    return _named("error", {"type": "error", "code": None, "message": message, "param": None})
+
+
+OPENAI = Dialect("openai", openai_error_frame, DONE_FRAME)
+NATIVE = Dialect("native", native_error_frame)
+ANTHROPIC = Dialect("anthropic", anthropic_error_frame)
+RESPONSES = Dialect("responses", responses_error_frame)
+
+
+def dialect_for(endpoint: str) -> Dialect:
+    """The stream dialect of an LM Studio endpoint path (what a proxy knows of a request)."""
+    if endpoint.startswith("/api/v1/chat"):
+        return NATIVE
+    if endpoint.endswith("/messages"):
+        return ANTHROPIC
+    if endpoint.endswith("/responses"):
+        return RESPONSES
+    return OPENAI
+
+
 def _has_finish_reason(frame: bytes) -> bool:
     return b'"finish_reason":"' in frame or b'"finish_reason": "' in frame
 
@@ -361,34 +562,67 @@ def _truncate(frame: bytes) -> bytes:
     return body[: max(7, len(body) // 2)] + b"\n\n"
 
 
+def _never() -> None:
+    return None
+
+
 async def inject_stream(
     action: FaultAction | None,
     frames: AsyncIterator[bytes],
     on_evict: Callable[[], Awaitable[None]] | None = None,
+    *,
+    dialect: Dialect = OPENAI,
+    on_fire: Callable[[], object] = _never,
 ) -> AsyncIterator[bytes]:
-    """Apply a stream fault to SSE frames; unrelated actions pass frames through untouched."""
+    """Apply a stream fault to SSE frames; unrelated actions pass frames through untouched.
+
+    ``on_fire`` is called once, when the fault takes effect (a fault whose chunk never comes
+    never fires; a latency fault fires with its first delay).
+    """
     count = 0
+    fired = False
+
+    def fire() -> None:
+        nonlocal fired
+        if not fired:
+            fired = True
+            on_fire()
+
     async for frame in frames:
         if isinstance(action, LatencyFault) and action.between_chunks_s > 0:
+            fire()
             await asyncio.sleep(action.between_chunks_s)
         elif isinstance(action, DisconnectFault) and count >= action.after_chunks:
+            fire()
             raise StreamDropped(f"disconnect fault after {count} chunks")
         elif isinstance(action, StallFault) and count == action.after_chunks:
+            fire()
             await asyncio.sleep(action.seconds)
         elif isinstance(action, MalformedSseFault) and count == action.after_chunks:
+            fire()
             yield action.line.encode()
+        elif isinstance(action, ErrorFrameFault) and count == action.after_chunks:
+            fire()
+            yield dialect.error(action.message)
+            if action.then != "continue":
+                if action.then == "done" and dialect.done is not None:
+                    yield dialect.done
+                return
         elif isinstance(action, TruncatedJsonFault) and count == action.after_chunks:
             if frame != DONE_FRAME:
+                fire()
                 count += 1
                 yield _truncate(frame)
                 if action.then == "close":
                     raise StreamDropped(f"truncated JSON fault at chunk {count}")
                 continue
         elif isinstance(action, MissingDoneFault) and frame == DONE_FRAME:
+            fire()
             continue
         elif isinstance(action, EarlyEndFault) and (
             count >= action.after_chunks or _has_finish_reason(frame) or frame == DONE_FRAME
         ):
+            fire()
             yield DONE_FRAME
             return
         elif (
@@ -396,8 +630,10 @@ async def inject_stream(
             and count == action.after_chunks
             and on_evict is not None
         ):
+            fire()
             await on_evict()
         count += 1
         yield frame
     if isinstance(action, DisconnectFault):
+        fire()
         raise StreamDropped(f"disconnect fault after {count} chunks (stream was shorter)")

@@ -7,8 +7,13 @@ the emulator also uses. The proxy keeps its own ground truth and the same ``/_ha
 control endpoints.
 
 Fault actions that need the server's cooperation are done the way a client could do them:
-``wrong_model`` rewrites the request's ``model`` field, ``evict`` posts the answering model's
-instance id to the upstream's ``/api/v1/models/unload`` mid-stream.
+``wrong_model`` rewrites the request's ``model`` field to another model the upstream has (a
+loaded one first, from its ``/api/v1/models``, else any it lists), ``evict`` posts the answering
+model's instance id to the upstream's ``/api/v1/models/unload`` mid-stream. Semantic actions
+(``empty_reply``, ``drop_tool_calls``...) and ``prefill_pause`` need the model itself: the proxy
+forwards such requests untouched and its truth records no fault. A fault is recorded only once
+it fired, as in the emulator: ``wrong_model`` only when the upstream really answered with a
+model other than the one requested.
 """
 
 from __future__ import annotations
@@ -28,10 +33,13 @@ from harness.faults import (
     FaultInjector,
     FaultPlan,
     FaultPlanError,
+    LatencyFault,
     StreamDropped,
     WrongModelFault,
     before_headers,
     choose_action,
+    delay_before_headers,
+    dialect_for,
     inject_stream,
 )
 from harness.studio.app import header_value, read_body, send_response
@@ -118,17 +126,29 @@ class ProxyApp:
                        parsed: dict[str, Any] | None, model: str | None,
                        record: RequestTruth) -> int:
         state = self.state
+        wrong_model: str | None = None
         fault = choose_action(header_value(scope, FAULT_HEADER.encode()), state.injector,
-                              scope["path"], scope["method"], model)
+                              scope["path"], scope["method"], model, record.stream)
+
+        def fired() -> None:
+            if fault is not None:
+                record.fault = fault.kind
+
         if fault is not None:
-            record.fault = fault.kind
+            if delay_before_headers(fault) > 0:
+                fired()
             prepared = await before_headers(fault)
             if prepared is not None:
+                fired()
                 await send_response(send, prepared.status, prepared.headers, prepared.body)
                 return prepared.status
             if isinstance(fault, WrongModelFault) and parsed is not None:
-                parsed["model"] = fault.model or "harness-wrong-model"
-                body = json.dumps(parsed).encode()
+                other = fault.model or await self._other_model(scope, model)
+                if other is not None and other != model:
+                    parsed["model"] = other
+                    body = json.dumps(parsed).encode()
+                    wrong_model = other
+        stream_fault = fault if fault is not None and fault.scope == "stream" else None
         query = scope.get("query_string", b"").decode("latin-1")
         url = state.upstream + scope["path"] + (f"?{query}" if query else "")
         headers = [(k, v) for k, v in scope["headers"]
@@ -159,7 +179,12 @@ class ProxyApp:
                         json={"instance_id": instance["id"]})
 
                 source = _observe(source, instance, record)
-                source = inject_stream(fault, source, evict)
+                if stream_fault is not None:
+                    source = inject_stream(stream_fault, source, evict,
+                                           dialect=dialect_for(scope["path"]), on_fire=fired)
+                else:
+                    source = inject_stream(fault if isinstance(fault, LatencyFault) else None,
+                                           source, on_fire=fired)
             body_seen: list[bytes] = []
             try:
                 async for chunk in source:
@@ -175,9 +200,39 @@ class ProxyApp:
             await send({"type": "http.response.body", "body": b"", "more_body": False})
             if not sse:
                 _note_answer(record, b"".join(body_seen))
+            if wrong_model is not None and record.instance_id not in (None, model):
+                fired()  # the upstream really answered with another model
             return upstream.status_code
         finally:
             await upstream.aclose()
+
+    async def _other_model(self, scope: dict[str, Any], requested: str | None) -> str | None:
+        """A model id the upstream has other than ``requested``: a loaded LLM first (answering
+        at once, like LM Studio's one-model substitution), else any model it lists."""
+        state = self.state
+        assert state.client is not None
+        headers = [(k, v) for k, v in scope["headers"] if k == b"authorization"]
+        candidates: list[str] = []
+        try:
+            native = (await state.client.get(state.upstream + "/api/v1/models",
+                                             headers=headers)).json()
+            llms = [m for m in native.get("models", []) if m.get("type") == "llm"]
+            candidates += [str(i.get("id")) for m in llms for i in m.get("loaded_instances") or []]
+            candidates += [str(m.get("key")) for m in llms]
+        except (httpx.HTTPError, ValueError, AttributeError):
+            pass
+        if not candidates:  # not LM Studio's native API: the OpenAI listing
+            try:
+                listing = (await state.client.get(state.upstream + "/v1/models",
+                                                  headers=headers)).json()
+                candidates = [str(m.get("id")) for m in listing.get("data", [])]
+            except (httpx.HTTPError, ValueError, AttributeError):
+                return None
+        base = (requested or "").split("@", 1)[0].split(":", 1)[0]
+        for candidate in candidates:
+            if candidate.split(":", 1)[0] != base:
+                return candidate
+        return None
 
 
 async def _frames(chunks: AsyncIterator[bytes]) -> AsyncIterator[bytes]:

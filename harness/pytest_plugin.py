@@ -1,21 +1,36 @@
 """Pytest plugin of the harness (entry point ``pytest11``): run suites against a target.
 
 The plugin is loaded by every pytest run in an environment where the harness is installed, so it
-is inert until a test asks for one of its fixtures: adding options and reading them costs nothing,
-and the emulator, vcrpy and the client are imported and started only inside fixtures.
+must never get in another project's way: it is inert until a test asks for one of its fixtures
+(the emulator, vcrpy and the clients are imported and started only inside fixtures), and its
+options never take a name another plugin owns. Every option has a name of our own
+(``--lmstudio-...``); the short generic spelling (``--base-url``, ``--models`` ...) is added as an
+alias only when, after every plugin and the initial conftests are loaded, no one else has it.
+With ``pytest-base-url`` (pulled in by pytest-playwright and pytest-selenium) installed,
+``--base-url`` is that plugin's and ours is ``--lmstudio-url``.
 
-Options (all prefixed by what they configure; none shadows a pytest built-in):
+Options:
 
-``--base-url URL``   a live server instead of the embedded emulator
-``--api-token TOK``  its token (or ``LMSTUDIO_API_TOKEN``); never written to logs or cassettes
-``--models a,b,c``   which live models to use (default: the LLMs the server lists)
-``--record``         record every test's HTTP exchanges to ``fixtures/cassettes/``
-``--replay``         replay them instead of opening sockets
-``--via-proxy``      put the fault proxy in front of ``--base-url`` (faults + truth on a live one)
+``--lmstudio-url URL``         (``--base-url``) a live server instead of the embedded emulator
+``--lmstudio-api-token TOK``   (``--api-token``) its token (or ``LMSTUDIO_API_TOKEN``); never
+                               written to logs or cassettes
+``--lmstudio-models a,b,c``    (``--models``) which live models to use (default: the listed LLMs)
+``--lmstudio-via-proxy``       (``--via-proxy``) the fault proxy in front of the live server
+``--lmstudio-subject NAME``    (``--subject``, repeatable) which client the suites judge:
+                               ``harness`` (default), ``openai``, ``litellm``, an entry point of
+                               group ``harness.subjects`` or ``module:factory``
+``--lmstudio-record`` / ``--lmstudio-replay`` (``--record`` / ``--replay``) every test records
+                               to / replays from cassettes (replay: no server at all)
+``--lmstudio-cassette-dir DIR`` (``--cassette-dir``) where ``--record``/``--replay`` keep them
+``--record-mode MODE``         for ``@pytest.mark.vcr`` tests, as in pytest-recording
+                               (``none`` / ``once`` / ``new_episodes`` / ``all`` / ``rewrite``)
 
-Fixtures: ``target`` (URL, models, capabilities; reset between tests), ``client``, ``aclient``,
-``faults``, ``truth``, ``private_studio`` (a dedicated emulator with other engine settings).
-Markers ``needs_faults`` / ``needs_truth`` skip, with the reason, where the target cannot help.
+Fixtures: ``target`` (URLs, models, capabilities; reset between tests), ``subject`` (the client
+under evaluation, one run per ``--subject``), ``make_subject`` (the same client on another URL),
+``client`` / ``aclient`` (the harness's own clients), ``faults``, ``truth``, ``private_studio``,
+``vcr_config`` / ``vcr`` (cassettes). Markers ``needs_faults`` / ``needs_truth`` skip, with the
+reason, where the target cannot help; ``subject_needs(...)`` where the subject cannot;
+``harness_api`` marks tests of the harness's own API (not applicable to other subjects).
 """
 
 from __future__ import annotations
@@ -27,34 +42,52 @@ from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
 import pytest
+import pytest_asyncio
 
 if TYPE_CHECKING:
     from harness.client import AsyncClient, Client
     from harness.evaluate.target import Faults, Target, Truth
     from harness.studio.testing import StudioHandle
+    from harness.subjects import SubjectSpec
 
+async_fixture = pytest_asyncio.fixture  # async fixtures that work in strict mode too
 TARGET_KEY: pytest.StashKey[Target] = pytest.StashKey()
-_STACK_KEY: pytest.StashKey[ExitStack] = pytest.StashKey()
+SUBJECTS_KEY: pytest.StashKey[list[SubjectSpec]] = pytest.StashKey()
 DEFAULT_CASSETTES = Path("fixtures") / "cassettes"
+DEFAULT_SUBJECT = "harness"
+RECORD_MODES = ("none", "once", "new_episodes", "all", "rewrite")
 
-
-def pytest_addoption(parser: pytest.Parser) -> None:
-    group = parser.getgroup("harness", "LM Studio Harness target")
-    group.addoption("--base-url", dest="harness_base_url", default=None, metavar="URL",
-                    help="run suites against this live server (default: embedded emulator)")
-    group.addoption("--api-token", dest="harness_api_token", default=None, metavar="TOKEN",
-                    help="API token of the live server (default: $LMSTUDIO_API_TOKEN)")
-    group.addoption("--models", dest="harness_models", default=None, metavar="A,B,C",
-                    help="comma-separated chat models of the live server to use")
-    group.addoption("--record", dest="harness_record", action="store_true", default=False,
-                   help="record HTTP exchanges to cassettes (tokens filtered out)")
-    group.addoption("--replay", dest="harness_replay", action="store_true", default=False,
-                   help="replay recorded cassettes instead of talking to a server")
-    group.addoption("--cassette-dir", dest="harness_cassette_dir", default=None, metavar="DIR",
-                    help="cassette directory (default: <rootdir>/fixtures/cassettes)")
-    group.addoption("--via-proxy", dest="harness_via_proxy", action="store_true", default=False,
-                    help="put the harness fault proxy in front of --base-url")
-
+# (own name, generic alias, dest, argparse attributes)
+OPTIONS: tuple[tuple[str, str, str, dict[str, Any]], ...] = (
+    ("--lmstudio-url", "--base-url", "harness_base_url",
+     {"default": None, "metavar": "URL",
+      "help": "run suites against this live server (default: embedded emulator)"}),
+    ("--lmstudio-api-token", "--api-token", "harness_api_token",
+     {"default": None, "metavar": "TOKEN",
+      "help": "API token of the live server (default: $LMSTUDIO_API_TOKEN)"}),
+    ("--lmstudio-models", "--models", "harness_models",
+     {"default": None, "metavar": "A,B,C",
+      "help": "comma-separated chat models of the live server to use"}),
+    ("--lmstudio-via-proxy", "--via-proxy", "harness_via_proxy",
+     {"action": "store_true", "default": False,
+      "help": "put the harness fault proxy in front of --lmstudio-url"}),
+    ("--lmstudio-subject", "--subject", "harness_subjects",
+     {"action": "append", "default": None, "metavar": "NAME",
+      "help": "client the suites judge: harness (default), openai, litellm, an entry point "
+              "of group harness.subjects, or module:factory; repeat to compare"}),
+    ("--lmstudio-record", "--record", "harness_record",
+     {"action": "store_true", "default": False,
+      "help": "record every test's HTTP exchanges to cassettes (tokens filtered out)"}),
+    ("--lmstudio-replay", "--replay", "harness_replay",
+     {"action": "store_true", "default": False,
+      "help": "replay recorded cassettes instead of talking to a server"}),
+    ("--lmstudio-cassette-dir", "--cassette-dir", "harness_cassette_dir",
+     {"default": None, "metavar": "DIR",
+      "help": "cassette directory of --record/--replay (default: <rootdir>/fixtures/cassettes)"}),
+    ("--lmstudio-record-mode", "--record-mode", "record_mode",  # pytest-recording's dest
+     {"default": None, "choices": RECORD_MODES,
+      "help": "record mode of @pytest.mark.vcr tests (default: none = replay only)"}),
+)
 
 MARKERS = {
     "streaming": "streaming gap", "switching": "mid-request model switching gap",
@@ -62,6 +95,11 @@ MARKERS = {
     "cache": "model catalog expiry", "errors": "error context",
     "agent": "MCP agent error policy", "needs_faults": "target must inject faults",
     "needs_truth": "target must expose ground truth", "slow": "slower than a few seconds",
+    "harness_api": "tests the harness's own API: not applicable to other subjects",
+    "subject_needs(*capabilities)": "the subject must offer these (sync, async, stream, "
+                                    "tools, list_models)",
+    "vcr(*cassettes, **config)": "record/replay this test's HTTP with a cassette "
+                                 "(--record-mode)",
     "target_needs(*capabilities, models=0)": "the target must offer these (faults, truth, "
                                              "realtime, emulator, native_v0, native_v1, "
                                              "load_unload, auth, stream_usage, tools, "
@@ -69,15 +107,91 @@ MARKERS = {
 }
 TARGET_ERROR_EXIT = pytest.ExitCode.USAGE_ERROR  # a target that cannot be used is bad input
 _TARGET_ERROR_KEY: pytest.StashKey[str] = pytest.StashKey()
+HARNESS_FIXTURES = frozenset({"client", "aclient"})
+
+
+def pytest_addoption(parser: pytest.Parser) -> None:
+    group = parser.getgroup("lmstudio", "LM Studio Harness target")
+    for own, _alias, dest, attrs in OPTIONS:
+        group.addoption(own, dest=dest, **attrs)
+
+
+def _taken(parser: pytest.Parser, name: str) -> bool:
+    """Whether an option string is already registered (by pytest, a plugin or a conftest)."""
+    opt2dest = getattr(parser, "_opt2dest", None)
+    if isinstance(opt2dest, dict):
+        return name in opt2dest
+    groups = [getattr(parser, "_anonymous", None), *getattr(parser, "_groups", [])]
+    return any(name in opt.names() for g in groups if g is not None for opt in g.options)
+
+
+@pytest.hookimpl(wrapper=True)
+def pytest_load_initial_conftests(early_config: pytest.Config, parser: pytest.Parser,
+                                  args: list[str]) -> Any:
+    """After every plugin and the initial conftests registered their options: add the generic
+    aliases nobody else owns (the final command-line parse happens after this hook)."""
+    result = yield
+    group = parser.getgroup("lmstudio")
+    for own, alias, dest, attrs in OPTIONS:
+        if not _taken(parser, alias):
+            group.addoption(alias, dest=dest, **{**attrs, "help": f"alias of {own}"})
+    return result
 
 
 def pytest_configure(config: pytest.Config) -> None:
     for name, text in MARKERS.items():  # also for suites run outside this repository
         config.addinivalue_line("markers", f"{name}: {text}")
     if config.getoption("harness_record", False) and config.getoption("harness_replay", False):
-        raise pytest.UsageError("--record and --replay exclude each other")
-    if config.getoption("harness_via_proxy", False) and not config.getoption("harness_base_url"):
-        raise pytest.UsageError("--via-proxy needs --base-url (the live server to put it before)")
+        raise pytest.UsageError("--lmstudio-record and --lmstudio-replay exclude each other")
+    if (config.getoption("harness_via_proxy", False)
+            and not config.getoption("harness_base_url", None)):
+        raise pytest.UsageError("--lmstudio-via-proxy needs --lmstudio-url (the live server "
+                                "to put it before)")
+    names = config.getoption("harness_subjects", None)
+    if names:  # resolved now: an unknown name or a failing import is one line, before anything
+        from harness.subjects import SubjectError, resolve
+
+        paths = tuple(dict.fromkeys((str(config.invocation_params.dir), str(config.rootpath))))
+        try:
+            config.stash[SUBJECTS_KEY] = [resolve(n, paths) for n in names]
+        except SubjectError as exc:
+            raise pytest.UsageError(str(exc)) from None
+
+
+def subject_specs(config: pytest.Config) -> list[SubjectSpec]:
+    """The ``--subject`` values of this run (default: ``harness``), resolved once."""
+    specs = config.stash.get(SUBJECTS_KEY, None)
+    if specs is None:
+        from harness.subjects import resolve
+
+        specs = config.stash[SUBJECTS_KEY] = [resolve(DEFAULT_SUBJECT)]
+    return specs
+
+
+def pytest_generate_tests(metafunc: pytest.Metafunc) -> None:
+    """One run of every subject-driven test per ``--subject`` (ids: the subject names)."""
+    if "subject_spec" in metafunc.fixturenames:
+        specs = subject_specs(metafunc.config)
+        metafunc.parametrize("subject_spec", specs, indirect=True,
+                             ids=[s.name for s in specs])
+
+
+def pytest_collection_modifyitems(config: pytest.Config, items: list[pytest.Item]) -> None:
+    """A test that drives the harness's own clients is a harness API test."""
+    for item in items:
+        names = set(getattr(item, "fixturenames", ()))
+        if names & HARNESS_FIXTURES and "subject_spec" not in names:
+            item.add_marker(pytest.mark.harness_api)
+
+
+def pytest_runtest_setup(item: pytest.Item) -> None:
+    """Harness API tests are not applicable when the harness is not among the subjects."""
+    if item.get_closest_marker("harness_api") is None:
+        return
+    names = [s.name for s in subject_specs(item.config)]
+    if DEFAULT_SUBJECT not in names:
+        pytest.skip(f"not applicable: tests the harness's own API, subjects are "
+                    f"{', '.join(names)}")
 
 
 def _models(config: pytest.Config) -> tuple[str, ...]:
@@ -136,26 +250,27 @@ def harness_target(pytestconfig: pytest.Config) -> Iterator[Target]:
         yield target
 
 
-def _cassette(request: pytest.FixtureRequest, target: Target) -> AbstractContextManager[Any]:
+def _suite_cassette(request: pytest.FixtureRequest, target: Target
+                    ) -> AbstractContextManager[Any]:
+    """``--lmstudio-record`` / ``--lmstudio-replay``: every test's exchanges in one cassette."""
     from contextlib import nullcontext
 
     config = request.config
-    from harness.evaluate.cassettes import Mode, cassette_path, use_cassette
-
-    mode: Mode
     if config.getoption("harness_record"):
-        mode = "record"
+        mode = "all"
     elif config.getoption("harness_replay"):
-        mode = "replay"
+        mode = "none"
     else:
         return nullcontext()
+    from harness.evaluate.cassettes import cassette_path, use_cassette
 
     root = Path(config.getoption("harness_cassette_dir") or config.rootpath / DEFAULT_CASSETTES)
     module = Path(str(request.node.path)).stem
     secrets = (target.api_token,) if target.api_token else ()
     path = cassette_path(root, module, request.node.name)
-    if mode == "replay" and not path.exists():
-        pytest.skip(f"target replay has no cassette {path}: record it with --record")
+    if mode == "none" and not path.exists():
+        pytest.fail(f"no cassette {path} to replay; record it with --lmstudio-record",
+                    pytrace=False)
     return use_cassette(path, mode, secrets)
 
 
@@ -163,12 +278,13 @@ def _cassette(request: pytest.FixtureRequest, target: Target) -> AbstractContext
 def target(request: pytest.FixtureRequest, harness_target: Target) -> Iterator[Target]:
     """The target, clean for this test; skips when the test's ``needs_*`` markers cannot be met.
 
-    Cleaning happens before the test (``reset`` drops faults and truth); faults a test sets go
-    through the ``faults`` fixture, which clears them as it ends.
+    ``target.base_url`` is the server root, ``target.openai_base_url`` the same with ``/v1``
+    (what OpenAI-style clients take). Cleaning happens before the test (``reset`` drops faults
+    and truth); faults a test sets go through the ``faults`` fixture, which clears them after.
     """
     harness_target.require_needs(request.node)
     harness_target.reset()
-    with _cassette(request, harness_target):
+    with _suite_cassette(request, harness_target):
         yield harness_target
 
 
@@ -188,7 +304,7 @@ def suite_timeouts(target: Target | None = None) -> Any:
 
 @pytest.fixture
 def client(target: Target) -> Iterator[Client]:
-    """A sync client on the target, default model ``target.models[0]``, fast retries."""
+    """A sync harness client on the target, default model ``target.models[0]``, fast retries."""
     from harness.client import Client
 
     with Client(target.base_url, model=target.model(0), api_token=target.api_token,
@@ -196,14 +312,79 @@ def client(target: Target) -> Iterator[Client]:
         yield c
 
 
-@pytest.fixture
+@async_fixture
 async def aclient(target: Target) -> AsyncIterator[AsyncClient]:
-    """An async client on the target, default model ``target.models[0]``, fast retries."""
+    """An async harness client on the target (works under pytest-asyncio strict mode too)."""
     from harness.client import AsyncClient
 
     async with AsyncClient(target.base_url, model=target.model(0), api_token=target.api_token,
                            timeout=suite_timeouts(target), retry=fast_retry()) as c:
         yield c
+
+
+# -- subjects --------------------------------------------------------------------------------
+@pytest.fixture
+def subject_spec(request: pytest.FixtureRequest) -> SubjectSpec:
+    """The subject this test runs for (parametrized by ``pytest_generate_tests``)."""
+    spec: SubjectSpec = request.param
+    return spec
+
+
+class SubjectMaker:
+    """Builds the test's subject on any server (the target by default) and closes them all."""
+
+    def __init__(self, spec: SubjectSpec, target: Target, needs: tuple[str, ...]) -> None:
+        self.spec, self.target, self.needs = spec, target, needs
+        self.made: list[Any] = []
+
+    def __call__(self, base_url: str | None = None, *, api_token: str | None = None,
+                 model: str | None = None, timeout: float = 15.0) -> Any:
+        from harness.subjects import SubjectConfig, SubjectError, missing_capabilities
+
+        config = SubjectConfig(base_url or self.target.base_url,
+                               api_token if base_url else (api_token or self.target.api_token),
+                               model or (self.target.models[0] if self.target.models else None),
+                               timeout)
+        try:
+            subject = self.spec.build(config)
+        except SubjectError as exc:
+            pytest.fail(str(exc), pytrace=False)
+        except Exception as exc:  # the user's factory itself failed: say so in one line
+            pytest.fail(f"subject {self.spec.spec!r}: factory failed: "
+                        f"{type(exc).__name__}: {exc}", pytrace=False)
+        self.made.append(subject)
+        reason = missing_capabilities(subject, self.needs)
+        if reason is not None:
+            pytest.skip(reason)
+        return subject
+
+    async def aclose(self) -> None:
+        for subject in self.made:
+            subject.close()
+            if "async" in subject.capabilities:
+                await subject.aclose()
+
+
+def _needs(request: pytest.FixtureRequest) -> tuple[str, ...]:
+    return tuple(n for m in request.node.iter_markers("subject_needs") for n in m.args)
+
+
+@async_fixture
+async def make_subject(request: pytest.FixtureRequest, subject_spec: SubjectSpec,
+                       target: Target) -> AsyncIterator[SubjectMaker]:
+    """``make_subject(base_url=None, api_token=None, model=None, timeout=15)``: the subject
+    under evaluation on another server (a closed port, a token-protected emulator ...)."""
+    maker = SubjectMaker(subject_spec, target, _needs(request))
+    yield maker
+    await maker.aclose()
+
+
+@pytest.fixture
+def subject(make_subject: SubjectMaker) -> Any:
+    """The client under evaluation (``--subject``) on the target; closed after the test.
+
+    Skips with the reason when the test's ``subject_needs(...)`` are not all offered."""
+    return make_subject()
 
 
 @pytest.fixture
@@ -241,3 +422,65 @@ def private_studio(target: Target) -> Iterator[Callable[..., StudioHandle]]:
             return stack.enter_context(running_studio(**options))
 
         yield start
+
+
+# -- cassettes the way pytest-recording users expect -------------------------------------------
+@pytest.fixture(scope="module")
+def vcr_config() -> dict[str, Any]:
+    """Override in a conftest to pass options to vcrpy (``match_on``, ``filter_headers`` ...);
+    tokens and auth headers are filtered whatever it says."""
+    return {}
+
+
+@pytest.fixture(scope="module")
+def vcr_cassette_dir(request: pytest.FixtureRequest) -> str:
+    """``cassettes/<module>/`` next to the test module (as pytest-recording does)."""
+    module = Path(str(request.node.path))
+    return str(module.parent / "cassettes" / module.stem)
+
+
+def record_mode(config: pytest.Config) -> str:
+    mode: str = config.getoption("record_mode", None) or "none"
+    return mode
+
+
+@pytest.fixture
+def vcr(request: pytest.FixtureRequest, vcr_config: dict[str, Any],
+        vcr_cassette_dir: str) -> Iterator[Any]:
+    """The test's cassette (a ``vcr.cassette.Cassette``): ``<vcr_cassette_dir>/<test>.yaml``
+    plus any extra cassettes named in ``@pytest.mark.vcr(...)``; mode from ``--record-mode``.
+
+    Replaying (``none``) a cassette that does not exist fails naming its path instead of
+    letting the test reach a server it was promised it would not."""
+    from harness.evaluate.cassettes import cassette_path, use_cassette
+
+    mode = record_mode(request.config)
+    marker = request.node.get_closest_marker("vcr")
+    overrides = {**vcr_config, **(marker.kwargs if marker else {})}
+    mode = overrides.pop("record_mode", mode)
+    if mode not in RECORD_MODES:
+        pytest.fail(f"record mode {mode!r} is not one of {', '.join(RECORD_MODES)}",
+                    pytrace=False)
+    path = cassette_path(Path(vcr_cassette_dir), "", request.node.name)
+    extra = [Path(vcr_cassette_dir) / p for p in (marker.args if marker else ())]
+    for needed in ([path] if mode == "none" else []) + extra:
+        if not needed.exists():
+            pytest.fail(f"no cassette {needed} to replay (--record-mode=none); record it with "
+                        "--record-mode=once", pytrace=False)
+    if mode == "rewrite" and path.exists():
+        path.unlink()
+    secrets = tuple(s for s in (api_token(request.config),) if s)
+    with ExitStack() as stack:
+        for other in extra:  # replay-only companions, like pytest-recording's shared cassettes
+            stack.enter_context(use_cassette(other, "none", secrets, overrides))
+        yield stack.enter_context(use_cassette(
+            path, "all" if mode == "rewrite" else mode, secrets, overrides))
+
+
+@pytest.fixture(autouse=True)
+def _harness_vcr_marker(request: pytest.FixtureRequest) -> None:
+    """Turns ``@pytest.mark.vcr`` into the ``vcr`` fixture (left to pytest-recording if it is
+    installed: two recorders on one test would fight)."""
+    if (request.node.get_closest_marker("vcr") is not None
+            and not request.config.pluginmanager.hasplugin("recording")):
+        request.getfixturevalue("vcr")

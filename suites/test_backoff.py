@@ -21,9 +21,9 @@ import pytest
 
 from harness.client import AsyncClient, RetryPolicy, Timeouts
 from harness.client.errors import HTTPStatusError, RateLimited
+from harness.evaluate.support import prompt
 from harness.evaluate.target import Faults, Target, Truth
 from harness.faults import FaultMatch, FaultPlan, FaultRule, StatusFault
-from suites.support import prompt
 
 pytestmark = [pytest.mark.backoff, pytest.mark.needs_faults, pytest.mark.needs_truth]
 

@@ -17,6 +17,13 @@ from harness.client import AsyncClient, Client, ReasoningDelta, TextDelta, ToolC
 from harness.client.base import Timeouts
 from harness.client.errors import StreamInterrupted, StreamStalled
 from harness.client.retry import RetryPolicy
+from harness.evaluate.support import (
+    TOOLS,
+    prompt,
+    reasoning_models,
+    require_emulator_behaviour,
+    scripted_tool_call,
+)
 from harness.evaluate.target import Faults, Target, Truth
 from harness.faults import (
     DisconnectFault,
@@ -26,13 +33,6 @@ from harness.faults import (
     MissingDoneFault,
     StallFault,
     TruncatedJsonFault,
-)
-from suites.support import (
-    TOOLS,
-    prompt,
-    reasoning_models,
-    require_emulator_behaviour,
-    scripted_tool_call,
 )
 
 pytestmark = pytest.mark.streaming

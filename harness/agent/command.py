@@ -21,6 +21,7 @@ from harness.agent.render import RunPrinter
 from harness.agent.run import run_agent
 from harness.agent.transcript import Transcript
 from harness.client.errors import LMStudioError
+from harness.reporting.terminal import console as safe_console
 
 
 def default_transcript_path() -> Path:
@@ -55,7 +56,7 @@ def run_command(
     stream: bool,
     console: Console | None = None,
 ) -> int:
-    console = console or Console()
+    console = console or safe_console()
     try:
         chosen_policy = ErrorPolicy(policy)
     except ValueError:

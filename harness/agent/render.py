@@ -15,6 +15,7 @@ from rich.text import Text
 
 from harness.agent.servers import ServerPool
 from harness.agent.transcript import CallStatus, RoundRecord, Transcript
+from harness.reporting.terminal import term
 
 _STYLE = {
     CallStatus.OK: "green",
@@ -57,7 +58,8 @@ class RunPrinter:
 
     def round(self, record: RoundRecord) -> None:
         table = Table(
-            title=f"Round {record.index} · model {record.model}", title_justify="left", expand=False
+            title=f"Round {record.index} · model {term(record.model)}", title_justify="left",
+            expand=False,
         )
         for column in ("call", "tool", "arguments", "status", "s", "result"):
             table.add_column(column, overflow="fold")
@@ -91,7 +93,8 @@ class RunPrinter:
         )
         if transcript.outcome == "completed":
             body = Text(transcript.final_text or "")
-            self.console.print(Panel(body, title=f"Answer ({transcript.model})", style="green"))
+            title = f"Answer ({term(transcript.model)})"
+            self.console.print(Panel(body, title=title, style="green"))
         else:
             body = Text(transcript.error or "failed")
             self.console.print(Panel(body, title="Run failed", style="red"))

@@ -27,28 +27,16 @@ in plain attributes rebuilt by ``__reduce__``.
 
 from __future__ import annotations
 
-import re
 from dataclasses import dataclass, field, replace
 from typing import Any
 
-_SECRET_PATTERNS = (
-    re.compile(r"(Bearer\s+)[^\s\"',;]+", re.IGNORECASE),
-    re.compile(r"sk-lm-[A-Za-z0-9]+:[^\s\"',;]+"),
-    re.compile(
-        r"((?:api[_-]?key|token|authorization)[\"']?\s*[:=]\s*[\"']?)(?!Bearer\b)[^\s\"',;]+",
-        re.IGNORECASE,
-    ),
-)
+from harness.secrets import redact as _redact
 
 
 def redact(text: str, secrets: tuple[str, ...] = ()) -> str:
-    """Remove tokens from text that may reach a log, an error or a report."""
-    for secret in secrets:
-        if secret:
-            text = text.replace(secret, "***")
-    text = _SECRET_PATTERNS[0].sub(r"\1***", text)
-    text = _SECRET_PATTERNS[1].sub("sk-lm-***", text)
-    return _SECRET_PATTERNS[2].sub(r"\1***", text)
+    """Remove tokens from text that may reach a log, an error or a report (``harness.secrets``:
+    the registered token values, token patterns and URL credentials)."""
+    return _redact(text, secrets)
 
 
 @dataclass(frozen=True, slots=True)

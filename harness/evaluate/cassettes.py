@@ -13,13 +13,14 @@ import re
 from collections.abc import Iterator
 from contextlib import contextmanager
 from pathlib import Path
-from typing import Any, Literal
+from typing import Any
 
 REDACTED = "***"
 SECRET_HEADERS = ("authorization", "x-api-key", "proxy-authorization", "cookie", "set-cookie")
 _BEARER = re.compile(rb"(Bearer\s+)[^\s\"',;]+", re.IGNORECASE)
 
-Mode = Literal["record", "replay"]
+# Modes are vcrpy's (none, once, new_episodes, all) plus record (= all) and replay (= none).
+_VCR_MODE = {"record": "all", "replay": "none"}
 
 
 def cassette_path(root: Path, module: str, test_name: str) -> Path:
@@ -45,8 +46,12 @@ def _as_bytes(body: Any) -> bytes | None:
     return body if isinstance(body, bytes) else str(body).encode()
 
 
-def make_vcr(root: Path, mode: Mode, secrets: tuple[str, ...] = ()) -> Any:
-    """A configured ``vcr.VCR``: secret-free recordings, host-neutral matching."""
+def make_vcr(root: Path, mode: str, secrets: tuple[str, ...] = (),
+             overrides: dict[str, Any] | None = None) -> Any:
+    """A configured ``vcr.VCR``: secret-free recordings, host-neutral matching.
+
+    ``overrides`` (a ``vcr_config``) may change anything but the secret filtering: its own
+    ``filter_headers`` and ``before_record_*`` hooks run in addition to ours."""
     import vcr
 
     def before_record_request(request: Any) -> Any:
@@ -67,26 +72,41 @@ def make_vcr(root: Path, mode: Mode, secrets: tuple[str, ...] = ()) -> Any:
             body["string"] = _scrub(data, secrets)
         return response
 
+    options: dict[str, Any] = {
+        "match_on": ("method", "path", "query", "body"), "decode_compressed_response": True,
+        **(overrides or {}),
+    }
+    theirs_request = options.pop("before_record_request", None)
+    theirs_response = options.pop("before_record_response", None)
+
+    def request_hook(request: Any) -> Any:
+        request = theirs_request(request) if theirs_request else request
+        return None if request is None else before_record_request(request)
+
+    def response_hook(response: dict[str, Any]) -> dict[str, Any] | None:
+        response = theirs_response(response) if theirs_response else response
+        return None if response is None else before_record_response(response)
+
+    options["filter_headers"] = [*SECRET_HEADERS, *options.get("filter_headers", ())]
     return vcr.VCR(
         cassette_library_dir=str(root),
-        record_mode="all" if mode == "record" else "none",
-        match_on=("method", "path", "query", "body"),
-        filter_headers=list(SECRET_HEADERS),
-        before_record_request=before_record_request,
-        before_record_response=before_record_response,
-        decode_compressed_response=True,
+        record_mode=_VCR_MODE.get(mode, mode),
+        before_record_request=request_hook,
+        before_record_response=response_hook,
+        **options,
     )
 
 
 @contextmanager
-def use_cassette(path: Path, mode: Mode, secrets: tuple[str, ...] = ()) -> Iterator[Any]:
+def use_cassette(path: Path, mode: str, secrets: tuple[str, ...] = (),
+                 overrides: dict[str, Any] | None = None) -> Iterator[Any]:
     """Record to or replay from ``path`` for the duration of the block."""
-    if mode == "replay" and not path.exists():
+    if _VCR_MODE.get(mode, mode) == "none" and not path.exists():
         raise FileNotFoundError(
             f"no cassette {path} to replay; record it first with --record against a server"
         )
     path.parent.mkdir(parents=True, exist_ok=True)
-    recorder = make_vcr(path.parent, mode, secrets)
+    recorder = make_vcr(path.parent, mode, secrets, overrides)
     # Repeats allowed: identical requests (same prompt, same seed) get the same recorded answer.
     with recorder.use_cassette(path.name, allow_playback_repeats=True) as cassette:
         yield cassette

@@ -5,22 +5,23 @@ from __future__ import annotations
 from pathlib import Path
 
 from rich.console import Console
-from rich.markup import escape
 from rich.table import Table
 
 from harness.evaluate.report import EvaluationReport
 from harness.evaluate.runner import EvaluationError, EvaluationOptions, evaluate
+from harness.reporting.terminal import console as safe_console
+from harness.reporting.terminal import term
 
 TARGET_ERROR = 3  # exit code: the target could not be used; distinct from 1 (a gap failed)
 _STYLE = {"PASS": "bold green", "FAIL": "bold red", "SKIP": "yellow"}
 
 
 def summary_table(report: EvaluationReport) -> Table:
-    table = Table(title=f"Gaps of {report.reference}")
+    table = Table(title=f"Gaps of {term(report.reference)}")
     for column in ("Gap", "Severity", "Status", "Pass/Fail/Skip", "Time (s)"):
         table.add_column(column)
     for gap in report.gaps:
-        table.add_row(gap.title, gap.severity, f"[{_STYLE[gap.status]}]{gap.status}",
+        table.add_row(term(gap.title), term(gap.severity), f"[{_STYLE[gap.status]}]{gap.status}",
                       f"{gap.passed}/{gap.failed}/{gap.skipped}", f"{gap.duration_s:.2f}")
     return table
 
@@ -30,7 +31,7 @@ def run_evaluate(*, base_url: str | None, out: Path, models: str | None, via_pro
                  api_token: str | None, console: Console | None = None) -> int:
     """0 when no gap failed; 1 when one did; 2 when the evaluation could not run; 3 when the
     target could not be used (unreachable, token refused, no LLM server, unknown model)."""
-    console = console or Console(stderr=True)
+    console = console or safe_console(stderr=True)
     options = EvaluationOptions(
         base_url=base_url, api_token=api_token, via_proxy=via_proxy, replay=replay,
         models=tuple(m.strip() for m in (models or "").split(",") if m.strip()),
@@ -38,23 +39,24 @@ def run_evaluate(*, base_url: str | None, out: Path, models: str | None, via_pro
     try:
         report, paths = evaluate(options, console)
     except EvaluationError as exc:
-        console.print(f"[bold red]evaluation could not run:[/] {exc}")
+        console.print(f"[bold red]evaluation could not run:[/] {term(exc)}")
         return 2
     if report.target_error is not None:  # a set-up mistake, not a regression: no gap table
-        console.print(f"[bold red]target error:[/] {escape(report.target_error)}")
+        console.print(f"[bold red]target error:[/] {term(report.target_error)}")
         return TARGET_ERROR
     console.print(summary_table(report))
     for problem in report.problems:
-        console.print(f"[bold red]problem:[/] {problem}")
+        console.print(f"[bold red]problem:[/] {term(problem)}")
     for gap in report.failed_gaps:
         for test in gap.tests:
             if test.outcome in ("failed", "error"):
-                console.print(f"[red]FAIL[/] {gap.title}: {test.name}: {test.message}")
+                console.print(f"[red]FAIL[/] {term(gap.title)}: {term(test.name)}: "
+                              f"{term(test.message)}")
     target = report.target
-    where = f"{target.kind} at {target.base_url}" if target else "no target"
+    where = f"{term(target.kind)} at {term(target.base_url)}" if target else "no target"
     console.print(f"[{_STYLE[report.verdict]}]{report.verdict}[/] against {where}; "
                   f"{report.totals.passed} passed, {report.totals.failed} failed, "
                   f"{report.totals.skipped} skipped in {report.totals.duration_s:.1f} s")
     for fmt, path in paths.items():
-        console.print(f"  {fmt:<4} {path}")
+        console.print(f"  {fmt:<4} {term(path)}")
     return 0 if report.verdict == "PASS" else 1

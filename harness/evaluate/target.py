@@ -61,6 +61,11 @@ class Target:
     info: dict[str, Any] = field(default_factory=dict)
     calibration: Calibration = UNSCALED
 
+    @property
+    def openai_base_url(self) -> str:
+        """``base_url`` with ``/v1``: what OpenAI-style clients (the openai SDK) take."""
+        return self.base_url.rstrip("/") + "/v1"
+
     def can(self, capability: str) -> bool:
         if capability not in CAPABILITIES:
             raise ValueError(f"unknown capability {capability!r}; known: {CAPABILITIES}")

@@ -22,8 +22,14 @@ How to use it (for every area):
 
 Filters (all pure, all tested):
 
-- ``md_cell``: one value made safe for a Markdown table cell (pipes escaped, newlines to ``<br>``
-  in Markdown, None to ``-``).
+Escaping (``harness.reporting.escaping``) is applied at the template boundary: the environment's
+``finalize`` runs every ``{{ ... }}`` string of a Markdown template through ``md_text`` and every
+string of an HTML template through ``visible`` before autoescape. Filters that build Markdown
+return ``MdSafe`` so they are not escaped twice. Inside backticks use ``md_code`` instead of
+writing the backticks in the template.
+
+- ``md_cell``: one value made safe for a Markdown table cell (the Markdown rule; None to ``-``).
+- ``md_text`` / ``md_code``: the Markdown rule for running text / a whole code span.
 - ``md_table(rows, columns)``: a whole GitHub-flavoured table from a list of mappings/objects;
   ``columns`` is a list of field names or ``(header, field)`` pairs.
 - ``hours``: ``12.0 -> "12h"``, ``1.5 -> "1.5h"``, None -> ``"-"``.
@@ -44,7 +50,10 @@ from pathlib import Path
 from typing import Any
 
 import jinja2
+from markupsafe import Markup
 from pydantic import BaseModel
+
+from harness.reporting.escaping import MdSafe, md_code, md_text, visible
 
 __all__ = [
     "ReportPathError",
@@ -72,17 +81,18 @@ class ReportTemplateError(LookupError):
     """A template needed for a report is missing or failed to render."""
 
 
-def md_cell(value: Any) -> str:
-    """Make any value safe for one Markdown table cell.
+def md_cell(value: Any) -> MdSafe:
+    """Make any value safe for one Markdown table cell (the Markdown rule of ``escaping``).
 
-    Why: model output routinely contains ``|`` and newlines, which silently break a table.
+    Why: model output routinely contains ``|`` and newlines, which silently break a table, and
+    may try to add links, images or HTML.
     """
     if value is None:
-        return "-"
-    text = f"{value:g}" if isinstance(value, float) else str(value)
-    text = text.replace("\\", "\\\\").replace("|", "\\|")
-    text = re.sub(r"\r?\n", "<br>", text.strip())
-    return text or "-"
+        return MdSafe("-")
+    if isinstance(value, MdSafe):
+        return value
+    text = md_text(f"{value:g}" if isinstance(value, float) else value)
+    return text or MdSafe("-")
 
 
 def _field(row: Any, name: str) -> Any:
@@ -91,7 +101,7 @@ def _field(row: Any, name: str) -> Any:
     return getattr(row, name, None)
 
 
-def md_table(rows: Iterable[Any], columns: Sequence[str | tuple[str, str]]) -> str:
+def md_table(rows: Iterable[Any], columns: Sequence[str | tuple[str, str]]) -> MdSafe:
     """Render rows as a GitHub-flavoured Markdown table (header, separator, one line per row)."""
     pairs = [(c, c) if isinstance(c, str) else (c[0], c[1]) for c in columns]
     if not pairs:
@@ -102,38 +112,69 @@ def md_table(rows: Iterable[Any], columns: Sequence[str | tuple[str, str]]) -> s
     ]
     for row in rows:
         lines.append("| " + " | ".join(md_cell(_field(row, f)) for _, f in pairs) + " |")
-    return "\n".join(lines)
+    return MdSafe("\n".join(lines))
 
 
-def format_hours(value: float | None) -> str:
+def format_hours(value: float | None) -> MdSafe:
     if value is None:
-        return "-"
-    return f"{value:g}h"
+        return MdSafe("-")
+    return MdSafe(f"{value:g}h")
 
 
-def _pct(value: float | None, digits: int = 1) -> str:
+def _pct(value: float | None, digits: int = 1) -> MdSafe:
     if value is None:
-        return "-"
-    return f"{value * 100:.{digits}f}%"
+        return MdSafe("-")
+    return MdSafe(f"{value * 100:.{digits}f}%")
 
 
-def _num(value: float | None, digits: int = 2) -> str:
+def _num(value: float | None, digits: int = 2) -> MdSafe:
     if value is None:
-        return "-"
+        return MdSafe("-")
     rounded = round(float(value), digits)
-    return f"{rounded:.{digits}f}"
+    return MdSafe(f"{rounded:.{digits}f}")
 
 
-def _quote_md(text: str | None) -> str:
+def _quote_md(text: str | None) -> MdSafe:
+    """Each line of ``text`` escaped by the Markdown rule and quoted with ``> ``."""
     if not text:
-        return ""
-    return "\n".join("> " + line if line else ">" for line in str(text).splitlines())
+        return MdSafe("")
+    lines = visible(text).splitlines()
+    return MdSafe("\n".join("> " + md_text(line) if line.strip() else ">" for line in lines))
 
 
-def anchor(text: Any) -> str:
+def anchor(text: Any) -> MdSafe:
     """A stable, markup-free HTML id for any text."""
     slug = re.sub(r"[^a-z0-9]+", "-", str(text).lower()).strip("-")
-    return slug or "item"
+    return MdSafe(slug or "item")
+
+
+def _md_built(markdown: str) -> MdSafe:
+    """Mark the output of a template's own macro as Markdown (its values were escaped inside).
+
+    Jinja returns macro output as a plain string in non-HTML templates; never apply this to data.
+    """
+    return MdSafe(markdown)
+
+
+_MARKDOWN_TEMPLATES = (".md.j2", ".md")
+
+
+@jinja2.pass_context
+def _finalize(context: jinja2.runtime.Context, value: Any) -> Any:
+    """The escaping boundary: every ``{{ ... }}`` of a report template passes through here.
+
+    Markdown templates get the Markdown rule for any string not already marked ``MdSafe``; HTML
+    templates get the visible rule before Jinja's autoescape; string templates (prompts sent to a
+    model) are left alone. Numbers and None are written as Jinja writes them.
+    """
+    if value is None or not isinstance(value, str) or isinstance(value, MdSafe | Markup):
+        return value
+    name = context.name or ""
+    if name.endswith(_MARKDOWN_TEMPLATES):
+        return md_text(value)
+    if context.eval_ctx.autoescape:
+        return visible(value)
+    return value
 
 
 def _tojson_compact(value: Any) -> str:
@@ -155,6 +196,7 @@ def report_environment() -> jinja2.Environment:
         trim_blocks=True,
         lstrip_blocks=True,
         keep_trailing_newline=True,
+        finalize=_finalize,
     )
     env.filters.update(
         md_cell=md_cell,
@@ -165,6 +207,10 @@ def report_environment() -> jinja2.Environment:
         quote_md=_quote_md,
         anchor=anchor,
         tojson_compact=_tojson_compact,
+        md_text=md_text,
+        md_code=md_code,
+        visible=visible,
+        md_built=_md_built,
     )
     return env
 
@@ -244,6 +290,8 @@ def write_report(
             text = json.dumps(data, indent=2, ensure_ascii=False) + "\n"
         else:
             text = render_template(f"{stem}.{fmt}.j2", **context)
-        target.write_text(text, encoding="utf-8")
+        # backslashreplace: a lone surrogate left in the data becomes ``\udcff``, which inside
+        # a JSON string is the standard escape, and elsewhere is the visible rule's spelling.
+        target.write_text(text, encoding="utf-8", errors="backslashreplace")
         written[fmt] = target
     return WrittenReport(paths=written)

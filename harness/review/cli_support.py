@@ -12,6 +12,7 @@ from pathlib import Path
 import typer
 
 from harness.client.errors import LMStudioError
+from harness.reporting.escaping import visible
 from harness.review.errors import PreflightError, ReviewError
 from harness.review.service import render, run_review, summary_lines
 
@@ -39,16 +40,16 @@ def run_command(
             progress=progress,
         )
     except PreflightError as exc:
-        typer.echo(f"preflight failed: {exc}", err=True)
+        typer.echo(visible(f"preflight failed: {exc}"), err=True)
         return 2
     except ReviewError as exc:
-        typer.echo(f"error: {exc}", err=True)
+        typer.echo(visible(f"error: {exc}"), err=True)
         return 2
     except LMStudioError as exc:
-        typer.echo(f"server error: {exc}", err=True)
+        typer.echo(visible(f"server error: {exc}"), err=True)
         return 3
     for line in summary_lines(outcome):
-        typer.echo(line)
+        typer.echo(visible(line))
     return 0 if outcome.report.readiness.quorum_met else 1
 
 
@@ -56,8 +57,8 @@ def render_command(*, source: Path, out: Path, name: str) -> int:
     try:
         outcome = render(source, out, name)
     except ReviewError as exc:
-        typer.echo(f"error: {exc}", err=True)
+        typer.echo(visible(f"error: {exc}"), err=True)
         return 2
     for line in summary_lines(outcome):
-        typer.echo(line)
+        typer.echo(visible(line))
     return 0

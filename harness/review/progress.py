@@ -7,6 +7,9 @@ from types import TracebackType
 from rich.console import Console
 from rich.progress import Progress, SpinnerColumn, TaskID, TextColumn, TimeElapsedColumn
 
+from harness.reporting.terminal import console as safe_console
+from harness.reporting.terminal import term
+
 
 class ReviewProgress:
     """One line per reviewer; ``update`` is the runner's progress hook."""
@@ -18,11 +21,12 @@ class ReviewProgress:
             TextColumn("{task.fields[tokens]:>6} tokens"),
             TextColumn("{task.fields[rate]:>7} tok/s"),
             TimeElapsedColumn(),
-            console=console or Console(stderr=True),
+            console=console or safe_console(stderr=True),
             transient=False,
         )
         self._tasks: dict[str, TaskID] = {
-            name: self._progress.add_task(name, total=None, tokens=0, rate="-") for name in names
+            name: self._progress.add_task(term(name), total=None, tokens=0, rate="-")
+            for name in names
         }
 
     def update(self, name: str, tokens: int, elapsed: float) -> None:

@@ -13,6 +13,7 @@ from pathlib import Path
 from pydantic import BaseModel, Field, ValidationError
 
 from harness import __version__
+from harness.reporting.escaping import scrub_data
 from harness.review.errors import ReviewInputError
 from harness.review.models import (
     Manifest,
@@ -60,13 +61,25 @@ def load_source(path: Path) -> RunRecord:
     )
 
 
+def _json_file(path: Path) -> object:
+    """A JSON file parsed by the stdlib reader, lone surrogates (``\udcff`` escapes) replaced,
+    where pydantic's reader refuses the whole file."""
+    try:
+        return scrub_data(json.loads(path.read_bytes()))
+    except RecursionError:
+        raise ValueError("nested too deeply") from None
+
+
 def load_run_record(path: Path) -> RunRecord:
     try:
-        return RunRecord.model_validate_json(path.read_bytes())
+        return RunRecord.model_validate(_json_file(path))
     except OSError as exc:
         raise ReviewInputError(f"{path}: cannot read run record: {exc}") from exc
-    except ValidationError as exc:
-        raise ReviewInputError(f"{path}: not a valid run record: {_first_errors(exc)}") from exc
+    except ValueError as exc:
+        if isinstance(exc, ValidationError):
+            raise ReviewInputError(
+                f"{path}: not a valid run record: {_first_errors(exc)}") from exc
+        raise ReviewInputError(f"{path}: not a valid run record: {exc}") from exc
 
 
 def _first_errors(exc: ValidationError) -> str:
@@ -74,16 +87,21 @@ def _first_errors(exc: ValidationError) -> str:
 
 
 def load_panel(path: Path) -> RunRecord:
-    panel = load_toml_model(path.read_text(encoding="utf-8"), Panel, str(path))
+    try:
+        text = path.read_text(encoding="utf-8")
+    except (OSError, UnicodeDecodeError) as exc:
+        raise ReviewInputError(f"{path}: cannot read panel: {exc}") from exc
+    panel = load_toml_model(text, Panel, str(path))
     runs = []
     for reviewer in panel.reviewers:
         review_path = (path.parent / reviewer.review).resolve()
         try:
-            review = Review.model_validate_json(review_path.read_bytes())
+            review = Review.model_validate(_json_file(review_path))
         except OSError as exc:
             raise ReviewInputError(f"{review_path}: cannot read review: {exc}") from exc
-        except ValidationError as exc:
-            raise ReviewInputError(f"{review_path}: invalid review: {_first_errors(exc)}") from exc
+        except ValueError as exc:
+            detail = _first_errors(exc) if isinstance(exc, ValidationError) else str(exc)
+            raise ReviewInputError(f"{review_path}: invalid review: {detail}") from exc
         runs.append(
             ReviewerRun(
                 name=reviewer.name,

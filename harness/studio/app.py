@@ -30,6 +30,7 @@ from harness.faults import (
     FaultPlanError,
     before_headers,
     choose_action,
+    delay_before_headers,
 )
 from harness.studio.engine import Engine, EngineError, ModelUnloaded
 from harness.studio.requests import BadRequest
@@ -57,6 +58,11 @@ class Ctx:
 
     __slots__ = ("body", "engine", "fault", "method", "path", "path_params", "receive", "record",
                  "send", "started", "state")
+
+    def fired(self) -> None:
+        """The request's fault took effect: only now does the truth name it."""
+        if self.record is not None and self.fault is not None:
+            self.record.fault = self.fault.kind
 
     def __init__(self, scope: dict[str, Any], receive: Receive, send: Send,
                  state: StudioState) -> None:
@@ -203,11 +209,13 @@ class _Api:
         try:
             ctx.fault = choose_action(header_value(scope, FAULT_HEADER.encode()),
                                       self.state.injector, ctx.path, ctx.method,
-                                      record.model_requested)
+                                      record.model_requested, stream)
             if ctx.fault is not None:
-                record.fault = ctx.fault.kind
+                if delay_before_headers(ctx.fault) > 0:
+                    ctx.fired()
                 prepared = await before_headers(ctx.fault)
                 if prepared is not None:
+                    ctx.fired()
                     await ctx.send_raw(prepared.status, prepared.headers, prepared.body)
                     status = prepared.status
                     return

@@ -52,13 +52,6 @@ def response_id() -> str:
     return "resp_" + secrets.token_hex(24)
 
 
-def error_frame(message: str) -> bytes:
-    """LM Studio's in-stream error (shape D): named event, nested and top-level message."""
-    return b"event: error\ndata: " + _dumps(
-        {"error": {"message": message}, "message": message}
-    ).encode() + b"\n\n"
-
-
 @dataclass(frozen=True)
 class Frames:
     """Precomputed frames and the token step (0-based) at which each is due.

@@ -31,6 +31,9 @@ from harness.studio.truth import RequestLedger, RequestTruth
 Clock = Callable[[], float]
 EvictMode = Literal["cancel", "finish"]
 CutoffStyle = Literal["done_no_finish", "error", "drop"]
+#: A prompt longer than the loaded context: LM Studio's 400 / stream error frame, or the GGUF
+#: engine's silent, well-formed empty completion with usage counted (BT#2339).
+OverflowStyle = Literal["error", "empty"]
 
 
 @dataclass(frozen=True)
@@ -45,6 +48,7 @@ class EngineOptions:
     parallel: int = 4
     default_ttl_s: float | None = 3600.0
     substitute_single_loaded: bool = True
+    overflow: OverflowStyle = "error"
     max_body_bytes: int = 4 * 1024 * 1024
     truth_limit: int = 50_000
     preload: tuple[str, ...] = ()
@@ -79,6 +83,18 @@ class WrongModelType(EngineError):
     status = 400
 
 
+class ContextLengthInvalid(EngineError):
+    """A load asked for a context the model cannot have (native v1 error shape)."""
+
+    status = 400
+
+    def __init__(self, value: int, spec: ModelSpec) -> None:
+        message = (f"Invalid context length {value} for model {spec.key}: it must be between 1 "
+                   f"and the model's maximum context length of {spec.max_context_length}.")
+        super().__init__(message, {"error": {"type": "invalid_request", "message": message,
+                                             "param": "context_length"}})
+
+
 class ModelUnloaded(Exception):
     """The instance serving a request was evicted or unloaded before the request finished."""
 
@@ -86,6 +102,26 @@ class ModelUnloaded(Exception):
         super().__init__(f"Model is unloaded. (instance {instance_id!r}, {reason})")
         self.instance_id = instance_id
         self.reason = reason
+
+
+class Hold:
+    """When an instance's generations are paused: the prompt processing of a new request stops
+    every stream already running on it (BT#1709, MLX batching; BT#1487). One window at a time;
+    a pause that arrives during another extends it, as the prefills run one after the other."""
+
+    __slots__ = ("started", "until")
+
+    def __init__(self) -> None:
+        self.started = 0.0
+        self.until = 0.0
+
+    def pause(self, now: float, seconds: float) -> float:
+        """Pause from ``now`` for ``seconds`` (after any pause under way); returns its end."""
+        if self.until > now:
+            self.until += seconds
+        else:
+            self.started, self.until = now, now + seconds
+        return self.until
 
 
 class Instance:
@@ -101,11 +137,14 @@ class Instance:
         ttl_s: float | None,
         jit: bool,
         now: float,
+        context_length: int | None = None,
     ) -> None:
         self.id = instance_id
         self.spec = spec
         self.speed = speed
         self.parallel = parallel
+        self.context_length = context_length or spec.loaded_context_length
+        self.hold = Hold()
         self.ttl_s = ttl_s
         self.jit = jit
         self.state: Literal["loading", "loaded", "unloaded"] = "loading"
@@ -134,6 +173,7 @@ class Instance:
             "state": self.state,
             "jit": self.jit,
             "parallel": self.parallel,
+            "context_length": self.context_length,
             "active": len(self.active),
             "queued": len(self.waiters),
             "ttl_s": self.ttl_s,
@@ -281,9 +321,11 @@ class Engine(RequestLedger):
         return min(pool, key=lambda i: (i.busy >= i.parallel, i.busy, i.id))
 
     async def resolve(
-        self, name: Any, *, ttl_s: float | None = None, want: str = "llm"
+        self, name: Any, *, ttl_s: float | None = None, want: str = "llm",
+        context_length: int | None = None,
     ) -> Resolution:
-        """The instance that answers a request for ``name``, JIT-loading it if needed."""
+        """The instance that answers a request for ``name``, JIT-loading it if needed (with
+        ``context_length`` when the request sets one)."""
         self.reap_expired()
         if not isinstance(name, str) or not name:
             loaded = self.loaded()
@@ -312,7 +354,7 @@ class Engine(RequestLedger):
             self._ensure_alive(current)
             return Resolution(current, loading=True)
         ttl = ttl_s if ttl_s is not None else self.options.default_ttl_s
-        instance = await self.load(spec.key, jit=True, ttl_s=ttl)
+        instance = await self.load(spec.key, jit=True, ttl_s=ttl, context_length=context_length)
         return Resolution(instance, loading=True)
 
     def _substitute(self, name: str) -> Resolution:
@@ -356,11 +398,14 @@ class Engine(RequestLedger):
         ttl_s: float | None,
         instant: bool = False,
         parallel: int | None = None,
+        context_length: int | None = None,
     ) -> Instance:
         """Create and load a new instance of ``key`` (auto-evicting first when that is on)."""
         spec = self.catalog.get(key)
         if spec is None:
             raise _model_not_found(key, self._listing())
+        if context_length is not None and not 0 < context_length <= spec.max_context_length:
+            raise ContextLengthInvalid(context_length, spec)
         if jit and self.options.auto_evict:
             await self._evict_others(spec.key)
         instance = Instance(
@@ -371,6 +416,7 @@ class Engine(RequestLedger):
             ttl_s=ttl_s,
             jit=jit,
             now=self.clock(),
+            context_length=context_length,
         )
         self.instances[instance.id] = instance
         if not instant and instance.load_time_s > 0:

@@ -58,7 +58,9 @@ class Reply:
     tool_calls: tuple[PlannedToolCall, ...] = ()
     finish_reason: str = "stop"
     prompt_tokens: int = 0
-    tool_call_tokens: int = field(default=0)
+    #: Tokens counted in usage but not emitted as reasoning or content (tool-call arguments, or
+    #: the output of an empty reply that still reports usage).
+    hidden_tokens: int = field(default=0)
 
     @property
     def text(self) -> str:
@@ -70,12 +72,25 @@ class Reply:
 
     @property
     def completion_tokens(self) -> int:
-        return len(self.reasoning) + len(self.content) + self.tool_call_tokens
+        return len(self.reasoning) + len(self.content) + self.hidden_tokens
 
     @property
     def emission_steps(self) -> int:
         """How many token-time steps the stream takes (tool calls: name then arguments)."""
         return len(self.reasoning) + len(self.content) + 2 * len(self.tool_calls)
+
+
+def reply_prefix(reply: Reply, steps: int) -> Reply:
+    """What of ``reply`` was emitted in its first ``steps`` token steps (a cut-off's partial
+    output): reasoning first, then content, then tool calls (two steps each, as streamed)."""
+    steps = max(0, steps)
+    reasoning = reply.reasoning[:steps]
+    steps -= len(reasoning)
+    content = reply.content[:steps]
+    steps -= len(content)
+    calls = reply.tool_calls[: steps // 2]
+    return Reply(reasoning=reasoning, content=content, tool_calls=calls,
+                 finish_reason=reply.finish_reason, prompt_tokens=reply.prompt_tokens)
 
 
 def seeded_rng(*parts: object) -> random.Random:
@@ -242,7 +257,7 @@ def plan_chat_reply(
             tool_calls=tuple(calls),
             finish_reason="tool_calls",
             prompt_tokens=prompt_tokens,
-            tool_call_tokens=arg_tokens,
+            hidden_tokens=arg_tokens,
         )
     if scripted_text is not None:
         content = list(tokenize(scripted_text))

@@ -11,14 +11,14 @@ from __future__ import annotations
 import asyncio
 import time
 from collections.abc import Callable
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from typing import Any
 
-from harness.faults import WrongModelFault
+from harness.faults import NATIVE, OPENAI, RESPONSES, Dialect, PrefillPauseFault, WrongModelFault
 from harness.studio import encoding as enc
 from harness.studio import requests as rq
 from harness.studio.app import Ctx
-from harness.studio.engine import Engine, Instance
+from harness.studio.engine import CutoffStyle, Engine, Instance
 from harness.studio.generation import (
     ChatRequest,
     Reply,
@@ -26,9 +26,19 @@ from harness.studio.generation import (
     message_text,
     plan_chat_reply,
     plan_text_reply,
+    reply_prefix,
 )
 from harness.studio.pacer import Pacer
-from harness.studio.streaming import SSE_HEADERS, watch_disconnect, write_stream
+from harness.studio.semantic import apply_semantic
+from harness.studio.streaming import (
+    SSE_HEADERS,
+    UNLOADED_MESSAGE,
+    Cutoff,
+    Pace,
+    cutoff_frames,
+    watch_disconnect,
+    write_stream,
+)
 
 
 @dataclass
@@ -46,16 +56,54 @@ FramesFor = Callable[[Reply, Instance, Timing], enc.Frames]
 BodyFor = Callable[[Reply, Instance, Timing], dict[str, Any]]
 
 
-def _other_model(engine: Engine, requested: Any, fault: WrongModelFault) -> str:
+def _other_model(engine: Engine, requested: Any, fault: WrongModelFault) -> str | None:
+    """The model that answers instead of ``requested`` (``None``: there is no other one)."""
     if fault.model:
-        return fault.model
+        return fault.model if fault.model != requested else None
+    wanted = engine.spec_for(requested) if isinstance(requested, str) else None
     for instance in engine.loaded():
-        if instance.spec.key != requested and not instance.spec.is_embedding:
+        if instance.spec is not wanted and not instance.spec.is_embedding:
             return instance.id
     for spec in engine.catalog.models:
-        if spec.key != requested and not spec.is_embedding:
+        if spec is not wanted and not spec.is_embedding:
             return spec.key
-    return str(requested)
+    return None
+
+
+@dataclass(frozen=True)
+class Wire:
+    """How one endpoint speaks: its stream dialect and its error bodies.
+
+    ``error_body(status, message, kind)`` gives a non-stream error; ``stream_error(message)`` the
+    frames of an error before any token (after ``chat.start`` on ``/api/v1/chat``);
+    ``partial_end(reply, instance, timing)`` the frames that close a stream cut off after the
+    tokens of ``reply`` (``chat.end`` on ``/api/v1/chat``, documented to follow an error).
+    """
+
+    dialect: Dialect
+    error_body: Callable[[int, str, str], dict[str, Any]]
+    partial_end: Callable[[Reply, Instance, Timing], list[bytes]] | None = None
+
+    def stream_error(self, message: str, reply: Reply, inst: Instance,
+                     timing: Timing) -> list[bytes]:
+        frames = [self.dialect.error(message)]
+        if self.partial_end is not None:
+            frames += self.partial_end(reply, inst, timing)
+        return frames
+
+
+def openai_error(status: int, message: str, kind: str) -> dict[str, Any]:
+    """LM Studio's string error (shape A), what its OpenAI-compatible endpoints send on 400."""
+    return {"error": message}
+
+
+OPENAI_WIRE = Wire(OPENAI, openai_error)
+RESPONSES_WIRE = Wire(RESPONSES, openai_error)
+
+
+def native_error(status: int, message: str, kind: str) -> dict[str, Any]:
+    """The native v1 error object (shape C)."""
+    return {"error": {"type": kind, "message": message}}
 
 
 async def _generate(
@@ -65,24 +113,30 @@ async def _generate(
     frames_for: FramesFor,
     body_for: BodyFor,
     want: str = "llm",
-    openai_style: bool = True,
+    wire: Wire = OPENAI_WIRE,
     native_prelude: bool = False,
+    context_length: int | None = None,
 ) -> int:
     engine, record, body = ctx.engine, ctx.record, ctx.body
     assert record is not None
     stream = rq.opt(body, "stream", bool, False)
     ttl = rq.ttl_seconds(body)
     name = body.get("model")
-    if isinstance(ctx.fault, WrongModelFault):
-        name = _other_model(engine, name, ctx.fault)
+    fault = ctx.fault
+    if isinstance(fault, WrongModelFault):
+        other = _other_model(engine, name, fault)
+        if other is not None:
+            name = other
+            ctx.fired()
     loop = asyncio.get_running_loop()
     t0 = time.monotonic()
     watcher = loop.create_task(watch_disconnect(ctx.receive, record))
     try:
         if native_prelude and stream:
-            resolution = await _native_load_events(ctx, engine, name, ttl)
+            resolution = await _native_load_events(ctx, engine, name, ttl, context_length)
         else:
-            resolution = await engine.resolve(name, ttl_s=ttl, want=want)
+            resolution = await engine.resolve(name, ttl_s=ttl, want=want,
+                                              context_length=context_length)
         instance = resolution.instance
         record.instance_id = instance.id
         record.substituted = resolution.substituted
@@ -91,15 +145,33 @@ async def _generate(
         try:
             await Pacer.current().catch_up()
             reply = plan(instance)
+            started = time.monotonic()
+            context = context_length or instance.context_length
+            overflow = reply.prompt_tokens > context
+            if overflow and engine.options.overflow == "empty":
+                reply = Reply(finish_reason="stop", prompt_tokens=reply.prompt_tokens)
+            elif not overflow:
+                changed = apply_semantic(fault, reply)
+                if changed is not None:
+                    reply = changed
+                    ctx.fired()
             speed = instance.speed
+            prefill = 0.0
+            if isinstance(fault, PrefillPauseFault):
+                instance.hold.pause(started, fault.seconds)
+                prefill = fault.seconds
+                ctx.fired()
+            pace = Pace(instance.hold, started, own_pause=prefill > 0)
             interval = 1.0 / speed.tokens_per_s
-            t_first = time.monotonic() + speed.ttft_s
+            t_first = started + speed.ttft_s + prefill
             timing = Timing(t_first, interval, t_first + max(reply.emission_steps - 1, 0)
                             * interval, record.load_wait_s if resolution.loading else None)
             record.scheduled_ttft_s = t_first - record.received_at
             record.token_interval_s = interval
             record.finish_reason = reply.finish_reason
             record.completion_tokens = reply.completion_tokens
+            if overflow and engine.options.overflow == "error":
+                return await _overflow(ctx, wire, stream, reply, instance, timing, context)
 
             async def evict() -> None:
                 if instance.id in engine.instances:
@@ -109,16 +181,20 @@ async def _generate(
                 frames = frames_for(reply, instance, timing)
                 ok = await write_stream(
                     ctx.send, frames, t_first=t_first, interval=interval, record=record,
-                    cutoff_style=engine.options.cutoff_style, openai_style=openai_style,
-                    fault=ctx.fault, on_evict=evict, headers_sent=ctx.started,
-                    on_complete=watcher.cancel,
+                    cutoff=_cutoff(engine.options.cutoff_style, wire, reply, instance, timing,
+                                   frames),
+                    fault=None if fault is None or fault.scope == "reply" else fault,
+                    on_evict=evict, headers_sent=ctx.started, on_complete=watcher.cancel,
+                    dialect=wire.dialect, on_fire=ctx.fired, pace=pace,
                 )
                 ctx.started = True
                 if record.cancelled or not ok:
                     record.finish_reason = None
                 return 200
+            deadline = timing.last
             while not record.cancelled:
-                delay = timing.last - time.monotonic()
+                deadline += pace.take(deadline)
+                delay = deadline - time.monotonic()
                 if delay <= 0:
                     break
                 await asyncio.sleep(min(delay, 0.05))
@@ -128,7 +204,7 @@ async def _generate(
             if record.disconnect_seen:
                 record.finish_reason = None
                 return 499
-            record.scheduled.append(timing.last)
+            record.scheduled.append(deadline)
             payload = body_for(reply, instance, timing)
             await ctx.send_json(200, payload)
             record.sent_at.append(time.monotonic())
@@ -139,18 +215,70 @@ async def _generate(
         watcher.cancel()
 
 
+def _cutoff(style: CutoffStyle, wire: Wire, reply: Reply, inst: Instance, timing: Timing,
+            frames: enc.Frames) -> Cutoff:
+    """How this stream ends if its model is unloaded before frame ``n``: the engine's
+    ``cutoff_style``; on ``/api/v1/chat`` always the documented ``error`` + ``chat.end``."""
+    if wire.partial_end is None or style == "drop":
+        return cutoff_frames(style, wire.dialect)
+
+    def end(n: int) -> list[bytes]:
+        steps = frames.steps[n] if n < len(frames.steps) else reply.emission_steps
+        partial = reply_prefix(reply, steps)
+        return wire.stream_error(UNLOADED_MESSAGE, partial, inst, timing)
+
+    return end
+
+
+def overflow_messages(prompt_tokens: int, context: int) -> tuple[str, str]:
+    """LM Studio's two context-overflow texts: the non-stream 400 (0.3.x, BT#237) and the
+    stream's ``event: error`` (0.4.21, BT#2322, goose#11318)."""
+    keep = (
+        f"Trying to keep the first {prompt_tokens} tokens when context the overflows. However, "
+        f"the model is loaded with context length of only {context} tokens, which is not "
+        "enough. Try to load the model with a larger context length, or provide a shorter input"
+    )
+    fit = (
+        f"Input does not fit in context length. The input has {prompt_tokens} tokens, but the "
+        f"context length only supports {context} tokens."
+    )
+    return keep, fit
+
+
+async def _overflow(ctx: Ctx, wire: Wire, stream: bool, reply: Reply, inst: Instance,
+                    timing: Timing, context: int) -> int:
+    """The prompt does not fit the loaded context: a 400, or (streaming) 200 with only the
+    error frame; nothing is generated."""
+    assert ctx.record is not None
+    ctx.record.finish_reason = None
+    ctx.record.completion_tokens = 0
+    keep, fit = overflow_messages(reply.prompt_tokens, context)
+    await asyncio.sleep(max(0.0, timing.t_first - timing.interval - time.monotonic()))
+    if not stream:
+        message = keep if wire.dialect is OPENAI else fit
+        await ctx.send_json(400, wire.error_body(400, message, "invalid_request"))
+        return 400
+    empty = Reply(prompt_tokens=reply.prompt_tokens)
+    frames = wire.stream_error(fit, empty, inst, timing)
+    if not ctx.started:
+        await _start_sse(ctx, frames[0])
+        frames = frames[1:]
+    for frame in frames:
+        await _send_frame(ctx, frame)
+    await ctx.send({"type": "http.response.body", "body": b"", "more_body": False})
+    return 200
+
+
 async def _non_stream_cut_off(ctx: Ctx, reply: Reply, instance: Instance, timing: Timing,
                               body_for: BodyFor) -> int:
     assert ctx.record is not None
     ctx.record.finish_reason = None
     style = ctx.engine.options.cutoff_style
     if style == "error":
-        await ctx.send_json(500, {"error": {"message": "Model is unloaded."}})
+        await ctx.send_json(500, {"error": {"message": UNLOADED_MESSAGE}})
         return 500
-    done = min(len(reply.content), max(0, int((time.monotonic()
-                                                - timing.t_first) / timing.interval)))
-    partial = Reply(reasoning=reply.reasoning, content=reply.content[:done],
-                    finish_reason="stop", prompt_tokens=reply.prompt_tokens)
+    done = max(0, int((time.monotonic() - timing.t_first) / timing.interval))
+    partial = replace(reply_prefix(reply, done), finish_reason="stop")
     payload = body_for(partial, instance, timing)
     for choice in payload.get("choices", []):
         choice["finish_reason"] = None
@@ -167,10 +295,12 @@ async def _non_stream_cut_off(ctx: Ctx, reply: Reply, instance: Instance, timing
     return 200
 
 
-async def _native_load_events(ctx: Ctx, engine: Engine, name: Any, ttl: float | None) -> Any:
+async def _native_load_events(ctx: Ctx, engine: Engine, name: Any, ttl: float | None,
+                              context_length: int | None) -> Any:
     """``/api/v1/chat`` streams: ``chat.start`` and ``model_load.*`` while the model loads."""
     loop = asyncio.get_running_loop()
-    task = loop.create_task(engine.resolve(name, ttl_s=ttl, want="llm"))
+    task = loop.create_task(engine.resolve(name, ttl_s=ttl, want="llm",
+                                           context_length=context_length))
     await asyncio.sleep(0)
     await asyncio.wait({task}, timeout=0.002)
     if task.done():
@@ -331,7 +461,7 @@ async def responses(ctx: Ctx) -> int:
         return reply
 
     return await _generate(
-        ctx, plan=plan, openai_style=False,
+        ctx, plan=plan, wire=RESPONSES_WIRE,
         frames_for=lambda r, i, t: enc.responses_frames(r, i.id, rid, created, previous),
         body_for=lambda r, i, t: enc.responses_body(r, i.id, rid, created, previous),
     )
@@ -514,7 +644,11 @@ async def v1_chat(ctx: Ctx) -> int:
                                     gen_s=t.last - t.t_first + t.interval,
                                     load_time_s=t.load_time_s)
 
+    def chat_end(reply: Reply, inst: Instance, t: Timing) -> list[bytes]:
+        return [enc.native_event("chat.end", {"result": body_for(reply, inst, t)})]
+
     return await _generate(
-        ctx, plan=plan, openai_style=False, native_prelude=True, body_for=body_for,
+        ctx, plan=plan, wire=Wire(NATIVE, native_error, chat_end), native_prelude=True,
+        body_for=body_for,
         frames_for=lambda r, i, t: enc.native_chat_frames(r, body_for(r, i, t)),
     )

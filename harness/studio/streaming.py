@@ -15,9 +15,9 @@ from array import array
 from collections.abc import AsyncIterator, Awaitable, Callable, Sequence
 from typing import Any
 
-from harness.faults import FaultAction, StreamDropped, inject_stream
-from harness.studio.encoding import DONE, Frames, error_frame
-from harness.studio.engine import CutoffStyle
+from harness.faults import OPENAI, Dialect, FaultAction, StreamDropped, inject_stream
+from harness.studio.encoding import Frames
+from harness.studio.engine import CutoffStyle, Hold
 from harness.studio.pacer import Pacer
 from harness.studio.truth import RequestTruth
 from harness.studio.wire import DirectBody
@@ -33,13 +33,23 @@ SSE_HEADERS = [
 UNLOADED_MESSAGE = "Model is unloaded."
 
 
-def cutoff_frames(style: CutoffStyle, openai_style: bool) -> list[bytes]:
-    """How a cut-off stream ends. ``drop`` is signalled by ``StreamDropped`` instead."""
-    if style == "drop":
-        raise StreamDropped("stream cut off: model unloaded (drop connection)")
-    if style == "error":
-        return [error_frame(UNLOADED_MESSAGE)]
-    return [DONE] if openai_style else []
+Cutoff = Callable[[int], Sequence[bytes]]
+"""The frames that end a stream cut off before frame ``n`` (raises ``StreamDropped`` to drop)."""
+
+
+def cutoff_frames(style: CutoffStyle, dialect: Dialect) -> Cutoff:
+    """How a cut-off stream ends in ``dialect``. ``drop`` is signalled by ``StreamDropped``."""
+
+    def end(_: int) -> Sequence[bytes]:
+        if style == "drop":
+            raise StreamDropped("stream cut off: model unloaded (drop connection)")
+        if style == "error":
+            return [dialect.error(UNLOADED_MESSAGE)]
+        return [dialect.done] if dialect.done is not None else []
+
+    return end
+
+
 
 
 class _Cursor:
@@ -51,28 +61,67 @@ class _Cursor:
         self.due = 0.0
 
 
+class Pace:
+    """A generation's progress against its instance's ``Hold``: the previous step's deadline and
+    the end of the last pause already applied to the deadlines still to come."""
+
+    __slots__ = ("applied", "hold", "prev")
+
+    def __init__(self, hold: Hold, started: float, *, own_pause: bool = False) -> None:
+        self.hold = hold
+        self.prev = started
+        # A pause over by ``started`` is not this generation's; one under way is (it waits for
+        # that prefill too), unless it is this request's own prefill, already in its timing.
+        self.applied = hold.until if own_pause or hold.until <= started else 0.0
+
+    def take(self, due: float) -> float:
+        """Seconds to push back work due at ``due`` (0 if no new pause has reached it)."""
+        hold = self.hold
+        if hold.until <= self.applied or due <= hold.started:
+            return 0.0
+        shift = max(0.0, hold.until - max(hold.started, self.prev, self.applied))
+        self.applied = hold.until
+        return shift
+
+
+def _shift(dues: array[float], first: int, seconds: float, record: RequestTruth) -> None:
+    for i in range(first, len(dues)):
+        dues[i] += seconds
+    record.paused_s += seconds
+
+
 async def _scheduled(
     frames: Sequence[bytes],
-    dues: Sequence[float],
+    dues: array[float],
+    first: int,
     record: RequestTruth,
     cursor: _Cursor,
-    cutoff_style: CutoffStyle,
-    openai_style: bool,
+    cutoff: Cutoff,
+    pace: Pace,
 ) -> AsyncIterator[bytes]:
     pacer = Pacer.current()
     now = time.monotonic
-    for frame, due in zip(frames, dues, strict=True):
+    hold = pace.hold
+    i = first
+    while i < len(frames):
+        shift = pace.take(dues[i])
+        if shift > 0:
+            _shift(dues, i, shift, record)
+        due = dues[i]
         if due > now():
             await pacer.sleep_until(due)
+            if hold.until > pace.applied and due > hold.started:
+                continue  # a pause began while this frame waited: re-plan it
         if record.disconnect_seen:
             return
         if record.cut_off:
-            for end in cutoff_frames(cutoff_style, openai_style):
+            for end in cutoff(i):
                 cursor.due = now()
                 yield end
             return
-        cursor.due = due
-        yield frame
+        cursor.due = pace.prev = due
+        yield frames[i]
+        i += 1
 
 
 class _PacedStream:
@@ -84,15 +133,18 @@ class _PacedStream:
     to the coroutine, which handles it exactly as the general path does.
     """
 
-    __slots__ = ("body", "done", "dues", "finished", "frames", "index", "pacer", "record")
+    __slots__ = ("body", "done", "dues", "finished", "frames", "hold", "index", "pace", "pacer",
+                 "record")
 
     def __init__(self, frames: tuple[bytes, ...], dues: array[float], record: RequestTruth,
-                 body: DirectBody, pacer: Pacer) -> None:
+                 body: DirectBody, pacer: Pacer, pace: Pace) -> None:
         self.frames = frames
         self.dues = dues
         self.record = record
         self.body = body
         self.pacer = pacer
+        self.hold = pace.hold
+        self.pace = pace
         self.index = 0
         self.finished = False
         self.done: asyncio.Future[None] = asyncio.get_running_loop().create_future()
@@ -108,9 +160,15 @@ class _PacedStream:
                 record.disconnect_seen = True
             self.done.set_result(None)
             return
-        now = time.monotonic()
         dues = self.dues
         first = self.index
+        if self.hold.until > self.pace.applied:  # a new request's prefill may pause this stream
+            shift = self.pace.take(dues[first])
+            if shift > 0:
+                _shift(dues, first, shift, record)
+                self.pacer.call_at(dues[first], self)
+                return
+        now = time.monotonic()
         end = first + 1
         count = len(dues)
         while end < count and dues[end] <= now:
@@ -130,6 +188,7 @@ class _PacedStream:
             record.scheduled.extend(dues[first:end])
             record.sent_at.extend(array("d", [sent]) * (end - first))
         self.index = end
+        self.pace.prev = dues[end - 1]
         self.pacer.call_at(dues[end], self)
 
 
@@ -149,18 +208,21 @@ async def write_stream(
     t_first: float,
     interval: float,
     record: RequestTruth,
-    cutoff_style: CutoffStyle,
-    openai_style: bool,
+    cutoff: Cutoff,
     fault: FaultAction | None,
     on_evict: Callable[[], Awaitable[None]] | None,
     headers_sent: bool = False,
     on_complete: Callable[[], object] | None = None,
+    dialect: Dialect = OPENAI,
+    on_fire: Callable[[], object] = lambda: None,
+    pace: Pace | None = None,
 ) -> bool:
     """Stream ``frames``; returns False when the connection was dropped on purpose.
 
     Without a fault and on uvicorn's httptools protocol the pacer writes the frames itself
     (``_PacedStream``); otherwise, and for whatever the pacer hands back, each frame is awaited
-    through ``send``. Both record every frame's deadline and write time in the truth.
+    through ``send``. Both record every frame's deadline and write time in the truth. With a
+    ``pace`` (the instance's ``Hold``), deadlines still to come move back by each prefill pause.
     """
     now = time.monotonic  # real write time; loop.time() may be cached per loop iteration
     if not headers_sent:
@@ -172,10 +234,12 @@ async def write_stream(
     scheduled = record.scheduled
     sent_at = record.sent_at
     first = 0
+    if pace is None:
+        pace = Pace(Hold(), now())
     if fault is None and all_frames:
         body = DirectBody.attach(send)
         if body is not None:
-            paced = _PacedStream(all_frames, dues, record, body, Pacer.current())
+            paced = _PacedStream(all_frames, dues, record, body, Pacer.current(), pace)
             paced.pacer.call_at(dues[0], paced)
             await paced.done
             first = paced.index
@@ -192,10 +256,9 @@ async def write_stream(
                 sent_at.extend(array("d", [sent]) * (len(dues) - first))
                 return True
     cursor = _Cursor()
-    source = _scheduled(all_frames[first:], dues[first:], record, cursor, cutoff_style,
-                        openai_style)
+    source = _scheduled(all_frames, dues, first, record, cursor, cutoff, pace)
     if fault is not None:
-        source = inject_stream(fault, source, on_evict)
+        source = inject_stream(fault, source, on_evict, dialect=dialect, on_fire=on_fire)
     try:
         async for frame in source:
             await send({"type": "http.response.body", "body": frame, "more_body": True})

@@ -39,6 +39,7 @@ class RequestTruth:
         "load_wait_s",
         "method",
         "model_requested",
+        "paused_s",
         "queue_wait_s",
         "received_at",
         "scheduled",
@@ -76,6 +77,7 @@ class RequestTruth:
         self.fault: str | None = None
         self.finish_reason: str | None = None
         self.completion_tokens = 0
+        self.paused_s = 0.0
 
     @property
     def cancelled(self) -> bool:
@@ -115,6 +117,7 @@ class RequestTruth:
             "fault": self.fault,
             "finish_reason": self.finish_reason,
             "completion_tokens": self.completion_tokens,
+            "paused_s": round(self.paused_s, 6),
             "duration_s": None if self.finished_at is None else round(self.finished_at - t0, 6),
         }
 
@@ -136,6 +139,11 @@ class TruthLog:
 
     def records(self, since: int = 0) -> list[RequestTruth]:
         return [r for r in self._records if r.id > since]
+
+    @property
+    def last_id(self) -> int:
+        """The newest record's id (0 for an empty log): where a client's next ``since`` starts."""
+        return self._records[-1].id if self._records else 0
 
     def __len__(self) -> int:
         return len(self._records)

@@ -178,7 +178,7 @@ def run_pytest(tmp_path: Path, *args: str) -> subprocess.CompletedProcess[str]:
 
 
 def test_pytest_stops_at_a_bad_target_with_one_line(tmp_path: Path) -> None:
-    proc = run_pytest(tmp_path, "--base-url", closed_url())
+    proc = run_pytest(tmp_path, "--lmstudio-url", closed_url())
     out = proc.stdout + proc.stderr
     assert proc.returncode == pytest.ExitCode.USAGE_ERROR, out
     assert out.count("target error:") == 1 and "is not reachable" in out, out
@@ -188,7 +188,8 @@ def test_pytest_stops_at_a_bad_target_with_one_line(tmp_path: Path) -> None:
 
 def test_too_few_models_and_missing_capabilities_are_skips(tmp_path: Path) -> None:
     with running_studio() as studio:
-        proc = run_pytest(tmp_path, "--base-url", studio.base_url, "--models", "qwen/qwen3-4b")
+        proc = run_pytest(tmp_path, "--lmstudio-url", studio.base_url,
+                          "--lmstudio-models", "qwen/qwen3-4b")
     out = proc.stdout
     assert proc.returncode == 0, out + proc.stderr
     assert "2 passed, 3 skipped" in out, out

@@ -185,6 +185,7 @@ class _SlowAfter:
 
 
 def test_slow_reader_hands_the_rest_to_the_awaited_send(monkeypatch: pytest.MonkeyPatch) -> None:
+    from harness.faults import OPENAI
     from harness.studio import streaming
     from harness.studio.encoding import Frames
     from harness.studio.truth import RequestTruth
@@ -203,7 +204,8 @@ def test_slow_reader_hands_the_rest_to_the_awaited_send(monkeypatch: pytest.Monk
         loop = asyncio.get_running_loop()
         ok = await streaming.write_stream(
             send, frames, t_first=loop.time() + 0.005, interval=0.002, record=record,
-            cutoff_style="done_no_finish", openai_style=True, fault=None, on_evict=None)
+            cutoff=streaming.cutoff_frames("done_no_finish", OPENAI), fault=None,
+            on_evict=None)
         assert ok
         return sent, record
 
