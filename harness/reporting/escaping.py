@@ -74,7 +74,9 @@ def scrub(text: str) -> str:
     Why: a JSON ``\ud800`` escape from a server decodes to a lone surrogate, which no UTF-8
     encoder (a cache key, a file, pydantic) accepts. Call this where model or server text enters.
     """
-    return _SURROGATE.sub("\ufffd", text) if _SURROGATE.search(text) else text
+    if not text or not _SURROGATE.search(text):
+        return text
+    return _SURROGATE.sub("\ufffd", text)
 
 
 def scrub_data(value: Any) -> Any:
