@@ -46,6 +46,7 @@ from harness.client.validation import (
     validate_model_id,
     validate_params,
 )
+from harness.secrets import register
 
 logger = logging.getLogger("harness.client")
 _PROCESS = f"{os.getpid():x}"
@@ -187,6 +188,7 @@ def make_options(base_url: str, model: str | None, api_token: str | None,
         validate_model_id(model)
     if api_token is not None and (not isinstance(api_token, str) or not api_token.strip()):
         raise ValidationError("api_token", "must be a non-empty string or None")
+    register(api_token)  # harness.secrets: its value is redacted from every error and log
     if retry is not None and not isinstance(retry, RetryPolicy):
         raise ValidationError("retry", "must be a RetryPolicy")
     return ClientOptions(root, model, api_token, Timeouts.coerce(timeout), retry or RetryPolicy())

@@ -347,8 +347,11 @@ class LLMUser(User):
 
 
 def _token(scenario: Scenario) -> str | None:
+    """The scenario's own variable if it names one, else ``HARNESS_API_TOKEN`` (harness.secrets)."""
+    from harness.secrets import register, token_from_env
+
     name = scenario.request.api_token_env
-    return os.environ.get(name) if name else None
+    return register(os.environ.get(name)) if name else token_from_env()
 
 
 def _fire(environment: Environment, record: RequestRecord) -> None:

@@ -207,7 +207,9 @@ class _Api:
         record.model_requested = model if isinstance(model, str) else None
         status = 500
         try:
-            ctx.fault = choose_action(header_value(scope, FAULT_HEADER.encode()),
+            # The per-request fault header is a control feature: obeyed only with --control.
+            header = header_value(scope, FAULT_HEADER.encode()) if self.state.control else None
+            ctx.fault = choose_action(header,
                                       self.state.injector, ctx.path, ctx.method,
                                       record.model_requested, stream)
             if ctx.fault is not None:
@@ -310,7 +312,7 @@ def create_app(engine: Engine, *, api_token: str | None = None, control: bool = 
         Route("/api/v1/chat", api(POST=h.v1_chat)),
     ]
     if control:
-        routes += control_routes.routes(state)
+        routes += control_routes.routes(state, api_token=api_token)
 
     async def unexpected(request: Request, exc: Exception) -> Response:
         refusal = auth_refusal(state.api_token, request.headers.get("authorization"))
