@@ -375,10 +375,15 @@ def load(
     master_bind_host: Annotated[str, typer.Option(help="master interface (0.0.0.0 for "
                                                        "remote workers)")] = "127.0.0.1",
     master_port: Annotated[int, typer.Option(help="master port (0: any free port)")] = 0,
+    emulator: Annotated[bool, typer.Option(help="start a fresh emulator for the run at the "
+                                                "scenario's [emulator] speed (ignores "
+                                                "--base-url)")] = False,
     api_token: TokenOption = None,
     api_token_file: TokenFileOption = None,
 ) -> None:
-    """Headless Locust load test with LLM metrics, SLO verdict and report (exit 0/1/2/3)."""
+    """Headless Locust load test with LLM metrics, SLO verdict and report.
+
+    Exit: 0 pass, 1 SLO missed, 2 invalid, 3 run error, 4 target error, 130/143 interrupted."""
     from harness.load.runner import run_load_command
     from harness.load.scenario import load_scenario
     from harness.secrets import TOKEN_ENV
@@ -403,7 +408,7 @@ def load(
     raise typer.Exit(run_load_command(
         scenario=scenario, base_url=base_url, users=users, duration=duration, workers=workers,
         out=out, remote_workers=remote_workers, master_bind_host=master_bind_host,
-        master_port=master_port))
+        master_port=master_port, emulator=emulator))
 
 
 def main() -> None:

@@ -65,12 +65,30 @@ class ControlClient:
         stats: list[dict[str, Any]] = self._call("GET", "/_harness/faults")["stats"]
         return stats
 
-    def truth(self, since: int = 0) -> list[dict[str, Any]]:
-        answer = self._call("GET", "/_harness/truth", params={"since": since})
-        records = answer.get("records") if isinstance(answer, dict) else None
-        if not isinstance(records, list):
-            raise ControlError(f"GET {self.url}/_harness/truth: no 'records' list in the answer")
-        return records
+    def truth(self, since: int = 0, *, page: int | None = None) -> list[dict[str, Any]]:
+        """Truth records with ids above ``since``; with ``page``, fetched ``page`` at a time
+        (one body per page instead of one body of the whole run)."""
+        records: list[dict[str, Any]] = []
+        while True:
+            params = {"since": since} if page is None else {"since": since, "limit": page}
+            answer = self._call("GET", "/_harness/truth", params=params)
+            got = answer.get("records") if isinstance(answer, dict) else None
+            if not isinstance(got, list):
+                raise ControlError(f"GET {self.url}/_harness/truth: no 'records' list in the "
+                                   "answer")
+            records.extend(got)
+            if page is None or not got or not answer.get("more"):
+                return records
+            since = max(int(r.get("id", 0)) for r in got)
+
+    def truth_last_id(self) -> int:
+        """The newest truth id, without transferring the log (a reused emulator holds 10s of MB
+        of it): a run's own requests are the ones after it."""
+        answer = self._call("GET", "/_harness/truth", params={"since": 0, "limit": 1})
+        last = answer.get("last_id") if isinstance(answer, dict) else None
+        if not isinstance(last, int):
+            raise ControlError(f"GET {self.url}/_harness/truth: no 'last_id' in the answer")
+        return last
 
     def state(self) -> dict[str, Any]:
         state: dict[str, Any] = self._call("GET", "/_harness/state")

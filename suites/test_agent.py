@@ -46,9 +46,9 @@ from harness.agent import (
     run_agent,
 )
 from harness.client import AsyncClient
+from harness.evaluate.support import require_emulator_behaviour
 from harness.evaluate.target import Target, Truth
 from harness.pytest_plugin import fast_retry, suite_timeouts
-from suites.support import require_emulator_behaviour
 
 pytestmark = [pytest.mark.agent, pytest.mark.asyncio(loop_scope="module")]
 

@@ -20,10 +20,10 @@ import pytest
 
 from harness.client import AsyncClient, ChatResult, Client, RetryPolicy
 from harness.client.errors import LMStudioError
+from harness.evaluate.support import client_connections, echo_answer, echo_messages, socket_fds
 from harness.evaluate.target import Faults, Target, Truth
 from harness.faults import DisconnectFault, FaultMatch, FaultPlan, FaultRule, StatusFault
 from harness.pytest_plugin import fast_retry, suite_timeouts
-from suites.support import client_connections, echo_answer, echo_messages, socket_fds
 
 pytestmark = pytest.mark.concurrency
 

@@ -22,10 +22,10 @@ import pytest
 
 from harness.client import AsyncClient, Client, RetryPolicy, Timeouts
 from harness.client import errors as E
+from harness.evaluate.support import prompt
 from harness.evaluate.target import Faults, Target
 from harness.faults import ErrorBody200Fault, HtmlErrorFault, LatencyFault
 from harness.pytest_plugin import fast_retry
-from suites.support import prompt
 
 pytestmark = pytest.mark.errors
 

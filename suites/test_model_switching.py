@@ -17,9 +17,9 @@ import pytest
 
 from harness.client import AsyncClient, ChatResult, TextDelta
 from harness.client.errors import ModelMismatch, ModelSwitched, StreamInterrupted
+from harness.evaluate.support import prompt, require_emulator_behaviour
 from harness.evaluate.target import Faults, Target, Truth
 from harness.faults import WrongModelFault
-from suites.support import prompt, require_emulator_behaviour
 
 pytestmark = pytest.mark.switching
 

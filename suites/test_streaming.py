@@ -13,10 +13,16 @@ from typing import Any
 
 import pytest
 
-from harness.client import AsyncClient, Client, ReasoningDelta, TextDelta, ToolCallDelta
-from harness.client.base import Timeouts
+from harness.client import AsyncClient, Client, ReasoningDelta, TextDelta, Timeouts, ToolCallDelta
 from harness.client.errors import StreamInterrupted, StreamStalled
 from harness.client.retry import RetryPolicy
+from harness.evaluate.support import (
+    TOOLS,
+    prompt,
+    reasoning_models,
+    require_emulator_behaviour,
+    scripted_tool_call,
+)
 from harness.evaluate.target import Faults, Target, Truth
 from harness.faults import (
     DisconnectFault,
@@ -26,13 +32,6 @@ from harness.faults import (
     MissingDoneFault,
     StallFault,
     TruncatedJsonFault,
-)
-from suites.support import (
-    TOOLS,
-    prompt,
-    reasoning_models,
-    require_emulator_behaviour,
-    scripted_tool_call,
 )
 
 pytestmark = pytest.mark.streaming

@@ -1,17 +1,14 @@
 """``harness evaluate``: run the suites in-process against a target and write the report.
 
-Where the suites live: in the repository's ``suites/`` directory, next to the package, which is
-where pytest and CI collect them and where the agent and load engineers add theirs. The runner
-finds them relative to the installed package (an editable install, the README's quick start,
-keeps the package inside the clone), then in the working directory, or where ``--suites`` says.
-Shipping a second copy inside the wheel was rejected: two copies of the proof drift apart, and the
-suites import repo fixtures (catalogs, MCP servers) that are not package data either.
+Where the suites live: in the repository's ``suites/`` directory, which is where pytest and CI
+collect them; a wheel carries the same files as ``harness.suites`` (and ``fixtures/`` as
+``harness.fixtures``, see setup.py and ``harness.evaluate.bundled``), so one copy of the proof
+serves both. ``--suites DIR`` runs any other directory of tests (the user's own) with the plugin.
 """
 
 from __future__ import annotations
 
 import os
-import sys
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -47,26 +44,26 @@ class EvaluationOptions:
 
 
 def locate_suites(explicit: Path | None = None) -> Path:
-    """The suites directory: explicit, next to the package (repo clone), or ``./suites``."""
-    import harness
+    """The suites directory: explicit (any directory of tests), else the bundled suites."""
+    from harness.evaluate.bundled import suites_dir
 
-    candidates = [explicit] if explicit is not None else [
-        Path(harness.__file__).resolve().parent.parent / "suites",
-        Path.cwd() / "suites",
-    ]
-    for path in candidates:
-        if path is not None and (path / "test_streaming.py").is_file():
-            return path.resolve()
-    tried = ", ".join(str(p) for p in candidates if p is not None)
-    raise EvaluationError(
-        f"evaluation suites not found (looked in {tried}); run from a clone of the repository "
-        "(pip install -e .) or pass --suites DIR"
-    )
+    if explicit is not None:
+        if explicit.is_dir() and any(explicit.rglob("test_*.py")):
+            return explicit.resolve()
+        raise EvaluationError(f"evaluation suites not found: {explicit} holds no test_*.py; "
+                              "pass --suites DIR with your tests")
+    found = suites_dir()
+    if found is not None and (found / "test_streaming.py").is_file():
+        return found
+    raise EvaluationError("evaluation suites not found in this installation (neither "
+                          "harness.suites nor a checkout's suites/); pass --suites DIR")
 
 
 def pytest_args(options: EvaluationOptions, suites: Path) -> list[str]:
     root = suites.parent
     files = [str(suites / name) for name in SUITE_FILES if (suites / name).is_file()]
+    if not files:  # the user's own suites: everything pytest collects there
+        files = [str(suites)]
     # pytest's own terminal output is replaced by the progress bar and the report; addopts from
     # the ini file are dropped because they may name terminal-only options (``-ra``).
     args = [*files, "--rootdir", str(root), "-p", "no:cacheprovider", "-p", "no:terminal",
@@ -95,9 +92,6 @@ def run_suites(options: EvaluationOptions, progress: Any = None
                ) -> tuple[EvaluationReport, int]:
     """Run the suites in this process; returns the report and pytest's exit code."""
     suites = locate_suites(options.suites)
-    root = str(suites.parent)
-    if root not in sys.path:  # the suites import their helpers as ``suites.support``
-        sys.path.insert(0, root)
     collector = EvaluationCollector(progress)
     saved = os.environ.get(TOKEN_ENV)
     if options.api_token:  # passed by environment so it never shows in an argv listing

@@ -7,7 +7,12 @@ output tokens/s = sum of N / duration, requests/s = completed / duration, goodpu
 meeting every per-request goodput SLO / duration.
 
 Exit codes (``harness load`` and the locustfile alike): 0 SLOs met, 1 an SLO missed, 2 run
-invalid (a validity gate failed: the numbers cannot be trusted), 3 the run itself failed.
+invalid (a validity gate failed: the numbers cannot be trusted), 3 the run itself failed (the
+harness: bad scenario, a worker died, outputs not written), 4 target error (the server stopped
+answering: connections refused or reset, so the run stopped early; not an SLO miss), 130
+interrupted (SIGINT/Ctrl-C, SIGTERM or STOP in the web UI: the summary and report of what ran
+are written, marked interrupted; ``harness load`` returns 128 + the signal's number, so 143 for
+SIGTERM).
 """
 
 from __future__ import annotations
@@ -24,7 +29,8 @@ from harness.load.metrics import Distribution, RequestRecord, percentile, pooled
 from harness.load.scenario import SLO, Scenario
 from harness.load.truth import TruthComparison
 
-EXIT_PASS, EXIT_SLO_FAILED, EXIT_INVALID, EXIT_ERROR = 0, 1, 2, 3
+EXIT_PASS, EXIT_SLO_FAILED, EXIT_INVALID, EXIT_ERROR, EXIT_TARGET = 0, 1, 2, 3, 4
+EXIT_INTERRUPTED = 130
 
 
 class SLOCheck(BaseModel):
@@ -53,7 +59,9 @@ class LevelStats(BaseModel):
     ttfo_ms: Distribution
     e2e_ms: Distribution
     tpot_ms: Distribution
-    icl_ms: Distribution
+    itl_ms: Distribution  # per request: its mean inter-chunk gap
+    request_tps: Distribution  # per request: N / E2E
+    icl_ms: Distribution  # pooled: every inter-chunk gap of every request
     tokens_per_chunk: Distribution
     schedule_lag_ms: Distribution
     queued_e2e_ms: Distribution
@@ -123,6 +131,8 @@ def level_stats(scenario: Scenario, level: int, records: list[RequestRecord]) ->
         ttfo_ms=Distribution.of(r.ttfo for r in ok),
         e2e_ms=Distribution.of(r.e2e for r in ok),
         tpot_ms=Distribution.of(r.tpot for r in ok),
+        itl_ms=Distribution.of(r.itl for r in ok),
+        request_tps=Distribution.of((r.output_tps for r in ok), scale=1.0),
         icl_ms=Distribution.of(pooled_gaps(ok)),
         tokens_per_chunk=Distribution.of((r.tokens_per_chunk for r in ok), scale=1.0),
         schedule_lag_ms=Distribution.of(r.schedule_lag for r in records),
@@ -179,7 +189,17 @@ def validity_gates(scenario: Scenario, records: list[RequestRecord], *, cpu_max:
                                "N fell back to counting chunks" if missing
                                else "every successful request carried usage"))
     streamed = [r for r in measured if r.stream and r.ok and r.t_first_token is not None]
-    if streamed:
+    if truth is not None and truth.paired:
+        # The truth says when each first token was written: a merged read the server caused
+        # (it wrote two frames at once) is no generator fault, a late read of the generator is.
+        pct = 100.0 * truth.late_first_tokens / truth.paired
+        out.append(Gate(name="load generator kept up (first tokens read in time)",
+                        passed=pct <= gates.late_first_tokens_pct_max,
+                        detail=f"{truth.late_first_tokens} of {truth.paired} first token(s) "
+                               f"({pct:.1f}%) were read over {truth.late_ms:g} ms after the "
+                               f"emulator wrote them (limit {gates.late_first_tokens_pct_max:g}"
+                               "%); add workers or free the load generator's cores"))
+    elif streamed:
         limit_s = gates.late_first_token_ms / 1000
         late = sum(r.ttft_uncertainty > limit_s for r in streamed)
         pct = 100.0 * late / len(streamed)
@@ -216,6 +236,40 @@ def time_series(records: list[RequestRecord], t0: float) -> list[TimePoint]:
     return points
 
 
+class Verdict(BaseModel):
+    name: str  # pass | fail | invalid | interrupted | target-error | error
+    exit_code: int
+    reasons: list[str]
+
+
+def verdict(levels: list[LevelStats], gates: list[Gate], *, run_errors: list[str],
+            target_error: str | None = None, interrupted: str | None = None,
+            interrupt_code: int = EXIT_INTERRUPTED) -> Verdict:
+    """The run's verdict, the worst first: the harness failed, the target failed, the run was
+    interrupted, a validity gate failed, an SLO was missed; otherwise pass. Every reason is kept,
+    so an interrupted run still says which gates and SLOs its partial numbers missed."""
+    reasons = [f"run error: {e}" for e in run_errors]
+    if target_error:
+        reasons.append(f"target error: {target_error}")
+    if interrupted:
+        reasons.append(f"interrupted: {interrupted}")
+    reasons += [f"invalid: {g.name}: {g.detail}" for g in gates if not g.passed]
+    reasons += [f"level {lv.index} ({lv.target:g} {lv.unit}): SLO {c.name} measured "
+                f"{'-' if c.measured is None else f'{c.measured:.3g}'} vs limit {c.limit:g}"
+                for lv in levels for c in lv.slo if not c.passed]
+    if run_errors:
+        return Verdict(name="error", exit_code=EXIT_ERROR, reasons=reasons)
+    if target_error:
+        return Verdict(name="target-error", exit_code=EXIT_TARGET, reasons=reasons)
+    if interrupted:
+        return Verdict(name="interrupted", exit_code=interrupt_code, reasons=reasons)
+    if any(not g.passed for g in gates):
+        return Verdict(name="invalid", exit_code=EXIT_INVALID, reasons=reasons)
+    if any(not lv.passed for lv in levels):
+        return Verdict(name="fail", exit_code=EXIT_SLO_FAILED, reasons=reasons)
+    return Verdict(name="pass", exit_code=EXIT_PASS, reasons=reasons)
+
+
 def read_records(path: Path) -> list[RequestRecord]:
     records = []
     try:
@@ -235,7 +289,8 @@ def read_records(path: Path) -> list[RequestRecord]:
 SWEEP_COLUMNS = (
     "level", "target", "unit", "requests", "ok", "errors", "error_rate", "output_tps", "rps",
     "goodput_rps", "ttft_p50_ms", "ttft_p95_ms", "ttft_p99_ms", "tpot_p50_ms", "tpot_p99_ms",
-    "icl_p50_ms", "icl_p99_ms", "e2e_p50_ms", "e2e_p95_ms", "schedule_lag_p99_ms",
+    "itl_p50_ms", "itl_p99_ms", "request_tps_p50", "icl_p50_ms", "icl_p99_ms", "e2e_p50_ms",
+    "e2e_p95_ms", "schedule_lag_p99_ms",
     "queued_e2e_p95_ms", "tokens_per_chunk_mean", "usage_missing", "slo_passed",
 )
 
@@ -249,7 +304,9 @@ def sweep_row(stats: LevelStats) -> dict[str, Any]:
         "goodput_rps": None if stats.goodput_rps is None else round(stats.goodput_rps, 3),
         "ttft_p50_ms": stats.ttft_ms.p50, "ttft_p95_ms": stats.ttft_ms.p95,
         "ttft_p99_ms": stats.ttft_ms.p99, "tpot_p50_ms": stats.tpot_ms.p50,
-        "tpot_p99_ms": stats.tpot_ms.p99, "icl_p50_ms": stats.icl_ms.p50,
+        "tpot_p99_ms": stats.tpot_ms.p99, "itl_p50_ms": stats.itl_ms.p50,
+        "itl_p99_ms": stats.itl_ms.p99, "request_tps_p50": stats.request_tps.p50,
+        "icl_p50_ms": stats.icl_ms.p50,
         "icl_p99_ms": stats.icl_ms.p99, "e2e_p50_ms": stats.e2e_ms.p50,
         "e2e_p95_ms": stats.e2e_ms.p95, "schedule_lag_p99_ms": stats.schedule_lag_ms.p99,
         "queued_e2e_p95_ms": stats.queued_e2e_ms.p95,
@@ -264,5 +321,71 @@ def write_sweep_csv(path: Path, levels: list[LevelStats]) -> None:
         writer.writeheader()
         for stats in levels:
             row = sweep_row(stats)
-            writer.writerow({k: ("" if v is None else (f"{v:.3f}" if isinstance(v, float) else v))
-                             for k, v in row.items()})
+            writer.writerow({k: _csv_value(v) for k, v in row.items()})
+
+
+def entry_name(endpoint: str, model: str) -> str:
+    """The name of a request's one Locust entry (and of its row in the LLM table and CSV)."""
+    return f"{endpoint} {model}"
+
+
+LLM_COLUMNS = (
+    "level", "target", "unit", "name", "requests", "errors", "rps", "output_tps",
+    "ttft_p50_ms", "ttft_p95_ms", "ttft_p99_ms", "itl_p50_ms", "itl_p95_ms", "itl_p99_ms",
+    "tpot_p50_ms", "tpot_p95_ms", "tpot_p99_ms", "request_tps_mean", "request_tps_p50",
+    "request_tps_p5", "slo_passed",
+)
+
+
+def llm_rows(scenario: Scenario, records: list[RequestRecord]) -> list[dict[str, Any]]:
+    """Per level and per Locust entry name (plus an "Aggregated" row when a level has several):
+    the LLM metrics Locust's own table cannot hold, aggregated per request, warm-up excluded."""
+    rows: list[dict[str, Any]] = []
+    for level in range(len(scenario.load.levels)):
+        measured = level_records(records, level)
+        if not measured:
+            continue
+        groups: dict[str, list[RequestRecord]] = {}
+        for r in measured:
+            groups.setdefault(entry_name(r.endpoint, r.model), []).append(r)
+        named = sorted(groups.items())
+        if len(named) > 1:
+            named.append(("Aggregated", measured))
+        for name, group in named:
+            stats = level_stats(scenario, level, group)
+            p5 = percentile([v for r in group if r.ok and (v := r.output_tps) is not None], 5)
+            rows.append({
+                "level": level, "target": stats.target, "unit": stats.unit, "name": name,
+                "requests": stats.requests, "errors": stats.errors, "rps": stats.rps,
+                "output_tps": stats.output_tps,
+                "ttft_p50_ms": stats.ttft_ms.p50, "ttft_p95_ms": stats.ttft_ms.p95,
+                "ttft_p99_ms": stats.ttft_ms.p99, "itl_p50_ms": stats.itl_ms.p50,
+                "itl_p95_ms": stats.itl_ms.p95, "itl_p99_ms": stats.itl_ms.p99,
+                "tpot_p50_ms": stats.tpot_ms.p50, "tpot_p95_ms": stats.tpot_ms.p95,
+                "tpot_p99_ms": stats.tpot_ms.p99, "request_tps_mean": stats.request_tps.mean,
+                "request_tps_p50": stats.request_tps.p50, "request_tps_p5": p5,
+                "slo_passed": stats.passed,
+            })
+    return rows
+
+
+def _csv_value(value: Any) -> Any:
+    if value is None:
+        return ""
+    return f"{value:.3f}" if isinstance(value, float) else value
+
+
+def llm_csv(handle: Any, scenario: Scenario, records: list[RequestRecord]) -> None:
+    """The LLM table as CSV into ``handle`` (a file or a buffer for the web UI's download)."""
+    writer = csv.DictWriter(handle, fieldnames=LLM_COLUMNS)
+    writer.writeheader()
+    for row in llm_rows(scenario, records):
+        writer.writerow({k: _csv_value(v) for k, v in row.items()})
+
+
+def write_llm_csv(path: Path, scenario: Scenario, records: list[RequestRecord]) -> None:
+    """``<--csv prefix>_llm.csv``: Locust's CSVs hold one response time per request; this file
+    holds the per-request LLM metrics beside them (TTFT, ITL, TPOT, tokens/s)."""
+    path.parent.mkdir(parents=True, exist_ok=True)
+    with path.open("w", newline="", encoding="utf-8") as handle:
+        llm_csv(handle, scenario, records)

@@ -16,10 +16,7 @@ from urllib.parse import urlsplit
 from pydantic import BaseModel
 
 from harness.load.analysis import (
-    EXIT_ERROR,
-    EXIT_INVALID,
-    EXIT_PASS,
-    EXIT_SLO_FAILED,
+    EXIT_INTERRUPTED,
     Gate,
     LevelStats,
     TimePoint,
@@ -28,6 +25,8 @@ from harness.load.analysis import (
     read_records,
     time_series,
     validity_gates,
+    verdict,
+    write_llm_csv,
     write_sweep_csv,
 )
 from harness.load.metrics import Distribution, RequestRecord
@@ -41,6 +40,9 @@ DEFINITIONS: tuple[tuple[str, str], ...] = (
     ("E2E", "send -> last token-bearing chunk (the usage chunk and [DONE] do not extend it)"),
     ("TPOT", "(E2E - TTFT) / (N - 1) per request, N = output tokens from the server's usage "
              "(stream_options.include_usage) or native stats; vLLM's definition"),
+    ("ITL", "a request's mean gap between content chunks (one value per request; the LLM tab "
+            "and <prefix>_llm.csv aggregate it per request, never per chunk)"),
+    ("request tokens/s", "N / E2E of one request"),
     ("ICL", "inter-chunk latency: every gap between successive content chunks, pooled over "
             "requests (what vLLM calls ITL)"),
     ("tokens per chunk", "N / content chunks (1.0 unless the server coalesces tokens)"),
@@ -65,6 +67,12 @@ class RunFacts:
     run_errors: list[str] = field(default_factory=list)
     server: Any = None
     api_token: str | None = None
+    target_error: str | None = None  # the server stopped answering (connections refused)
+    interrupted: str | None = None  # why the run stopped before its plan ended
+    interrupt_code: int = EXIT_INTERRUPTED
+    abandoned: int = 0  # requests in flight when an interrupted run stopped (not recorded)
+    ended_at: float | None = None
+    csv_prefix: str | None = None  # Locust's --csv: also write <prefix>_llm.csv
 
 
 class ServerCrossCheck(BaseModel):
@@ -82,6 +90,7 @@ class LoadReport(BaseModel):
     exit_code: int
     reasons: list[str]
     started_at: str | None
+    ran_s: float | None = None  # t0 to the end of the run (shorter than the plan if interrupted)
     base_url: str
     workers: int
     locust_version: str
@@ -123,33 +132,16 @@ def _crosscheck(records: list[RequestRecord]) -> ServerCrossCheck | None:
     )
 
 
-def _verdict(levels: list[LevelStats], gates: list[Gate], run_errors: list[str]
-             ) -> tuple[str, int, list[str]]:
-    reasons = [f"run error: {e}" for e in run_errors]
-    reasons += [f"invalid: {g.name}: {g.detail}" for g in gates if not g.passed]
-    reasons += [f"level {lv.index} ({lv.target:g} {lv.unit}): SLO {c.name} measured "
-                f"{'-' if c.measured is None else f'{c.measured:.3g}'} vs limit {c.limit:g}"
-                for lv in levels for c in lv.slo if not c.passed]
-    if run_errors:
-        return "error", EXIT_ERROR, reasons
-    if any(not g.passed for g in gates):
-        return "invalid", EXIT_INVALID, reasons
-    if any(not lv.passed for lv in levels):
-        return "fail", EXIT_SLO_FAILED, reasons
-    return "pass", EXIT_PASS, reasons
-
-
 def finalize(out_dir: Path, scenario: Scenario, facts: RunFacts) -> LoadReport:
     import locust
 
-    from harness.load.charts import line_chart
     from harness.reporting.env import write_report
 
     records_path = out_dir / "requests.jsonl"
     records = read_records(records_path) if records_path.exists() else []
     truth_rows: list[dict[str, Any]] | None = None
     run_errors = list(facts.run_errors)
-    if facts.server is not None:
+    if facts.server is not None and facts.target_error is None:
         from harness.load.server import LoadRunError, finish_server
 
         try:
@@ -158,67 +150,95 @@ def finalize(out_dir: Path, scenario: Scenario, facts: RunFacts) -> LoadReport:
                                        api_token=facts.api_token)
         except LoadRunError as exc:
             run_errors.append(f"fetching ground truth failed: {exc}")
-    truth = (compare_with_truth(records, truth_rows, shared_clock=_on_this_host(facts.base_url))
+    truth = (compare_with_truth(records, truth_rows, shared_clock=_on_this_host(facts.base_url),
+                                late_ms=scenario.gates.late_first_token_ms)
              if truth_rows is not None else None)
     levels = [level_stats(scenario, i, level_records(records, i))
               for i in range(len(scenario.load.levels))]
     gates = validity_gates(scenario, records, cpu_max=facts.cpu_max,
                            cpu_warning=facts.cpu_warning, truth=truth)
-    verdict, code, reasons = _verdict(levels, gates, run_errors)
+    interrupted = facts.interrupted
+    if interrupted and facts.abandoned:
+        interrupted += f" ({facts.abandoned} request(s) in flight were abandoned, not recorded)"
+    outcome = verdict(levels, gates, run_errors=run_errors, target_error=facts.target_error,
+                      interrupted=interrupted, interrupt_code=facts.interrupt_code)
     t0 = facts.t0 or (min((r.t_send for r in records), default=time.time()))
+    outputs = {"records": "requests.jsonl", "summary": "summary.json", "sweep": "sweep.csv",
+               "markdown": "report.md", "html": "report.html"}
+    if facts.csv_prefix:
+        outputs["llm_csv"] = f"{facts.csv_prefix}_llm.csv"
     report = LoadReport(
         scenario=scenario.model_dump(mode="json"),
-        verdict=verdict, valid=all(g.passed for g in gates), exit_code=code, reasons=reasons,
+        verdict=outcome.name, valid=all(g.passed for g in gates), exit_code=outcome.exit_code,
+        reasons=outcome.reasons,
         started_at=time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime(t0)) if facts.t0 else None,
+        ran_s=(facts.ended_at - facts.t0) if facts.t0 and facts.ended_at else None,
         base_url=facts.base_url, workers=facts.workers, locust_version=locust.__version__,
         server=facts.server.as_dict() if facts.server is not None else None,
         records_total=len(records), records_warmup=sum(r.warmup for r in records),
         levels=levels, gates=gates, truth=truth, server_crosscheck=_crosscheck(records),
         timeline=time_series([r for r in records if not r.warmup], t0),
-        definitions=list(DEFINITIONS), run_errors=run_errors,
-        outputs={"records": "requests.jsonl", "summary": "summary.json",
-                 "sweep": "sweep.csv", "markdown": "report.md", "html": "report.html"},
+        definitions=list(DEFINITIONS), run_errors=run_errors, outputs=outputs,
     )
     (out_dir / "summary.json").write_text(
         json.dumps(report.model_dump(mode="json"), indent=2) + "\n", encoding="utf-8")
     write_sweep_csv(out_dir / "sweep.csv", levels)
-    unit = "users" if scenario.load.mode == "closed" else "req/s"
-    many = len(levels) > 1
-
-    def by_level(pick: Any) -> list[tuple[float, float | None]]:
-        return [(lv.target, pick(lv)) for lv in levels]
-
-    charts = {
-        "latency": line_chart(
-            f"Latency over {'concurrency' if unit == 'users' else 'arrival rate'}",
-            f"{unit} per level", "ms",
-            [("TTFT p50", by_level(lambda lv: lv.ttft_ms.p50)),
-             ("TTFT p95", by_level(lambda lv: lv.ttft_ms.p95)),
-             ("TPOT p99", by_level(lambda lv: lv.tpot_ms.p99)),
-             ("ICL p99", by_level(lambda lv: lv.icl_ms.p99))],
-            log_x=many and unit == "users"),
-        "throughput": line_chart(
-            "Throughput over levels", f"{unit} per level", "per second",
-            [("output tokens/s", by_level(lambda lv: lv.output_tps)),
-             ("requests/s", by_level(lambda lv: lv.rps))],
-            log_x=many and unit == "users"),
-        "over_time": line_chart(
-            "Over time (by completion second, warm-up excluded)", "seconds after t0",
-            "per second / ms",
-            [("completed req/s", [(p.second, p.completed) for p in report.timeline]),
-             ("TTFT p95 (ms)", [(p.second, p.ttft_p95_ms) for p in report.timeline]),
-             ("errors/s", [(p.second, p.errors) for p in report.timeline])]),
-    }
+    if facts.csv_prefix:
+        write_llm_csv(Path(f"{facts.csv_prefix}_llm.csv"), scenario, records)
+    charts = report_charts(scenario, levels, records, report.timeline)
     write_report(report, "report", out_dir, template="load/report", formats=("md", "html"),
                  extra_context={"charts": charts, "dist_rows": _dist_rows(levels)})
     return report
+
+
+def report_charts(scenario: Scenario, levels: list[LevelStats], records: list[RequestRecord],
+                  timeline: list[TimePoint]) -> dict[str, Any]:
+    """The report's charts (also the live page's): the sweep as latency against throughput,
+    TTFT and ITL CDFs per level, and the run over time."""
+    from harness.load.charts import cdf_chart, line_chart
+
+    ran = [lv for lv in levels if lv.ok]
+    names = [f"{lv.target:g} {lv.unit}" for lv in ran]
+
+    def curve(pick: Any) -> list[tuple[float, float | None]]:
+        return [(lv.output_tps, pick(lv)) for lv in ran]
+
+    by_level: dict[int, list[RequestRecord]] = {}
+    for r in records:
+        if r.ok and not r.warmup:
+            by_level.setdefault(r.level, []).append(r)
+
+    def cdf_series(pick: Any) -> list[tuple[str, list[float]]]:
+        return [(name, [v * 1000 for r in by_level.get(lv.index, ()) if (v := pick(r)) is not None])
+                for name, lv in zip(names, ran, strict=True)]
+
+    return {
+        "sweep": line_chart(
+            "Latency against throughput (one point per level)", "output tokens/s", "ms",
+            [("TTFT p50", curve(lambda lv: lv.ttft_ms.p50)),
+             ("TTFT p95", curve(lambda lv: lv.ttft_ms.p95)),
+             ("TPOT p99", curve(lambda lv: lv.tpot_ms.p99)),
+             ("ITL p99", curve(lambda lv: lv.itl_ms.p99))],
+            labels=[names] * 4),
+        "ttft_cdf": cdf_chart("TTFT distribution per level (CDF)", "TTFT ms",
+                              cdf_series(lambda r: r.ttft)),
+        "itl_cdf": cdf_chart("ITL distribution per level (CDF, per-request mean gap)", "ITL ms",
+                             cdf_series(lambda r: r.itl)),
+        "over_time": line_chart(
+            "Over time (by completion second, warm-up excluded)", "seconds after t0",
+            "per second / ms",
+            [("completed req/s", [(p.second, p.completed) for p in timeline]),
+             ("TTFT p95 (ms)", [(p.second, p.ttft_p95_ms) for p in timeline]),
+             ("errors/s", [(p.second, p.errors) for p in timeline])]),
+    }
 
 
 def _dist_rows(levels: list[LevelStats]) -> list[dict[str, Any]]:
     rows = []
     for lv in levels:
         for name, dist in (("TTFT ms", lv.ttft_ms), ("TTFO ms", lv.ttfo_ms),
-                           ("E2E ms", lv.e2e_ms), ("TPOT ms", lv.tpot_ms), ("ICL ms", lv.icl_ms),
+                           ("E2E ms", lv.e2e_ms), ("TPOT ms", lv.tpot_ms), ("ITL ms", lv.itl_ms),
+                           ("ICL ms (pooled)", lv.icl_ms),
                            ("tokens/chunk", lv.tokens_per_chunk),
                            ("schedule lag ms", lv.schedule_lag_ms),
                            ("queue-incl. E2E ms", lv.queued_e2e_ms),

@@ -11,6 +11,9 @@ number can be recomputed and checked. The definitions (also written into the rep
   ``stats``); when the server gave no count, N is the number of content chunks and the record is
   flagged ``usage_missing`` (the run's validity gate reports it).
 - ICL   = every gap between successive content chunks, pooled over requests (vLLM's "ITL").
+- ITL   = a request's mean gap between content chunks: one value per request, so that Locust's
+  per-request view (one entry per request, never one per chunk) can aggregate it.
+- request tokens/s = N / E2E of one request.
 - tokens per chunk = N / content chunks (1.0 unless the server coalesces tokens).
 - schedule lag = t_send - t_intended; queue-inclusive E2E = t_last_token - t_intended (open loop:
   coordinated omission made visible).
@@ -99,6 +102,12 @@ class RequestRecord:
         if ttft is None or e2e is None or n < 2:
             return None
         return (e2e - ttft) / (n - 1)
+
+    @property
+    def itl(self) -> float | None:
+        """This request's mean inter-chunk gap (None with fewer than two content chunks)."""
+        gaps = self.gaps
+        return sum(gaps) / len(gaps) if gaps else None
 
     @property
     def ttft_uncertainty(self) -> float:

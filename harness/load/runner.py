@@ -8,6 +8,12 @@ machines) join with ``locust -f suites/load/locustfile.py --worker --master-host
 
 Progress is read from the outputs as they grow (records appended by the master), and the verdict
 and exit code come from ``summary.json``, written by the master itself.
+
+No process outlives the run: every child gets its own session (a terminal's Ctrl-C reaches only
+this process, which then stops the children in order) and, on Linux, dies with this process
+(``PR_SET_PDEATHSIG``). SIGINT or SIGTERM here is forwarded to the master, which writes the
+summary and report of what ran, marked interrupted; then workers and the emulator are stopped,
+and the exit code is 128 + the signal's number. A second signal stops everything at once.
 """
 
 from __future__ import annotations
@@ -19,16 +25,19 @@ import signal
 import subprocess
 import sys
 import time
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from pathlib import Path
 from typing import Any
 
+from harness.load.analysis import EXIT_ERROR, EXIT_TARGET
+from harness.load.emulator import EmulatorError, EmulatorProcess, die_with_parent
 from harness.load.scenario import Scenario, ScenarioError, load_scenario
-from harness.load.server import LoadRunError, ServerSession
+from harness.load.server import LoadRunError, ServerSession, TargetUnreachable, api_token_for
 from harness.studio.server import free_port
 
 STARTUP_MARGIN_S = 30.0
 FINISH_MARGIN_S = 30.0
+INTERRUPT_GRACE_S = 20.0  # a signalled master writes its outputs within this, or is killed
 
 
 @dataclass(frozen=True)
@@ -42,6 +51,7 @@ class LoadOptions:
     remote_workers: int = 0
     master_bind_host: str = "127.0.0.1"
     master_port: int = 0
+    emulator: bool = False  # start a fresh emulator for the run (the scenario's [emulator])
 
 
 def default_locustfile() -> Path:
@@ -102,7 +112,7 @@ class LoadRun:
         log = (self.log_dir / log_name).open("wb")
         proc = subprocess.Popen([sys.executable, "-m", "locust", *args], stdout=log,
                                 stderr=subprocess.STDOUT, env=self._env(),
-                                start_new_session=True)
+                                start_new_session=True, preexec_fn=die_with_parent())
         self.procs.append(proc)
         return proc
 
@@ -132,6 +142,12 @@ class LoadRun:
             for i in range(o.workers)
         ]
 
+    def interrupt(self, signum: int) -> None:
+        """Pass a signal on to the master (it writes the interrupted run's outputs)."""
+        if self.master.poll() is None:
+            with contextlib.suppress(ProcessLookupError):
+                os.kill(self.master.pid, signum)
+
     def stop_all(self) -> None:
         for proc in self.procs:
             if proc.poll() is None:
@@ -152,16 +168,26 @@ class LoadRun:
             return ""
         return " | ".join(text[-lines:])
 
-    def watch(self, progress: Any = None) -> int:
+    def watch(self, progress: Any = None, signals: SignalWatch | None = None) -> int:
         """Wait for the master; abort on a dead worker or on overrun. Returns its exit code."""
         shape = self.scenario.load
         limit = STARTUP_MARGIN_S + shape.total_s + shape.drain_s + FINISH_MARGIN_S
         started = time.time()
         tally = RecordTally(self.options.out_dir / "requests.jsonl")
+        forwarded_at: float | None = None
         while True:
             code = self.master.poll()
             if code is not None:
                 return code
+            if signals is not None and signals.received:
+                if forwarded_at is None:
+                    forwarded_at = time.time()
+                    self.interrupt(signals.received[0])
+                elif len(signals.received) > 1 or time.time() - forwarded_at > INTERRUPT_GRACE_S:
+                    self.stop_all()
+                    return self.master.wait(timeout=5)
+                time.sleep(0.1)
+                continue
             for index, worker in enumerate(self.workers):
                 rc = worker.poll()
                 if rc is not None and rc != 0:  # 0: the master told it to quit
@@ -184,38 +210,81 @@ class LoadRun:
             time.sleep(0.25)
 
 
+class SignalWatch:
+    """SIGINT and SIGTERM noted instead of killing this process (main thread only), so the run
+    can be stopped in order; the previous handlers come back on exit."""
+
+    SIGNALS = (signal.SIGINT, signal.SIGTERM)
+
+    def __init__(self) -> None:
+        self.received: list[int] = []
+        self._previous: dict[int, Any] = {}
+
+    def _note(self, signum: int, frame: Any) -> None:
+        self.received.append(signum)
+
+    def __enter__(self) -> SignalWatch:
+        with contextlib.suppress(ValueError):  # not the main thread: signals stay as they are
+            for signum in self.SIGNALS:
+                self._previous[signum] = signal.signal(signum, self._note)
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        for signum, handler in self._previous.items():
+            signal.signal(signum, handler)
+
+
 def run_load(options: LoadOptions, progress: Any = None) -> tuple[int, dict[str, Any]]:
-    """Run a scenario end to end; returns (exit code, summary). Raises ``LoadRunError`` or
-    ``ScenarioError`` with a clear message when the run cannot start or has to stop."""
+    """Run a scenario end to end; returns (exit code, summary). Raises ``LoadRunError`` (or its
+    ``TargetUnreachable``) or ``ScenarioError`` with a clear message when the run cannot start
+    or has to stop. Interrupted by a signal, the code is 128 + its number."""
     if options.workers < 0 or options.workers + options.remote_workers < 1:
         raise LoadRunError("a run needs at least one worker (--workers and/or remote workers)")
     scenario = load_scenario(options.scenario_path).with_overrides(
         users=options.users, duration_s=options.duration_s)
-    with ServerSession(options.base_url, timeout=5.0) as session:
-        session.check_reachable()
     options.out_dir.mkdir(parents=True, exist_ok=True)
     for stale in ("summary.json", "requests.jsonl"):
         (options.out_dir / stale).unlink(missing_ok=True)
-    run = LoadRun(options, scenario)
-    try:
-        run.start()
-        code = run.watch(progress)
-    finally:
-        run.stop_all()
+    emulator: EmulatorProcess | None = None
+    run: LoadRun | None = None
+    with SignalWatch() as signals:
+        try:
+            if options.emulator:
+                emulator = EmulatorProcess(scenario.emulator,
+                                           log_path=options.out_dir / "emulator.log")
+                try:
+                    base_url = emulator.start()
+                except EmulatorError as exc:
+                    raise LoadRunError(str(exc)) from None
+                options = replace(options, base_url=base_url)
+            with ServerSession(options.base_url, api_token=api_token_for(scenario),
+                               timeout=5.0) as session:
+                session.check_reachable()
+            run = LoadRun(options, scenario)
+            run.start()
+            code = run.watch(progress, signals)
+        finally:
+            if run is not None:
+                run.stop_all()
+            if emulator is not None:
+                emulator.stop()
     summary_path = options.out_dir / "summary.json"
     if not summary_path.exists():
+        assert run is not None
         raise LoadRunError(
             f"Locust master exited with code {code} without writing {summary_path}. Master log: "
             f"{run._tail('master.log') or '-'}"
         )
     summary = json.loads(summary_path.read_text("utf-8"))
-    return code, summary
+    interrupted = 128 + signals.received[0] if signals.received else None
+    return interrupted or int(summary.get("exit_code", code)), summary
 
 
 def run_load_command(*, scenario: Path, base_url: str, users: int | None, duration: float | None,
                      workers: int, out: Path | None, remote_workers: int, master_bind_host: str,
-                     master_port: int) -> int:
-    """The CLI body: rich progress, verdict table, exit code (0 pass, 1 SLO, 2 invalid, 3 error)."""
+                     master_port: int, emulator: bool = False) -> int:
+    """The CLI body: rich progress, verdict table, exit code (0 pass, 1 SLO missed, 2 invalid,
+    3 run error, 4 target error, 128 + signal number when interrupted)."""
     from rich.progress import BarColumn, Progress, TextColumn, TimeElapsedColumn
     from rich.table import Table
 
@@ -227,12 +296,12 @@ def run_load_command(*, scenario: Path, base_url: str, users: int | None, durati
         plan = load_scenario(scenario).with_overrides(users=users, duration_s=duration)
     except ScenarioError as exc:
         console.print(f"[red]error:[/] {term(exc)}")
-        return 3
+        return EXIT_ERROR
     out_dir = out or Path("reports/out/load") / plan.name
     options = LoadOptions(scenario_path=scenario, base_url=base_url, out_dir=out_dir,
                           users=users, duration_s=duration, workers=workers,
                           remote_workers=remote_workers, master_bind_host=master_bind_host,
-                          master_port=master_port)
+                          master_port=master_port, emulator=emulator)
     total = plan.load.total_s
     columns = (TextColumn("[bold]{task.description}"), BarColumn(),
                TextColumn("{task.fields[info]}"), TimeElapsedColumn())
@@ -245,9 +314,12 @@ def run_load_command(*, scenario: Path, base_url: str, users: int | None, durati
 
         try:
             code, summary = run_load(options, progress)
+        except TargetUnreachable as exc:
+            console.print(f"[red]target error:[/] {term(exc)}")
+            return EXIT_TARGET
         except (LoadRunError, ScenarioError) as exc:
             console.print(f"[red]error:[/] {term(exc)}")
-            return 3
+            return EXIT_ERROR
     table = Table(title=f"{term(plan.name)}: {summary['verdict'].upper()}")
     for column in ("level", "requests", "errors", "TTFT p95 ms", "TPOT p99 ms", "out tok/s",
                    "SLOs"):
@@ -270,4 +342,4 @@ def run_load_command(*, scenario: Path, base_url: str, users: int | None, durati
     console.print(f"outputs in {term(out_dir)}: requests.jsonl, summary.json, sweep.csv, "
                   "report.md, "
                   "report.html")
-    return int(summary.get("exit_code", code))
+    return code

@@ -9,6 +9,10 @@ reviewed as data, not hidden in code.
 Timeline: level i occupies ``[i * level_duration_s, (i + 1) * level_duration_s)`` seconds after
 the shared start time t0; its first ``warmup_s`` seconds are excluded from every statistic.
 After the last level no request starts; in-flight ones drain for up to ``drain_s``.
+
+Every number has a bound (``BOUNDS``): a load test runs on loopback for a bounded time with a
+bounded number of users, so an absurd value (1e9 users, an infinite duration, a 10 GB prompt, a
+NaN rate) is refused before anything starts, with one line naming the field and its bound.
 """
 
 from __future__ import annotations
@@ -32,8 +36,17 @@ class ScenarioError(ValueError):
     """A scenario file is missing, not TOML, or not a valid scenario (names file and field)."""
 
 
+MAX_USERS = 20_000  # closed-loop users (and the open-loop concurrency cap) in one run
+MAX_RATE = 10_000.0  # open-loop arrivals per second
+MAX_ARRIVALS = 2_000_000  # open-loop arrivals over the whole plan (each is a float in memory)
+MAX_LEVEL_S = 3600.0
+MAX_PLAN_S = 24 * 3600.0
+MAX_PROMPT_CHARS = 4_000_000  # prompt x prompt_repeat: about a million tokens
+MAX_OUTPUT_TOKENS = 131_072
+
+
 class _Frozen(BaseModel):
-    model_config = ConfigDict(frozen=True, extra="forbid")
+    model_config = ConfigDict(frozen=True, extra="forbid", allow_inf_nan=False)
 
 
 class RequestShape(_Frozen):
@@ -45,17 +58,21 @@ class RequestShape(_Frozen):
     model_choice: Literal["per_user", "round_robin"] = "per_user"
     prompt: str = "Write a short paragraph about load testing."
     prompt_repeat: int = Field(1, ge=1, le=100_000)
-    system: str | None = None
-    max_tokens: int = Field(64, ge=1)
-    temperature: float | None = 0.0
+    system: str | None = Field(None, max_length=MAX_PROMPT_CHARS)
+    max_tokens: int = Field(64, ge=1, le=MAX_OUTPUT_TOKENS)
+    temperature: float | None = Field(0.0, ge=0, le=10)
     seed: int | None = None
-    ttl_s: int | None = Field(3600, ge=1)
+    ttl_s: int | None = Field(3600, ge=1, le=30 * 86400)
     api_token_env: str | None = None
 
     @model_validator(mode="after")
     def _models(self) -> RequestShape:
         if not self.models or any(not m.strip() for m in self.models):
             raise ValueError("models must list at least one non-empty model key")
+        size = len(self.prompt) * self.prompt_repeat
+        if size > MAX_PROMPT_CHARS:
+            raise ValueError(f"prompt x prompt_repeat is {size:,} characters, over the bound of "
+                             f"{MAX_PROMPT_CHARS:,}")
         return self
 
     @property
@@ -72,22 +89,37 @@ class LoadShape(_Frozen):
 
     mode: Literal["closed", "open"] = "closed"
     levels: tuple[float, ...] = (1,)
-    level_duration_s: float = Field(10.0, gt=0)
+    level_duration_s: float = Field(10.0, gt=0, le=MAX_LEVEL_S)
     warmup_s: float = Field(2.0, ge=0)
-    drain_s: float = Field(5.0, ge=0)
+    drain_s: float = Field(5.0, ge=0, le=600)
     arrival: Literal["constant", "poisson"] = "constant"
-    max_concurrency: int = Field(64, ge=1)
-    spawn_rate: float = Field(0.0, ge=0)
+    max_concurrency: int = Field(64, ge=1, le=MAX_USERS)
+    spawn_rate: float = Field(0.0, ge=0, le=MAX_USERS)
     seed: int = 0
 
     @model_validator(mode="after")
     def _levels(self) -> LoadShape:
         if not self.levels:
             raise ValueError("levels must not be empty")
+        if len(self.levels) > 1000:
+            raise ValueError(f"{len(self.levels)} levels, over the bound of 1000")
         if any(level <= 0 for level in self.levels):
             raise ValueError("every level must be > 0 (users in closed mode, req/s in open mode)")
         if self.mode == "closed" and any(level != int(level) for level in self.levels):
             raise ValueError("closed-loop levels are user counts and must be whole numbers")
+        bound, unit = (MAX_USERS, "users") if self.mode == "closed" else (MAX_RATE, "req/s")
+        for index, level in enumerate(self.levels):
+            if level > bound:
+                raise ValueError(f"levels[{index}] = {level:g} {unit}, over the bound of "
+                                 f"{bound:g} {unit}")
+        if self.total_s > MAX_PLAN_S:
+            raise ValueError(f"the plan lasts {self.total_s:g} s (levels x level_duration_s), "
+                             f"over the bound of {MAX_PLAN_S:g} s")
+        if self.mode == "open":
+            arrivals = sum(self.levels) * self.level_duration_s
+            if arrivals > MAX_ARRIVALS:
+                raise ValueError(f"the plan schedules about {arrivals:,.0f} arrivals, over the "
+                                 f"bound of {MAX_ARRIVALS:,}")
         if self.warmup_s >= self.level_duration_s:
             raise ValueError(
                 f"warmup_s ({self.warmup_s}) must be shorter than level_duration_s "
@@ -155,13 +187,26 @@ class Gates(_Frozen):
     late_first_tokens_pct_max: float = Field(1.0, ge=0, le=100)
 
 
+class EmulatorShape(_Frozen):
+    """The emulator ``harness load --emulator`` starts for the run (ignored otherwise).
+
+    Why 20 tokens/s by default: it is what a 4-8B model decodes at on a laptop, and a generator
+    measured against a server streaming 500 tokens/s measures mostly itself (2 ms between
+    chunks, under the generator's own scheduling noise)."""
+
+    tokens_per_s: float = Field(20.0, gt=0, le=2000)
+    ttft_ms: float = Field(50.0, ge=0, le=60_000)
+    parallel: int = Field(64, ge=1, le=MAX_USERS)
+
+
 class Scenario(_Frozen):
-    name: str = Field(min_length=1)
+    name: str = Field(min_length=1, max_length=200)
     description: str = ""
     request: RequestShape = RequestShape()
     load: LoadShape = LoadShape()
     slo: SLO = SLO()
     gates: Gates = Gates()
+    emulator: EmulatorShape = EmulatorShape()
     faults: dict[str, Any] | None = None
     measures_jit: bool = False
 
@@ -173,7 +218,7 @@ class Scenario(_Frozen):
             try:
                 FaultPlan.model_validate(self.faults)
             except ValidationError as exc:
-                raise ValueError(f"faults: not a valid fault plan: {exc}") from None
+                raise ValueError(f"faults: not a valid fault plan: {one_line(exc)}") from None
         return self
 
     def with_overrides(self, *, users: int | None = None, duration_s: float | None = None
@@ -200,7 +245,8 @@ class Scenario(_Frozen):
         try:
             new_load = LoadShape.model_validate({**load.model_dump(), **update})
         except ValidationError as exc:
-            raise ScenarioError(f"scenario {self.name!r}: invalid override: {exc}") from exc
+            raise ScenarioError(f"scenario {self.name!r}: invalid override: {one_line(exc)}"
+                                ) from None
         return self.model_copy(update={"load": new_load})
 
 
@@ -219,8 +265,13 @@ def parse_scenario(raw: dict[str, Any], *, where: str = "<scenario>") -> Scenari
     try:
         return Scenario.model_validate(raw)
     except ValidationError as exc:
-        problems = "; ".join(
-            f"{'.'.join(str(p) for p in err['loc']) or '<root>'}: {err['msg']}"
-            for err in exc.errors()
-        )
-        raise ScenarioError(f"scenario {where} is invalid: {problems}") from exc
+        raise ScenarioError(f"scenario {where} is invalid: {one_line(exc)}") from None
+
+
+def one_line(exc: ValidationError) -> str:
+    """Every problem as ``field: message``, on one line (a message never spans lines)."""
+    return "; ".join(
+        f"{'.'.join(str(p) for p in err['loc']) or '<root>'}: "
+        f"{' '.join(str(err['msg']).removeprefix('Value error, ').split())}"
+        for err in exc.errors()
+    )

@@ -23,9 +23,28 @@ from harness.control import ControlClient, ControlError
 
 logging.getLogger("httpx").setLevel(logging.WARNING)
 
+TRUTH_PAGE = 500  # records per truth page: ~0.5 MB at 20 tokens/s, bounded whatever the run
+
+
+def api_token_for(scenario: Any) -> str | None:
+    """The token a run sends: the variable the scenario names (``request.api_token_env``), else
+    ``HARNESS_API_TOKEN`` (or its aliases) as every other harness command reads it
+    (``harness.secrets``); None when neither is set. Registered for redaction either way."""
+    import os
+
+    from harness.secrets import register, token_from_env
+
+    name = scenario.request.api_token_env
+    return register(os.environ.get(name) or None) if name else token_from_env()
+
 
 class LoadRunError(RuntimeError):
     """A load run could not start or had to stop (names the URL, worker or file involved)."""
+
+
+class TargetUnreachable(LoadRunError):
+    """The target did not answer, or refused the run (connection error, HTTP 401...): a target
+    error (exit 4), not a harness error."""
 
 
 @dataclass
@@ -81,7 +100,11 @@ class ServerSession:
                                f"{response.text[:200]!r}") from None
 
     def check_reachable(self) -> None:
-        self._call("GET", "/v1/models")
+        """``GET /v1/models`` with the run's token; any failure is a ``TargetUnreachable``."""
+        try:
+            self._call("GET", "/v1/models")
+        except LoadRunError as exc:
+            raise TargetUnreachable(str(exc)) from None
 
     def preload(self, model: str, ttl_s: int | None) -> dict[str, Any]:
         """Load ``model`` (JIT) with a long ``ttl`` by one tiny non-stream ``/api/v0`` request,
@@ -119,8 +142,15 @@ class ServerSession:
         return self._control.available()
 
     def truth(self, since: int = 0) -> list[dict[str, Any]]:
+        """The truth of every request after ``since``, in pages of ``TRUTH_PAGE`` records."""
         try:
-            return self._control.truth(since)
+            return self._control.truth(since, page=TRUTH_PAGE)
+        except ControlError as exc:
+            raise LoadRunError(str(exc)) from None
+
+    def truth_last_id(self) -> int:
+        try:
+            return self._control.truth_last_id()
         except ControlError as exc:
             raise LoadRunError(str(exc)) from None
 
@@ -159,8 +189,7 @@ def prepare_server(base_url: str, *, models: tuple[str, ...], ttl_s: int | None,
             if key in models:
                 info.models.setdefault(key, {}).update(meta)
         if info.has_control:
-            existing = session.truth(0)
-            info.truth_since = max((r.get("id", 0) for r in existing), default=0)
+            info.truth_since = session.truth_last_id()
             if faults is not None:
                 session.set_faults(faults)
     return info

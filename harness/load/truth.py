@@ -40,6 +40,8 @@ class TruthComparison(BaseModel):
     server_ttft_ms: Distribution
     client_icl_ms: Distribution
     server_icl_ms: Distribution
+    late_first_tokens: int = 0  # paired requests whose TTFT error exceeds ``late_ms``
+    late_ms: float = 5.0
     note: str = ""
 
 
@@ -75,7 +77,7 @@ def generation_truth(truth: Iterable[dict[str, Any]]) -> list[dict[str, Any]]:
 
 
 def compare_with_truth(records: list[RequestRecord], truth: Iterable[dict[str, Any]], *,
-                       shared_clock: bool = False) -> TruthComparison:
+                       shared_clock: bool = False, late_ms: float = 5.0) -> TruthComparison:
     """Pair client records with the emulator's truth and measure the client's timing error.
 
     With ``shared_clock`` (load generator and emulator on one host: both read
@@ -98,6 +100,7 @@ def compare_with_truth(records: list[RequestRecord], truth: Iterable[dict[str, A
         server_ttft_ms=Distribution.of(server_ttfts),
         client_icl_ms=Distribution.of(pooled_gaps(streamed_ok)),
         server_icl_ms=Distribution.of(server_gaps),
+        late_ms=late_ms,
     )
     by_id = {t["client_request_id"]: t for t in server if t.get("client_request_id")}
     pairs: list[tuple[RequestRecord, dict[str, Any]]]
@@ -134,6 +137,7 @@ def compare_with_truth(records: list[RequestRecord], truth: Iterable[dict[str, A
         if len(truth_gaps) == len(rec.gaps):
             icl_errors.extend(c - s for c, s in zip(rec.gaps, truth_gaps, strict=True))
     result.paired = len(ttft_errors)
+    result.late_first_tokens = sum(e * 1000 > late_ms for e in ttft_errors)
     result.mismatched = mismatched
     result.ttft_error_ms = Distribution.of(ttft_errors)
     result.ttft_abs_error_ms = Distribution.of(abs(e) for e in ttft_errors)

@@ -289,6 +289,7 @@ def create_app(engine: Engine, *, api_token: str | None = None, control: bool = 
     """The emulator app. ``app.state.studio`` holds the ``StudioState`` (for the test handle)."""
     from harness.studio import control as control_routes
     from harness.studio import handlers as h
+    from harness.studio import native as n
 
     state = StudioState(engine, api_token=api_token, control=control, faults=faults)
 
@@ -306,10 +307,12 @@ def create_app(engine: Engine, *, api_token: str | None = None, control: bool = 
         Route("/api/v0/chat/completions", api(POST=h.v0_chat_completions)),
         Route("/api/v0/completions", api(POST=h.completions)),
         Route("/api/v0/embeddings", api(POST=h.embeddings)),
-        Route("/api/v1/models", api(GET=h.v1_models)),
-        Route("/api/v1/models/load", api(POST=h.v1_load)),
-        Route("/api/v1/models/unload", api(POST=h.v1_unload)),
-        Route("/api/v1/chat", api(POST=h.v1_chat)),
+        Route("/api/v1/models", api(GET=n.v1_models)),
+        Route("/api/v1/models/load", api(POST=n.v1_load)),
+        Route("/api/v1/models/unload", api(POST=n.v1_unload)),
+        Route("/api/v1/models/download", api(POST=n.v1_download)),
+        Route("/api/v1/models/download/status/{job_id}", api(GET=n.v1_download_status)),
+        Route("/api/v1/chat", api(POST=n.v1_chat)),
     ]
     if control:
         routes += control_routes.routes(state, api_token=api_token)

@@ -49,10 +49,16 @@ def routes(state: Any, *, api_token: str | None = None) -> list[BaseRoute]:
 
     async def truth(request: Request) -> JSONResponse:
         since = request.query_params.get("since", "0")
+        limit = request.query_params.get("limit", "")
         if not since.isdigit():
             return JSONResponse({"error": "'since' must be a non-negative integer"}, 400)
-        records = [r.as_dict() for r in state.engine.truth.records(int(since))]
-        return JSONResponse({"records": records})
+        if limit and not (limit.isdigit() and int(limit) > 0):
+            return JSONResponse({"error": "'limit' must be a positive integer"}, 400)
+        found = state.engine.truth.records(int(since))
+        page = found[:int(limit)] if limit else found  # pages: a long run's truth is 10s of MB
+        return JSONResponse({"records": [r.as_dict() for r in page],
+                             "more": len(page) < len(found),
+                             "last_id": state.engine.truth.last_id})
 
     async def counters(request: Request) -> JSONResponse:
         return JSONResponse(

@@ -61,6 +61,9 @@ class Reply:
     #: Tokens counted in usage but not emitted as reasoning or content (tool-call arguments, or
     #: the output of an empty reply that still reports usage).
     hidden_tokens: int = field(default=0)
+    #: Token steps the wire spends on events outside this reply's tokens (the server-side tool
+    #: calls of ``/api/v1/chat``, two steps each).
+    extra_steps: int = field(default=0)
 
     @property
     def text(self) -> str:
@@ -77,7 +80,8 @@ class Reply:
     @property
     def emission_steps(self) -> int:
         """How many token-time steps the stream takes (tool calls: name then arguments)."""
-        return len(self.reasoning) + len(self.content) + 2 * len(self.tool_calls)
+        return (len(self.reasoning) + len(self.content) + 2 * len(self.tool_calls)
+                + self.extra_steps)
 
 
 def reply_prefix(reply: Reply, steps: int) -> Reply:

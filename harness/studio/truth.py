@@ -140,6 +140,11 @@ class TruthLog:
     def records(self, since: int = 0) -> list[RequestTruth]:
         return [r for r in self._records if r.id > since]
 
+    @property
+    def last_id(self) -> int:
+        """The newest record's id (0 for an empty log): where a client's next ``since`` starts."""
+        return self._records[-1].id if self._records else 0
+
     def __len__(self) -> int:
         return len(self._records)
 

@@ -3,9 +3,10 @@
 Everything (users, shape, metrics, outputs) lives in ``harness.load.plugin``; this file only
 exposes it to Locust. Options added to Locust's command line: ``--scenario FILE`` (default
 ``fixtures/load/smoke.toml``), ``--harness-out DIR``, ``--harness-users N``,
-``--harness-duration S``, ``--harness-icl-events on|off``. The web UI works too: the scenario's
-shape drives the user count. ``HARNESS_LOAD_USER=openai`` swaps in the openai-SDK user (used by
-``benchmarks/bench_load.py`` for the comparison).
+``--harness-duration S`` (all four also in the web UI's start form). The web UI works too: the
+scenario's shape drives the user count, an "LLM metrics" and a "Scenario & verdict" tab show the
+harness's live numbers and verdict, and each START is a new run. ``HARNESS_LOAD_USER=openai``
+swaps in the openai-SDK user (used by ``benchmarks/bench_load.py`` for the comparison).
 """
 
 import os

@@ -6,15 +6,21 @@ import csv
 from pathlib import Path
 
 from harness.load.analysis import (
+    EXIT_ERROR,
+    EXIT_INTERRUPTED,
     EXIT_INVALID,
     EXIT_PASS,
     EXIT_SLO_FAILED,
+    EXIT_TARGET,
+    entry_name,
     level_records,
     level_stats,
+    llm_rows,
     validity_gates,
+    verdict,
+    write_llm_csv,
     write_sweep_csv,
 )
-from harness.load.finalize import _verdict
 from harness.load.metrics import RequestRecord
 from harness.load.scenario import parse_scenario
 from harness.load.truth import compare_with_truth
@@ -53,18 +59,52 @@ def test_slo_verdict_pass_fail_and_exit_codes() -> None:
     good = [_rec(0, 100 + i) for i in range(10)]
     stats = level_stats(scenario, 0, good)
     assert stats.passed and len(stats.slo) == 4
-    assert _verdict([stats], [], [])[:2] == ("pass", EXIT_PASS)
+    assert (verdict([stats], [], run_errors=[]).name, verdict([stats], [], run_errors=[]).exit_code
+            ) == ("pass", EXIT_PASS)
     slow = [_rec(0, 100 + i, ttft=0.2) for i in range(10)]
     stats = level_stats(scenario, 0, slow)
     assert not stats.passed
-    verdict, code, reasons = _verdict([stats], [], [])
-    assert (verdict, code) == ("fail", EXIT_SLO_FAILED)
-    assert any("p95 TTFT" in r for r in reasons)
+    outcome = verdict([stats], [], run_errors=[])
+    assert (outcome.name, outcome.exit_code) == ("fail", EXIT_SLO_FAILED)
+    assert any("p95 TTFT" in r for r in outcome.reasons)
     errors = [_rec(0, 100 + i, ok=i < 8) for i in range(10)]
     stats = level_stats(scenario, 0, errors)
     assert stats.error_rate == 0.2 and stats.errors_by_kind == {"RateLimited": 2}
     assert not stats.passed
-    assert _verdict([stats], [], ["worker 1 died"])[1] == 3
+    assert verdict([stats], [], run_errors=["worker 1 died"]).exit_code == EXIT_ERROR
+
+
+def test_target_error_and_interruption_outrank_slos_and_keep_every_reason() -> None:
+    scenario = _scenario(ttft_p95_ms=100)
+    slow = level_stats(scenario, 0, [_rec(0, 100 + i, ttft=0.2) for i in range(10)])
+    down = verdict([slow], [], run_errors=[], target_error="connection refused")
+    assert (down.name, down.exit_code) == ("target-error", EXIT_TARGET)
+    assert down.reasons[0] == "target error: connection refused"
+    assert any("p95 TTFT" in r for r in down.reasons)  # the partial numbers still say so
+    stopped = verdict([slow], [], run_errors=[], interrupted="SIGTERM", interrupt_code=143)
+    assert (stopped.name, stopped.exit_code) == ("interrupted", 143)
+    assert verdict([], [], run_errors=[], interrupted="STOP").exit_code == EXIT_INTERRUPTED
+    assert verdict([], [], run_errors=["x"], target_error="y").exit_code == EXIT_ERROR
+
+
+def test_llm_rows_aggregate_per_request_per_level_and_name(tmp_path: Path) -> None:
+    scenario = _scenario()
+    records = [_rec(0, 100 + i * 0.1) for i in range(4)] + [_rec(1, 105 + i * 0.1, n=6)
+                                                            for i in range(3)]
+    records[1].model = "other"
+    records.append(_rec(0, 100, warmup=True, ttft=9.0))  # never counted
+    rows = llm_rows(scenario, records)
+    assert [(r["level"], r["name"], r["requests"]) for r in rows] == [
+        (0, entry_name("chat", "m"), 3), (0, entry_name("chat", "other"), 1),
+        (0, "Aggregated", 4), (1, entry_name("chat", "m"), 3)]
+    level0 = rows[2]
+    assert abs(level0["ttft_p95_ms"] - 50.0) < 1e-6  # the warm-up's 9 s TTFT is excluded
+    assert abs(level0["itl_p50_ms"] - 10.0) < 1e-6 and abs(level0["tpot_p99_ms"] - 10.0) < 1e-6
+    # per request: 11 tokens over its E2E of 0.05 + 0.1 s
+    assert abs(level0["request_tps_p50"] - 11 / 0.15) < 1e-6
+    write_llm_csv(tmp_path / "run_llm.csv", scenario, records)
+    lines = list(csv.DictReader((tmp_path / "run_llm.csv").open()))
+    assert len(lines) == 4 and lines[0]["itl_p50_ms"] == "10.000"
 
 
 def test_no_data_fails_an_slo_rather_than_passing_it() -> None:
@@ -86,7 +126,7 @@ def test_gates_mark_runs_invalid() -> None:
                                         ([], 10, False, "requests measured")):
         gates = validity_gates(scenario, records, cpu_max=cpu, cpu_warning=warn, truth=None)
         assert [g.name for g in gates if not g.passed] == [failing]
-        assert _verdict([], gates, [])[1] == EXIT_INVALID
+        assert verdict([], gates, run_errors=[]).exit_code == EXIT_INVALID
 
 
 def _read_with(first_read_tokens: int, interval: float) -> RequestRecord:

@@ -1,4 +1,7 @@
-"""Helpers shared by the suites: prompts whose answers prove which request they belong to."""
+"""Helpers shared by the suites: prompts whose answers prove which request they belong to.
+
+They live in the package so the suites, which a wheel carries as ``harness.suites``, import them
+the same way in a checkout and in an installation."""
 
 from __future__ import annotations
 
