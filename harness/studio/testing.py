@@ -81,6 +81,7 @@ def running_studio(
     api_token: str | None = None,
     control: bool = True,
     clock: Any = None,
+    cors: bool = False,
     **engine_options: Any,
 ) -> Iterator[StudioHandle]:
     """Run the emulator on ``127.0.0.1:<free port>`` for the duration of the block."""
@@ -88,7 +89,7 @@ def running_studio(
     if "preload" in engine_options:
         engine_options["preload"] = tuple(engine_options["preload"])
     engine = Engine(cat, EngineOptions(**engine_options), clock=clock)
-    app = create_app(engine, api_token=api_token, control=control, faults=faults)
+    app = create_app(engine, api_token=api_token, control=control, faults=faults, cors=cors)
     server = BackgroundServer(app)
     server.start()
     try:
