@@ -175,9 +175,12 @@ def chat_models(info: dict[str, Any]) -> tuple[str, ...]:
 def embedded_emulator(api_token: str | None = None) -> Iterator[Target]:
     """Start the embedded emulator (test-fast catalog) and describe it as a target."""
     from harness import __version__
+    from harness.studio.stress import Stress
     from harness.studio.testing import running_studio
 
-    with running_studio(api_token=api_token, reap_interval_s=0.05) as studio:
+    # Stressed streams by default (split and coalesced frames, multibyte text, keep-alives,
+    # jittered timing): the suites must catch readers that only work on tidy streams.
+    with running_studio(api_token=api_token, reap_interval_s=0.05, stress=Stress()) as studio:
         info = describe_server(studio.base_url, api_token)
         info["server"] = "harness embedded LM Studio emulator"
         info["version"] = __version__

@@ -35,6 +35,7 @@ from harness.faults import (
 from harness.studio.engine import Engine, EngineError, ModelUnloaded
 from harness.studio.requests import BadRequest
 from harness.studio.streaming import Receive, Send
+from harness.studio.stress import STRESS_HEADER, Stress, choose_stress
 from harness.studio.truth import RequestTruth
 
 log = logging.getLogger("harness.studio")
@@ -57,7 +58,7 @@ class Ctx:
     """Everything a route handler needs for one request."""
 
     __slots__ = ("body", "engine", "fault", "method", "path", "path_params", "receive", "record",
-                 "send", "started", "state")
+                 "send", "started", "state", "stress")
 
     def fired(self) -> None:
         """The request's fault took effect: only now does the truth name it."""
@@ -75,6 +76,7 @@ class Ctx:
         self.engine = state.engine
         self.body: dict[str, Any] = {}
         self.fault: FaultAction | None = None
+        self.stress: Stress | None = None
         self.record: RequestTruth | None = None
         self.started = False
 
@@ -108,8 +110,10 @@ class StudioState:
     """Server-wide state: the engine, the active fault plan and the server settings."""
 
     def __init__(self, engine: Engine, *, api_token: str | None, control: bool,
-                 faults: FaultPlan | None, cors: bool = False) -> None:
+                 faults: FaultPlan | None, cors: bool = False,
+                 stress: Stress | None = None) -> None:
         self.engine = engine
+        self.stress = stress  # the run's default; a request's X-Harness-Stress header wins
         self.api_token = api_token
         self.control = control
         self.cors = cors
@@ -258,6 +262,8 @@ class _Api:
             ctx.fault = choose_action(header_value(scope, FAULT_HEADER.encode()),
                                       self.state.injector, ctx.path, ctx.method,
                                       record.model_requested, stream)
+            ctx.stress = choose_stress(header_value(scope, STRESS_HEADER.encode()),
+                                       self.state.stress)
             if ctx.fault is not None:
                 if delay_before_headers(ctx.fault) > 0:
                     ctx.fired()
@@ -336,7 +342,8 @@ class StudioApp:
 
 
 def create_app(engine: Engine, *, api_token: str | None = None, control: bool = False,
-               faults: FaultPlan | None = None, cors: bool = False) -> StudioApp:
+               faults: FaultPlan | None = None, cors: bool = False,
+               stress: Stress | None = None) -> StudioApp:
     """The emulator app. ``app.state.studio`` holds the ``StudioState`` (for the test handle).
     ``cors``: LM Studio's "Enable CORS" (``lms server start --cors``)."""
     from harness.studio import control as control_routes
@@ -344,7 +351,8 @@ def create_app(engine: Engine, *, api_token: str | None = None, control: bool = 
     from harness.studio import messages as m
     from harness.studio import native as n
 
-    state = StudioState(engine, api_token=api_token, control=control, faults=faults, cors=cors)
+    state = StudioState(engine, api_token=api_token, control=control, faults=faults,
+                        cors=cors, stress=stress)
 
     def api(errors: ErrorShape | None = None, **methods: Handler) -> _Api:
         return _Api(state, methods, errors)
