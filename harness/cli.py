@@ -191,6 +191,13 @@ def serve(
     cutoff_style: str = typer.Option("done_no_finish", help="done_no_finish, error or drop."),
     parallel: int = typer.Option(4, help="Parallel slots per loaded instance."),
     preload: list[str] = typer.Option([], help="Model keys to load at start-up (repeatable)."),
+    cors: bool = typer.Option(False, help="LM Studio's Enable CORS (lms server start --cors)."),
+    overflow: str = typer.Option("error", help="Prompt over the context: error (LM Studio's "
+                                 "400 / event: error) or empty (GGUF's empty completion)."),
+    allow_per_request_mcp: bool = typer.Option(False, help="Allow per-request (ephemeral) MCP "
+                                               "servers in /api/v1/chat integrations."),
+    allow_local_mcp: bool = typer.Option(False, help="Let those be loopback/private URLs "
+                                         "(LM Studio refuses them)."),
 ) -> None:
     """Run the embedded LM Studio emulator (requires the token from --api-token-file,
     --api-token or $HARNESS_API_TOKEN when one is given)."""
@@ -199,14 +206,21 @@ def serve(
     from harness.faults import FaultPlan
     from harness.studio.app import create_app
     from harness.studio.catalog import load_catalog
-    from harness.studio.engine import CutoffStyle, Engine, EngineOptions, EvictMode
+    from harness.studio.engine import (
+        CutoffStyle,
+        Engine,
+        EngineOptions,
+        EvictMode,
+        OverflowStyle,
+    )
     from harness.studio.server import serve_forever
 
     inputs.bind_host(host)
     inputs.port(port)
     _count(parallel, "--parallel")
     for name, value, allowed in (("--evict-mode", evict_mode, get_args(EvictMode)),
-                                 ("--cutoff-style", cutoff_style, get_args(CutoffStyle))):
+                                 ("--cutoff-style", cutoff_style, get_args(CutoffStyle)),
+                                 ("--overflow", overflow, get_args(OverflowStyle))):
         if value not in allowed:
             raise typer.BadParameter(f"{value!r} is not one of {', '.join(allowed)}",
                                      param_hint=name)
@@ -221,14 +235,17 @@ def serve(
         plan = FaultPlan.load(_file(faults, "fault plan", "--faults")) if faults else None
     options = EngineOptions(jit=jit, auto_evict=auto_evict, evict_mode=evict_mode,  # type: ignore[arg-type]
                             cutoff_style=cutoff_style, parallel=parallel,  # type: ignore[arg-type]
-                            preload=tuple(preload))
+                            preload=tuple(preload), overflow=overflow,  # type: ignore[arg-type]
+                            allow_ephemeral_mcp=allow_per_request_mcp,
+                            allow_local_mcp=allow_local_mcp)
     engine = Engine(models, options)
     exposed = "the emulator's API" + (" and /_harness/ (truth, faults, reset)" if control else "")
     _exposure_warning(host, exposed + ("" if token else " without a token"))
     shown = f"[{host}]" if ":" in host else host
     typer.echo(f"LM Studio emulator on http://{shown}:{port} (control={'on' if control else 'off'}"
                f", auth={'on' if token else 'off'})")
-    serve_forever(create_app(engine, api_token=token, control=control, faults=plan), host, port)
+    serve_forever(create_app(engine, api_token=token, control=control, faults=plan, cors=cors),
+                  host, port)
 
 
 @app.command()
