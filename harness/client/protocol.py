@@ -28,7 +28,7 @@ import json
 import re
 import time
 from collections.abc import Mapping
-from typing import Any
+from typing import Any, NoReturn
 
 from harness.client.errors import (
     AuthenticationError,
@@ -63,11 +63,24 @@ from harness.client.models import (
 )
 from harness.client.sse import SSEEvent
 from harness.client.validation import same_model
+from harness.untrusted import scrub_data
 
 try:  # orjson parses a stream chunk about twice as fast (benchmarks/bench_streaming.py)
     from orjson import loads as _loads
 except ImportError:  # pragma: no cover - orjson is a dependency; json stays the fallback
     _loads = json.loads  # type: ignore[assignment]
+
+
+
+def _lenient_loads(data: str | bytes) -> Any:
+    """What orjson refused, read by the stdlib: a lone-surrogate escape (``"\\ud800"``, sent by a
+    broken tokenizer) is valid JSON text, so the chunk is kept with U+FFFD in its place; so are
+    NaN and integers over 64 bits. None when the stdlib refuses it too."""
+    try:
+        return scrub_data(json.loads(data))
+    except (ValueError, RecursionError):
+        return None
+
 
 _HTML_TITLE = re.compile(rb"<title[^>]*>(.*?)</title>", re.IGNORECASE | re.DOTALL)
 _JSON_TYPES = ("application/json", "+json")
@@ -204,15 +217,11 @@ def _listed_models(message: str) -> tuple[str, ...]:
     return tuple(line.strip(" -\t") for line in tail.splitlines() if line.strip(" -\t"))[:10]
 
 
-_NOT_JSON = object()
-
-
-def _lenient(body: bytes) -> Any:
-    """What orjson refuses and the stdlib reads (NaN, integers over 64 bits), else _NOT_JSON."""
-    try:
-        return json.loads(body)
-    except (ValueError, UnicodeDecodeError):
-        return _NOT_JSON
+def _not_json(ctx: RequestContext, headers: Mapping[str, str], body: bytes) -> NoReturn:
+    if _looks_html(body, headers.get("content-type", "")):
+        raise BadResponse(_html_summary(body), context=ctx, status=200)
+    snippet = body[:120].decode("utf-8", "replace")
+    raise BadResponse(f"response is not JSON: {snippet!r}", context=ctx, status=200)
 
 
 def json_body(ctx: RequestContext, headers: Mapping[str, str], body: bytes) -> dict[str, Any]:
@@ -220,13 +229,9 @@ def json_body(ctx: RequestContext, headers: Mapping[str, str], body: bytes) -> d
     try:
         parsed = _loads(body)
     except ValueError:
-        parsed = _lenient(body)
-    if parsed is _NOT_JSON:
-        content_type = headers.get("content-type", "")
-        if _looks_html(body, content_type):
-            raise BadResponse(_html_summary(body), context=ctx, status=200) from None
-        snippet = body[:120].decode("utf-8", "replace")
-        raise BadResponse(f"response is not JSON: {snippet!r}", context=ctx, status=200) from None
+        parsed = _lenient_loads(body)
+        if parsed is None:
+            parsed = _not_json(ctx, headers, body)
     if not isinstance(parsed, dict):
         raise BadResponse(f"expected a JSON object, got {type(parsed).__name__}", context=ctx)
     if parsed.get("error"):
@@ -551,8 +556,8 @@ class ChatStreamAssembler(_Assembler):
         try:
             chunk = _loads(data)
         except ValueError:
-            chunk = _lenient(data.encode())
-            if chunk is _NOT_JSON:
+            chunk = _lenient_loads(data)
+            if chunk is None:
                 raise StreamInterrupted(f"malformed stream data: {data[:80]!r}",
                                         context=self._ctx(now), partial=self.partial()) from None
         if not isinstance(chunk, dict):

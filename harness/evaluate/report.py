@@ -68,6 +68,7 @@ class TargetInfo(_Model):
     models: list[ModelEntry] = Field(default_factory=list)
     used_models: list[str] = Field(default_factory=list)
     capabilities: list[str] = Field(default_factory=list)
+    calibration: str | None = None  # the time scale used, and the measurements behind it
 
 
 class Totals(_Model):
@@ -89,6 +90,7 @@ class EvaluationReport(_Model):
     gaps: list[GapResult]
     other_tests: list[TestEvidence] = Field(default_factory=list)
     problems: list[str] = Field(default_factory=list)
+    target_error: str | None = None  # the target could not be used: nothing was evaluated
 
     @property
     def failed_gaps(self) -> list[GapResult]:
@@ -112,8 +114,8 @@ def _counts(tests: list[TestEvidence]) -> dict[str, int]:
 
 
 def build_report(tests: list[TestEvidence], target: TargetInfo | None, *, duration_s: float,
-                 problems: list[str] | None = None, now: datetime | None = None
-                 ) -> EvaluationReport:
+                 problems: list[str] | None = None, now: datetime | None = None,
+                 target_error: str | None = None) -> EvaluationReport:
     from harness import __version__
 
     gaps = []
@@ -126,12 +128,13 @@ def build_report(tests: list[TestEvidence], target: TargetInfo | None, *, durati
         ))
     totals = Totals(tests=len(tests), **_counts(tests), duration_s=round(duration_s, 3))
     problems = list(problems or [])
-    failed = any(g.status == "FAIL" for g in gaps) or totals.failed > 0 or bool(problems)
+    failed = (any(g.status == "FAIL" for g in gaps) or totals.failed > 0 or bool(problems)
+              or target_error is not None)
     return EvaluationReport(
         generated_at=(now or datetime.now(UTC)).isoformat(timespec="seconds"),
         harness_version=__version__, verdict="FAIL" if failed else "PASS", target=target,
         totals=totals, gaps=gaps, other_tests=[t for t in tests if t.gap is None],
-        problems=problems,
+        problems=problems, target_error=target_error,
     )
 
 
@@ -165,6 +168,8 @@ def normalised(report: EvaluationReport) -> EvaluationReport:
         test.evidence = _scrub(test.evidence)
         test.message = _scrub(test.message)
     data.problems = [_scrub(p) for p in data.problems]
+    if data.target is not None and data.target.calibration:
+        data.target.calibration = _scrub(data.target.calibration)
     return data
 
 

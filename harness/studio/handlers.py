@@ -21,6 +21,7 @@ from harness.studio import requests as rq
 from harness.studio.app import Ctx
 from harness.studio.engine import CutoffStyle, Engine, Instance
 from harness.studio.generation import (
+    VOCABULARY,
     ChatRequest,
     Reply,
     embedding_vector,
@@ -144,8 +145,13 @@ async def _generate(
         await engine.acquire(instance, record)
         try:
             await Pacer.current().catch_up()
-            planned = plan(instance)
-            reply = await planned if inspect.isawaitable(planned) else planned
+            vocabulary = VOCABULARY.set(ctx.stress.vocabulary()) if ctx.stress else None
+            try:
+                planned = plan(instance)
+                reply = await planned if inspect.isawaitable(planned) else planned
+            finally:
+                if vocabulary is not None:
+                    VOCABULARY.reset(vocabulary)
             started = time.monotonic()
             context = context_length or instance.context_length
             overflow = reply.prompt_tokens > context
@@ -186,7 +192,7 @@ async def _generate(
                                    frames),
                     fault=None if fault is None or fault.scope == "reply" else fault,
                     on_evict=evict, headers_sent=ctx.started, on_complete=watcher.cancel,
-                    dialect=wire.dialect, on_fire=ctx.fired, pace=pace,
+                    dialect=wire.dialect, on_fire=ctx.fired, pace=pace, stress=ctx.stress,
                 )
                 ctx.started = True
                 if record.cancelled or not ok:
