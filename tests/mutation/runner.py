@@ -193,8 +193,17 @@ def run_set(against: str, modules: Sequence[str], size: int | None, workdir: Pat
             for name in score.survivors:
                 notes.write(f"## {name} ({statuses[name]})\n\n```diff\n{diff_of(workdir, name)}"
                             "\n```\n\n")
+        save(out / "scores.json", score)
         print(summary_line(score), flush=True)
     return scores
+
+
+def save(store: Path, score: ModuleScore) -> None:
+    """Merge one module's score into ``store`` (other modules' and runs' entries are kept)."""
+    kept = json.loads(store.read_text("utf-8")) if store.exists() else []
+    fresh = {**asdict(score), "killed": score.killed, "score": score.score}
+    merged = [s for s in kept if (s["module"], s["against"]) != (score.module, score.against)]
+    store.write_text(json.dumps([*merged, fresh], indent=2) + "\n", "utf-8")
 
 
 def summary_line(score: ModuleScore) -> str:
@@ -205,9 +214,45 @@ def summary_line(score: ModuleScore) -> str:
             f"{dict(sorted(score.statuses.items()))})")
 
 
+def pct(killed: int, counted: int) -> str:
+    return "n/a" if counted <= 0 else f"{killed * 100 / counted:.0f} % ({killed}/{counted})"
+
+
+def table(scores: Sequence[dict[str, object]]) -> str:
+    """Markdown: per module, the suites alone, the tests alone and both together (a mutant
+    killed by either set; the sample is the same for both, being chosen by name)."""
+    by_module: dict[str, dict[str, dict[str, object]]] = {}
+    for entry in scores:
+        by_module.setdefault(str(entry["module"]), {})[str(entry["against"])] = entry
+    lines = ["| module | mutants (sampled) | suites | tests | suites + tests |",
+             "|---|---|---|---|---|"]
+    for module, sets in by_module.items():
+        cells = []
+        survivors: set[str] | None = None
+        equivalent: set[str] = set()
+        sampled = generated = 0
+        for against in ("suites", "tests"):
+            entry = sets.get(against)
+            if entry is None:
+                cells.append("not run")
+                continue
+            sampled, generated = int(entry["sampled"]), int(entry["generated"])  # type: ignore[call-overload]
+            lost = set(entry["survivors"])  # type: ignore[call-overload]
+            equivalent |= set(entry["equivalent"])  # type: ignore[call-overload]
+            counted = sampled - len(set(entry["equivalent"]))  # type: ignore[call-overload]
+            cells.append(pct(counted - len(lost), counted))
+            survivors = lost if survivors is None else survivors & lost
+        counted = sampled - len(equivalent)
+        both = "n/a" if survivors is None else pct(counted - len(survivors), counted)
+        lines.append(f"| `{module}` | {generated} ({sampled}) | {cells[0]} | {cells[1]} | {both} |")
+    return "\n".join(lines)
+
+
 def main(argv: Sequence[str] | None = None) -> int:
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
-    parser.add_argument("modules", nargs="+", help="files to mutate, e.g. harness/client/sse.py")
+    parser.add_argument("modules", nargs="*", help="files to mutate, e.g. harness/client/sse.py")
+    parser.add_argument("--table", type=Path, metavar="SCORES_JSON",
+                        help="print the Markdown table of a scores.json and exit")
     parser.add_argument("--against", action="append", choices=sorted(TEST_SETS),
                         help="test set(s), each run separately (default: suites and tests)")
     parser.add_argument("--sample", type=int, default=None,
@@ -220,19 +265,15 @@ def main(argv: Sequence[str] | None = None) -> int:
     parser.add_argument("--workdir", type=Path, default=Path("/tmp/harness-mutation"))
     parser.add_argument("--out", type=Path, default=REPO / "reports" / "out" / "mutation")
     args = parser.parse_args(argv)
+    if args.table is not None:
+        print(table(json.loads(args.table.read_text("utf-8"))))
+        return 0
     args.out.mkdir(parents=True, exist_ok=True)
     results: list[ModuleScore] = []
     for against in args.against or ["suites", "tests"]:
         (args.out / f"mutmut-{against}.log").unlink(missing_ok=True)
         results += run_set(against, args.modules, args.sample, args.workdir / against, args.out,
                            args.source, args.pytest_arg)
-    # Scores of earlier invocations (other modules) are kept; this run's replace their own.
-    store = args.out / "scores.json"
-    kept = json.loads(store.read_text("utf-8")) if store.exists() else []
-    fresh = [{**asdict(s), "killed": s.killed, "score": s.score} for s in results]
-    done = {(s["module"], s["against"]) for s in fresh}
-    merged = [s for s in kept if (s["module"], s["against"]) not in done] + fresh
-    store.write_text(json.dumps(merged, indent=2) + "\n", "utf-8")
     print("\n".join(summary_line(s) for s in results))
     return 0
 
