@@ -259,7 +259,9 @@ class _Api:
         record.model_requested = model if isinstance(model, str) else None
         status = 500
         try:
-            ctx.fault = choose_action(header_value(scope, FAULT_HEADER.encode()),
+            # The per-request fault header is a control feature: obeyed only with --control.
+            header = header_value(scope, FAULT_HEADER.encode()) if self.state.control else None
+            ctx.fault = choose_action(header,
                                       self.state.injector, ctx.path, ctx.method,
                                       record.model_requested, stream)
             ctx.stress = choose_stress(header_value(scope, STRESS_HEADER.encode()),
@@ -379,7 +381,7 @@ def create_app(engine: Engine, *, api_token: str | None = None, control: bool = 
         Route("/api/v1/chat", api(native, POST=n.v1_chat)),
     ]
     if control:
-        routes += control_routes.routes(state)
+        routes += control_routes.routes(state, api_token=api_token)
 
     async def unexpected(request: Request, exc: Exception) -> Response:
         if state.cors and request.method == "OPTIONS":
