@@ -31,8 +31,11 @@ def instance_model(instance_id: str | None) -> str | None:
     return None if instance_id is None else instance_id.split(":", 1)[0]
 
 
-async def load_models(aclient: AsyncClient, models: list[str]) -> None:
-    """Load explicitly (not JIT), so LM Studio's auto-evict cannot unload one for another."""
+async def load_models(aclient: AsyncClient, models: list[str], target: Target) -> None:
+    """Load explicitly (not JIT), so LM Studio's auto-evict cannot unload one for another;
+    servers without a load endpoint (llama.cpp, vLLM, Ollama) load on demand."""
+    if not target.can("load_unload"):
+        return
     for model in models:
         await aclient.load_model(model)
 
@@ -48,7 +51,7 @@ async def test_concurrent_calls_on_three_models_each_answered_by_its_own(
     the client's default model keeps changing: every answer comes from the model its call was
     pinned to, and no answer mixes two models (ground truth per request where available)."""
     models = [target.model(i) for i in range(3)]
-    await load_models(aclient, models)
+    await load_models(aclient, models, target)
 
     async def pinned(i: int) -> tuple[str, ChatResult]:
         model = models[i % 3]
@@ -108,7 +111,7 @@ async def test_switch_with_streams_in_flight_finish(target: Target, aclient: Asy
     streams: each finishes, whole, on the model it started with; new calls use the new one."""
     target.require("realtime")
     first, second = target.model(0), target.model(1)
-    await load_models(aclient, [first, second])
+    await load_models(aclient, [first, second], target)
     expected = [(await aclient.chat(STORY, model=first, seed=s)).text for s in range(4)]
     outcomes = await _streams_then_switch(aclient, first, second, "finish", 4)
     for seed, outcome in enumerate(outcomes):
@@ -129,7 +132,7 @@ async def test_switch_with_streams_in_flight_cancel(target: Target, aclient: Asy
     and the server sees each connection closed."""
     target.require("realtime")
     first, second = target.model(0), target.model(1)
-    await load_models(aclient, [first, second])
+    await load_models(aclient, [first, second], target)
     outcomes = await _streams_then_switch(aclient, first, second, "cancel", 4)
     for outcome in outcomes:
         assert isinstance(outcome, ModelSwitched), repr(outcome)
@@ -144,6 +147,43 @@ async def test_switch_with_streams_in_flight_cancel(target: Target, aclient: Asy
     record_property("evidence", "4 streams cut off with ModelSwitched, partial text kept: "
                     + ", ".join(f"{len(o.partial.text)} chars" for o in outcomes
                                 if isinstance(o, ModelSwitched)))
+
+
+async def test_another_model_requested_mid_stream_never_passes_as_complete(
+        target: Target, aclient: AsyncClient, record_property: Any) -> None:
+    """Gap: mid-request model switching. Model B is requested (by another user of the server)
+    while A streams. Whatever the server does (runs both, queues B, or cuts A off, as
+    llama.cpp's multi-model server does: ``[DONE]`` with no ``finish_reason``, which the
+    ``openai`` SDK returns as a complete answer), A's caller gets a complete answer with a
+    ``finish_reason`` or ``StreamInterrupted`` with the partial text: never a cut stream
+    passed off as whole. B's caller gets B."""
+    target.require("realtime")
+    first, second = target.model(0), target.model(1)
+    reading = asyncio.Event()
+
+    async def stream_a() -> ChatResult:
+        async with aclient.stream_chat(STORY, model=first, max_tokens=300) as stream:
+            deltas = 0
+            async for event in stream:
+                deltas += isinstance(event, TextDelta)
+                if deltas == 3:
+                    reading.set()
+            return await stream.result()
+
+    task = asyncio.create_task(stream_a())
+    await asyncio.wait_for(reading.wait(), target.calibration.seconds(15))
+    other = await aclient.chat(prompt("Say hi."), model=second, max_tokens=8)
+    assert other.model == second
+    try:
+        whole = await task
+    except StreamInterrupted as cut:
+        assert cut.partial is not None and cut.partial.text and cut.partial.chunks >= 3
+        outcome = (f"A cut off when B was requested: {type(cut).__name__} after "
+                   f"{cut.partial.chunks} chunks, {len(cut.partial.text)} chars kept")
+    else:
+        assert whole.finish_reason in ("stop", "length") and whole.model == first
+        outcome = f"A completed beside B (finish_reason={whole.finish_reason})"
+    record_property("evidence", f"{outcome}; B answered by {other.model}")
 
 
 @pytest.mark.needs_truth
@@ -184,7 +224,7 @@ async def test_answer_from_another_model_raises_model_mismatch(
     have with the one model it has loaded; the client refuses that answer (``ModelMismatch``)."""
     require_emulator_behaviour(target, "substituting the single loaded model")
     loaded = target.model(0)
-    await load_models(aclient, [loaded])
+    await load_models(aclient, [loaded], target)
     wanted = "acme/not-downloaded-7b"
     with pytest.raises(ModelMismatch) as caught:
         await aclient.chat(STORY, model=wanted)

@@ -61,18 +61,24 @@ async def test_tokens_arrive_incrementally(target: Target, aclient: AsyncClient,
                                 f"last at {last * 1000:.0f} ms")
 
 
-def test_stream_and_non_stream_agree(client: Client, record_property: Any) -> None:
-    """Gap: no streaming model handling. A deterministic request gives the same text, finish
-    reason and usage streamed and not streamed."""
-    whole = client.chat(STORY, seed=7, temperature=0)
-    with client.stream_chat(STORY, seed=7, temperature=0) as stream:
+def test_stream_and_non_stream_agree(target: Target, client: Client,
+                                     record_property: Any) -> None:
+    """Gap: no streaming model handling. A deterministic request (fixed seed, temperature 0)
+    gives the same text, finish reason and usage streamed and not streamed."""
+    # Bounded on a live model, whose answer would otherwise run to its context's end.
+    bound = {} if target.can("emulator") else {"max_tokens": 48}
+    whole = client.chat(STORY, seed=7, temperature=0, **bound)
+    with client.stream_chat(STORY, seed=7, temperature=0, **bound) as stream:
         pieces = [e.text for e in stream if isinstance(e, TextDelta)]
         streamed = stream.result()
     assert "".join(pieces) == streamed.text == whole.text
-    assert streamed.finish_reason == whole.finish_reason == "stop"
+    assert streamed.finish_reason == whole.finish_reason
+    assert whole.finish_reason in (("stop",) if target.can("emulator") else ("stop", "length"))
     assert streamed.model == whole.model == client.model
-    assert streamed.usage is not None and whole.usage is not None
-    assert streamed.usage.completion_tokens == whole.usage.completion_tokens
+    assert whole.usage is not None
+    if target.can("stream_usage"):  # llama.cpp's server never streams usage
+        assert streamed.usage is not None
+        assert streamed.usage.completion_tokens == whole.usage.completion_tokens
     record_property("evidence", f"{len(pieces)} deltas reassemble the {len(whole.text)}-char "
                                 "non-streamed answer exactly")
 
