@@ -10,9 +10,7 @@ line up while keeping ``perf_counter`` precision.
 
 from __future__ import annotations
 
-import itertools
 import json
-import os
 import time
 from dataclasses import dataclass
 from typing import Any
@@ -34,7 +32,6 @@ from harness.load.transport import Connection
 
 _WALL_ANCHOR = time.time()
 _PERF_ANCHOR = time.perf_counter()
-_REQUEST_IDS = itertools.count(1)
 
 
 def to_epoch(perf: float) -> float:
@@ -43,8 +40,11 @@ def to_epoch(perf: float) -> float:
 
 
 def next_request_id() -> str:
-    """Unique across the workers of a run (pid + counter); sent as ``X-Request-Id``."""
-    return f"harness-{os.getpid()}-{next(_REQUEST_IDS)}"
+    """Unique across the workers of a run; sent as ``X-Request-Id``. A UUID, the client's own
+    form: llama-cpp-python's server refuses any other (HTTP 400, empty body)."""
+    from harness.client.request import new_request_id
+
+    return new_request_id()
 
 
 def to_perf(epoch: float) -> float:
