@@ -75,9 +75,10 @@ async def test_concurrent_calls_on_three_models_each_answered_by_its_own(
 
     outcomes, _ = await asyncio.gather(asyncio.gather(*(pinned(i) for i in range(24))),
                                        switcher())
+    finished = ("stop",) if target.can("emulator") else ("stop", "length")
     for model, result in outcomes:
         assert result.model == model
-        assert result.finish_reason == "stop"
+        assert result.finish_reason in finished, result.finish_reason
     if target.can("emulator"):  # which instance answered is engine-side truth
         assert target.control is not None
         records = Truth(target.control).settled("/v1/chat/completions", expect=24)
