@@ -135,7 +135,7 @@ class AsyncClient(ClientRules):
             response = await self._http.send(req, stream=True,
                                              follow_redirects=call.method == "GET")
         try:
-            reader.head(response.status_code, response.headers)
+            reader.head(response.status_code, dict(response.headers.items()))
         except BaseException:
             await response.aclose()
             raise

@@ -108,7 +108,7 @@ class Client(ClientRules):
         with transport_errors(reader):
             response = self._http.send(req, stream=True, follow_redirects=call.method == "GET")
         try:
-            reader.head(response.status_code, response.headers)
+            reader.head(response.status_code, dict(response.headers.items()))
         except BaseException:
             response.close()
             raise
