@@ -3,6 +3,7 @@ throughput, TTFT and ITL CDFs per level) are there, scale with the page, and nam
 
 from __future__ import annotations
 
+import itertools
 import json
 import re
 from pathlib import Path
@@ -52,7 +53,7 @@ def test_cdf_points_are_thinned_but_keep_the_tail() -> None:
     points = cdf_points(values)
     assert len(points) <= CDF_POINTS + 1
     assert points[0] == (0.0, 0.001) and points[-1] == (999.0, 1.0)
-    assert all(a[0] <= b[0] and a[1] < b[1] for a, b in zip(points, points[1:], strict=False))
+    assert all(a[0] <= b[0] and a[1] < b[1] for a, b in itertools.pairwise(points))
     assert cdf_points([]) == []
 
 
