@@ -49,8 +49,11 @@ ERROR_LIMIT_MS = 5.0
 SPEED = EmulatorShape(tokens_per_s=20.0, ttft_ms=50.0, parallel=4096)
 
 
+PIN = True
+
+
 def _pin(cpu: int) -> list[str]:
-    if shutil.which("taskset") and (os.cpu_count() or 1) > cpu:
+    if PIN and shutil.which("taskset") and (os.cpu_count() or 1) > cpu:
         return ["taskset", "-c", str(cpu)]
     return []
 
@@ -211,9 +214,14 @@ def main() -> None:
                         help="harness, harness-batched (reads batched every --read-batch-ms "
                              "after the first token), openai")
     parser.add_argument("--read-batch-ms", type=float, default=200.0)
+    parser.add_argument("--no-pin", action="store_true",
+                        help="no taskset: on a machine shared with other work, a pinned worker "
+                             "waits for its one core behind everything else scheduled there")
     parser.add_argument("--guidellm", action="store_true")
     parser.add_argument("--guidellm-bin", default=shutil.which("guidellm") or "guidellm")
     args = parser.parse_args()
+    global PIN
+    PIN = not args.no_pin
     best: dict[str, int] = {}
     with tempfile.TemporaryDirectory() as tmp:
         work = Path(tmp)

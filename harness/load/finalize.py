@@ -225,7 +225,7 @@ def report_charts(scenario: Scenario, levels: list[LevelStats], records: list[Re
         "itl_cdf": cdf_chart("ITL distribution per level (CDF, per-request mean gap)", "ITL ms",
                              cdf_series(lambda r: r.itl)),
         "over_time": line_chart(
-            "Throughput over time (by completion second, warm-up excluded)",
+            "Throughput over time (warm-up excluded)",
             "seconds after t0", "per second",
             [("completed req/s", [(p.second, p.completed) for p in timeline]),
              ("errors/s", [(p.second, p.errors) for p in timeline])]),
