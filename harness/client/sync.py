@@ -114,8 +114,10 @@ class Client(ClientRules):
             raise
         return reader, response
 
-    def _read(self, reader: ResponseReader, response: httpx.Response) -> Iterator[StreamEvent]:
-        """The body through the reader, each read bounded by the reader's limit."""
+    def _read(self, reader: ResponseReader, response: httpx.Response
+              ) -> Iterator[list[StreamEvent]]:
+        """The body through the reader, each read bounded by the reader's limit; yields the
+        events of each read as one list (one hop per read, not per event, on the hot path)."""
         raw = response.iter_raw()
         timeout = response.request.extensions["timeout"]
         while not reader.done:
@@ -126,8 +128,10 @@ class Client(ClientRules):
                 break
             events = reader.feed(data)
             if events:
-                yield from events
-        yield from reader.eof()
+                yield events
+        events = reader.eof()
+        if events:
+            yield events
 
     def _json(self, call: Call) -> JSONAnswer:
         def attempt(ctx: RequestContext, attempts: Attempts, entry: Inflight) -> JSONAnswer:
@@ -304,7 +308,8 @@ class ChatStream:
         reader, response = self._reader, self._response
         assert reader is not None and response is not None
         try:
-            yield from self._client._read(reader, response)
+            for events in self._client._read(reader, response):
+                yield from events
             self._result = reader.result
         except LMStudioError as err:
             self._error = err
