@@ -27,6 +27,11 @@ CURRENT: contextvars.ContextVar[ResponseReader | None] = contextvars.ContextVar(
     "harness_client_reader", default=None)
 
 
+#: After a stream's end signal, how long to wait for the end of its HTTP body (a server that
+#: keeps the response open after ``[DONE]`` costs this much, then the connection is closed).
+DRAIN_S = 0.2
+
+
 def default_limits() -> httpx.Limits:
     """Sized for ``DOCUMENTED_CONCURRENCY`` calls at once. Idle connections expire before LM
     Studio's 5 s keep-alive does, so reuse rarely races a close."""

@@ -9,13 +9,20 @@ from __future__ import annotations
 
 import asyncio
 from collections.abc import AsyncIterator, Awaitable, Callable
+from contextlib import suppress
 from types import TracebackType
 from typing import Any
 
 import httpx
 
 from harness.client import protocol, request
-from harness.client._httpx import async_transport, default_limits, timeout_for, transport_errors
+from harness.client._httpx import (
+    DRAIN_S,
+    async_transport,
+    default_limits,
+    timeout_for,
+    transport_errors,
+)
 from harness.client.catalog import ModelCatalog
 from harness.client.config import Timeouts, derive_options
 from harness.client.endpoints import ClientRules
@@ -164,6 +171,13 @@ class AsyncClient(ClientRules):
                 if events:
                     yield events
             events = reader.eof()
+            if reader.streaming_ended:
+                # The end signal arrived: read the body's own end too (briefly), so the server
+                # sees a finished response, not a disconnect, and the connection is reused.
+                timeout["read"] = DRAIN_S
+                with suppress(Exception), transport_errors(reader):
+                    async for _ in raw:
+                        pass
             if events:
                 yield events
         finally:

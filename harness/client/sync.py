@@ -10,13 +10,20 @@ from __future__ import annotations
 
 import time
 from collections.abc import Callable, Iterator
+from contextlib import suppress
 from types import TracebackType
 from typing import Any
 
 import httpx
 
 from harness.client import protocol, request
-from harness.client._httpx import default_limits, sync_transport, timeout_for, transport_errors
+from harness.client._httpx import (
+    DRAIN_S,
+    default_limits,
+    sync_transport,
+    timeout_for,
+    transport_errors,
+)
 from harness.client.catalog import ModelCatalog
 from harness.client.config import Timeouts, derive_options
 from harness.client.endpoints import ClientRules
@@ -130,6 +137,13 @@ class Client(ClientRules):
             if events:
                 yield events
         events = reader.eof()
+        if reader.streaming_ended:
+            # The end signal arrived: read the body's own end too (briefly), so the server sees a
+            # finished response, not a disconnect, and the connection goes back to the pool.
+            timeout["read"] = DRAIN_S
+            with suppress(Exception), transport_errors(reader):
+                while next(raw, None) is not None:
+                    pass
         if events:
             yield events
 
