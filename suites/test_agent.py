@@ -50,7 +50,7 @@ from harness.evaluate.support import require_emulator_behaviour
 from harness.evaluate.target import Target, Truth
 from harness.pytest_plugin import fast_retry, suite_timeouts
 
-pytestmark = [pytest.mark.agent, pytest.mark.asyncio(loop_scope="module")]
+pytestmark = [pytest.mark.agent, pytest.mark.harness_api, pytest.mark.asyncio(loop_scope="module")]
 
 SCRIPTED = "the model's choice of tool calls ([[tools: ...]] directives)"
 FIXTURES = Path(__file__).resolve().parents[1] / "fixtures" / "mcp"

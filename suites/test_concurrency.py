@@ -5,7 +5,9 @@ a model parameter overwritten by another request, and timeouts under thread cont
 tests put 200 concurrent async calls and 32 threads on one client in front of a server with 4
 parallel slots: every call completes or fails with a typed error, every answer is the answer to
 its own request (each prompt carries a tag the emulator echoes back), connections stay bounded,
-and nothing is leaked: no socket, no task, no thread.
+and nothing is leaked: no socket, no task, no thread. The ``subject`` tests judge any client by
+its tagged answers and the model that answered; the ``harness_api`` test checks the harness's own
+pool limit and leaks.
 """
 
 from __future__ import annotations
@@ -20,7 +22,19 @@ import pytest
 
 from harness.client import AsyncClient, ChatResult, Client, RetryPolicy
 from harness.client.errors import LMStudioError
-from harness.evaluate.support import client_connections, echo_answer, echo_messages, socket_fds
+from harness.evaluate.support import (
+    Outcome,
+    acall_outcome,
+    astream_outcome,
+    bare_model,
+    call_outcome,
+    client_connections,
+    echo_answer,
+    echo_messages,
+    load_models,
+    socket_fds,
+    stream_outcome,
+)
 from harness.evaluate.target import Faults, Target, Truth
 from harness.faults import DisconnectFault, FaultMatch, FaultPlan, FaultRule, StatusFault
 from harness.pytest_plugin import fast_retry, suite_timeouts
@@ -45,6 +59,99 @@ async def _one(client: AsyncClient, tag: str, stream: bool) -> ChatResult:
     return await client.chat(echo_messages(tag))
 
 
+def judge(target: Target, tag: str, outcome: Outcome, model: str) -> None:
+    """A tagged call's outcome: its own answer, from its own model, complete."""
+    assert outcome.answer is not None, f"{tag}: {outcome.describe()}"
+    answer = outcome.answer
+    assert bare_model(answer.model) == model, f"{tag}: answered by {answer.model}"
+    assert answer.finish_reason == "stop", f"{tag}: {outcome.describe()}"
+    if target.can("emulator"):
+        assert answer.text == echo_answer(tag), f"cross-talk: {tag} got {answer.text!r}"
+
+
+async def _subject_one(subject: Any, tag: str, model: str, stream: bool) -> Outcome:
+    if stream:
+        return await astream_outcome(subject, echo_messages(tag), model=model)
+    return await acall_outcome(subject.achat, echo_messages(tag), model=model)
+
+
+@pytest.mark.subject_needs("async", "stream")
+async def test_200_concurrent_calls_each_get_their_own_answer(
+        target: Target, subject: Any, record_property: Any) -> None:
+    """Gap: no async/await safety. 200 concurrent async calls (half streamed) on one client,
+    4 server slots: every call completes with the answer to its own request (each carries a
+    tag the emulator echoes back) from its own model; the server saw 200 successes."""
+    model = target.model(0)
+    await subject.achat(echo_messages("warm-up"), model=model)  # JIT load before the crowd
+    tags = [f"req-{i:03d}" for i in range(200)]
+    outcomes = await asyncio.gather(*(_subject_one(subject, tag, model, i % 2 == 0)
+                                      for i, tag in enumerate(tags)))
+    for tag, outcome in zip(tags, outcomes, strict=True):
+        judge(target, tag, outcome, model)
+    if target.can("truth"):
+        assert target.control is not None
+        records = Truth(target.control).settled("/v1/chat/completions", expect=201)
+        assert len(records) == 201 and all(r["status"] == 200 for r in records)
+    record_property("evidence", "200/200 concurrent answers matched their own tags and model")
+
+
+@pytest.mark.subject_needs("sync", "stream")
+def test_32_threads_share_one_client(target: Target, subject: Any,
+                                     record_property: Any) -> None:
+    """Gap: no async/await safety ("thread contention -> model parameter overwrite"). 32
+    threads on one client, half of the calls on a second model: every answer belongs to its
+    request and to the model that request named."""
+    models = [target.model(0), target.model(1)]
+    load_models(target, models)
+
+    def work(i: int) -> tuple[str, str, Outcome]:
+        tag, model = f"thread-{i:02d}", models[i % 2]
+        if i % 4 < 2:
+            return tag, model, stream_outcome(subject, echo_messages(tag), model=model)
+        return tag, model, call_outcome(subject.chat, echo_messages(tag), model=model)
+
+    with ThreadPoolExecutor(max_workers=32) as pool:
+        outcomes = list(pool.map(work, range(96)))
+    for tag, model, outcome in outcomes:
+        judge(target, tag, outcome, model)
+    record_property("evidence", "96 calls from 32 threads on one client: every answer matched "
+                                "its tag and model")
+
+
+@pytest.mark.needs_faults
+@pytest.mark.subject_needs("async", "stream")
+async def test_failures_under_faults_stay_with_their_own_call(
+        target: Target, subject: Any, faults: Faults, record_property: Any) -> None:
+    """Gap: no async/await safety. Under random 503s and dropped streams, 100 concurrent calls
+    each either return their own complete answer or raise: no failure becomes a wrong or
+    truncated answer, and none leaks into another call."""
+    model = target.model(0)
+    await subject.achat(echo_messages("warm-up"), model=model)
+    faults.set(FAULTY)
+    tags = [f"faulty-{i:03d}" for i in range(100)]
+    outcomes = await asyncio.gather(*(_subject_one(subject, tag, model, i % 2 == 0)
+                                      for i, tag in enumerate(tags)))
+    ok = failed = 0
+    for tag, outcome in zip(tags, outcomes, strict=True):
+        if outcome.raised:
+            failed += 1
+        else:
+            judge(target, tag, outcome, model)
+            ok += 1
+    assert ok and failed, f"faults did not mix outcomes: {ok} ok, {failed} failed"
+    record_property("evidence", f"{ok} answered correctly, {failed} raised "
+                                "(503 / dropped stream)")
+
+
+FAULTY = FaultPlan(seed=7, rules=(
+    FaultRule(match=FaultMatch(endpoint="/v1/chat/completions", probability=0.15),
+              action=StatusFault(status=503)),
+    FaultRule(match=FaultMatch(endpoint="/v1/chat/completions", probability=0.15),
+              action=DisconnectFault(after_chunks=2)),
+))
+
+
+@pytest.mark.harness_api
 async def test_200_concurrent_async_calls_no_cross_talk(target: Target,
                                                         record_property: Any) -> None:
     """Gap: no async/await safety. 200 concurrent async calls (half streamed) on one client,
@@ -114,6 +221,7 @@ async def _settles(baseline: int, timeout: float = 2.0) -> bool:
     return False
 
 
+@pytest.mark.harness_api
 def test_32_threads_share_one_sync_client(target: Target, client: Client,
                                           record_property: Any) -> None:
     """Gap: no async/await safety ("thread contention -> model parameter overwrite"). 32
@@ -144,6 +252,7 @@ def test_32_threads_share_one_sync_client(target: Target, client: Client,
                                 "its tag and pinned model")
 
 
+@pytest.mark.harness_api
 @pytest.mark.needs_faults
 async def test_concurrent_calls_fail_typed_under_faults(target: Target, faults: Faults,
                                                         record_property: Any) -> None:
@@ -151,12 +260,7 @@ async def test_concurrent_calls_fail_typed_under_faults(target: Target, faults: 
     each either succeed with their own answer or raise a typed ``LMStudioError``: nothing
     untyped escapes, and no failure leaks into another call."""
     model = target.model(0)
-    plan = FaultPlan(seed=7, rules=(
-        FaultRule(match=FaultMatch(endpoint="/v1/chat/completions", probability=0.15),
-                  action=StatusFault(status=503)),
-        FaultRule(match=FaultMatch(endpoint="/v1/chat/completions", probability=0.15),
-                  action=DisconnectFault(after_chunks=2)),
-    ))
+    plan = FAULTY
     async with AsyncClient(target.base_url, model=model, api_token=target.api_token,
                            timeout=suite_timeouts(), retry=RetryPolicy.none(),
                            limits=LIMITS) as client:
