@@ -236,6 +236,9 @@ def evaluate(
     replay: Annotated[bool, typer.Option("--replay", help="replay recorded cassettes")] = False,
     suites: Annotated[Path | None, typer.Option(help="suites directory")] = None,
     select: Annotated[str | None, typer.Option("-k", help="pytest -k expression")] = None,
+    subject: Annotated[list[str] | None, typer.Option(
+        help="client to judge: harness (default), openai, litellm, module:factory; repeat to "
+             "compare them in one matrix")] = None,
 ) -> None:
     """Run the evaluation suites against a target and write Markdown, HTML and JSON reports."""
     import os
@@ -244,7 +247,8 @@ def evaluate(
 
     raise typer.Exit(run_evaluate(
         base_url=base_url, out=out, models=models, via_proxy=via_proxy, replay=replay,
-        suites=suites, select=select, api_token=os.environ.get("LMSTUDIO_API_TOKEN")))
+        suites=suites, select=select, api_token=os.environ.get("LMSTUDIO_API_TOKEN"),
+        subjects=tuple(subject or ())))
 
 
 @app.command()
