@@ -236,9 +236,11 @@ def normalised(report: EvaluationReport) -> EvaluationReport:
     return data
 
 
-def write_evaluation(report: EvaluationReport, out_dir: Path | str) -> dict[str, Path]:
-    """``evaluation.md``, ``evaluation.html`` and ``evaluation.json`` in ``out_dir``."""
+def write_evaluation(report: EvaluationReport, out_dir: Path | str, name: str = "evaluation"
+                     ) -> dict[str, Path]:
+    """``<name>.md``, ``<name>.html`` and ``<name>.json`` in ``out_dir`` (the evaluation
+    templates whatever the name)."""
     from harness.reporting.env import write_report
 
-    written = write_report(report, "evaluation", out_dir)
+    written = write_report(report, name, out_dir, template="evaluation")
     return dict(written.paths)
