@@ -100,7 +100,13 @@ MARKERS = {
                                     "tools, list_models)",
     "vcr(*cassettes, **config)": "record/replay this test's HTTP with a cassette "
                                  "(--record-mode)",
+    "target_needs(*capabilities, models=0)": "the target must offer these (faults, truth, "
+                                             "realtime, emulator, native_v0, native_v1, "
+                                             "load_unload, auth, stream_usage, tools, "
+                                             "reasoning) and this many chat models",
 }
+TARGET_ERROR_EXIT = pytest.ExitCode.USAGE_ERROR  # a target that cannot be used is bad input
+_TARGET_ERROR_KEY: pytest.StashKey[str] = pytest.StashKey()
 HARNESS_FIXTURES = frozenset({"client", "aclient"})
 
 
@@ -216,13 +222,26 @@ def session_target(config: pytest.Config) -> Target | None:
     return config.stash.get(TARGET_KEY, None)
 
 
+def session_target_error(config: pytest.Config) -> str | None:
+    """Why the session's target could not be opened, if it could not (one line)."""
+    return config.stash.get(_TARGET_ERROR_KEY, None)
+
+
 @pytest.fixture(scope="session")
 def harness_target(pytestconfig: pytest.Config) -> Iterator[Target]:
     """The session's target, started on first use (the emulator: once per session/worker)."""
     from dataclasses import replace
 
+    from harness.evaluate.target import TargetError
+
     with ExitStack() as stack:
-        target = _open_target(pytestconfig, stack)
+        try:
+            target = _open_target(pytestconfig, stack)
+        except TargetError as exc:
+            # One line for the whole run, not the same error on every test: a wrong URL,
+            # token or model name is a set-up mistake, not a regression.
+            pytestconfig.stash[_TARGET_ERROR_KEY] = str(exc)
+            pytest.exit(f"target error: {exc}", returncode=TARGET_ERROR_EXIT)
         if pytestconfig.getoption("harness_record"):
             # vcrpy reads each response whole before the client sees it: no real streaming,
             # so tests whose proof is timing (in-flight switches, early close) cannot run.
@@ -263,9 +282,7 @@ def target(request: pytest.FixtureRequest, harness_target: Target) -> Iterator[T
     (what OpenAI-style clients take). Cleaning happens before the test (``reset`` drops faults
     and truth); faults a test sets go through the ``faults`` fixture, which clears them after.
     """
-    needs = [cap for marker, cap in (("needs_faults", "faults"), ("needs_truth", "truth"))
-             if request.node.get_closest_marker(marker) is not None]
-    harness_target.require(*needs)
+    harness_target.require_needs(request.node)
     harness_target.reset()
     with _suite_cassette(request, harness_target):
         yield harness_target
@@ -278,10 +295,11 @@ def fast_retry() -> Any:
     return RetryPolicy(backoff_base=0.005, backoff_max=0.05, retry_after_max=0.05)
 
 
-def suite_timeouts() -> Any:
-    from harness.client import Timeouts
+def suite_timeouts(target: Target | None = None) -> Any:
+    """The suites' client time limits, stretched by the target's calibration scale."""
+    from harness.calibration import UNSCALED
 
-    return Timeouts(connect=2.0, read=15.0, stream_idle=10.0, deadline=60.0)
+    return (target.calibration if target is not None else UNSCALED).timeouts()
 
 
 @pytest.fixture
@@ -290,7 +308,7 @@ def client(target: Target) -> Iterator[Client]:
     from harness.client import Client
 
     with Client(target.base_url, model=target.model(0), api_token=target.api_token,
-                timeout=suite_timeouts(), retry=fast_retry()) as c:
+                timeout=suite_timeouts(target), retry=fast_retry()) as c:
         yield c
 
 
@@ -300,7 +318,7 @@ async def aclient(target: Target) -> AsyncIterator[AsyncClient]:
     from harness.client import AsyncClient
 
     async with AsyncClient(target.base_url, model=target.model(0), api_token=target.api_token,
-                           timeout=suite_timeouts(), retry=fast_retry()) as c:
+                           timeout=suite_timeouts(target), retry=fast_retry()) as c:
         yield c
 
 

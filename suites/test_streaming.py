@@ -16,8 +16,7 @@ from typing import Any
 
 import pytest
 
-from harness.client import AsyncClient, Client, ReasoningDelta, TextDelta, ToolCallDelta
-from harness.client.base import Timeouts
+from harness.client import AsyncClient, Client, ReasoningDelta, TextDelta, Timeouts, ToolCallDelta
 from harness.client.errors import StreamInterrupted, StreamStalled
 from harness.client.retry import RetryPolicy
 from harness.evaluate.support import (

@@ -1,8 +1,17 @@
-"""The client core: sync and async shells over one sans-IO protocol."""
+"""The client core: sync and async shells over one sans-IO call layer.
+
+    request   pure builders: endpoint arguments -> one frozen Call (no I/O)
+    stream    ResponseReader: one attempt's response against a clock (decode, assemble,
+              completeness, model check, answer checks, time limits, switch cut-off)
+    retry     RetryPolicy / RetryBudget / Attempts: retries decided in one place
+    protocol  what LM Studio's bodies and events mean (errors, results, answer checks)
+    _httpx    the only httpx-specific rules: limits, per-read bounds, exception table
+    sync/aio  Client / AsyncClient: move bytes, sleep, plumb cancellation
+"""
 
 from harness.client.aio import AsyncChatStream, AsyncClient
-from harness.client.base import Timeouts
 from harness.client.catalog import ModelCatalog
+from harness.client.config import Timeouts
 from harness.client.models import (
     ChatResult,
     Embeddings,

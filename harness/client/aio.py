@@ -1,5 +1,9 @@
-"""``AsyncClient``: the asyncio shell. It moves bytes, reads the clock and sleeps; every rule lives
-in ``protocol``, ``retry`` and ``base``."""
+"""``AsyncClient``: the asyncio shell, method for method the same as ``Client``.
+
+It only moves bytes, sleeps and plumbs cancellation: requests come from ``request``, every
+response is read by a ``stream.ResponseReader``, retries are decided by ``retry.Attempts`` and
+httpx's exceptions are mapped by ``_httpx.transport_errors``.
+"""
 
 from __future__ import annotations
 
@@ -10,39 +14,20 @@ from typing import Any
 
 import httpx
 
-from harness.client import protocol
-from harness.client.base import (
-    Call,
-    ClientCore,
-    StreamCore,
-    Timeouts,
-    base_headers,
-    default_limits,
-    derive_options,
-    json_answer,
-    log_attempt,
-    not_a_stream,
-    now,
-    transport_error,
-)
+from harness.client import protocol, request
+from harness.client._httpx import async_transport, default_limits, timeout_for, transport_errors
 from harness.client.catalog import ModelCatalog
-from harness.client.errors import (
-    LMStudioError,
-    LMStudioTimeout,
-    ModelSwitched,
-    RequestContext,
-)
-from harness.client.models import (
-    ChatResult,
-    Embeddings,
-    ModelInfo,
-    ResponseResult,
-    StreamEvent,
-    Timings,
-)
-from harness.client.retry import RetryPolicy
-from harness.client.sse import SSEDecoder
+from harness.client.config import Timeouts, derive_options
+from harness.client.endpoints import ClientRules
+from harness.client.errors import LMStudioError, ModelSwitched, RequestContext
+from harness.client.models import ChatResult, Embeddings, ModelInfo, ResponseResult, StreamEvent
+from harness.client.request import Call
+from harness.client.retry import Attempts, RetryPolicy, log_attempt
+from harness.client.state import Inflight
+from harness.client.stream import ResponseReader
 from harness.client.wire import embeddings_result, parse_model_list, response_result
+
+JSONAnswer = tuple[RequestContext, dict[str, Any], Any]  # context, body, timings
 
 
 def _cancel_soon(loop: asyncio.AbstractEventLoop, task: asyncio.Task[Any]) -> None:
@@ -50,7 +35,16 @@ def _cancel_soon(loop: asyncio.AbstractEventLoop, task: asyncio.Task[Any]) -> No
     loop.call_soon_threadsafe(task.cancel)
 
 
-class AsyncClient(ClientCore):
+class _Reading:
+    """Whether a task is inside our read (only then may ``switch_model`` cancel it)."""
+
+    __slots__ = ("now",)
+
+    def __init__(self) -> None:
+        self.now = False
+
+
+class AsyncClient(ClientRules):
     """Async client for LM Studio. One connection pool per client; ``with_options`` views share it.
 
     ``base_url`` may be given with or without ``/v1``. ``model`` is the default model, read once
@@ -72,10 +66,10 @@ class AsyncClient(ClientCore):
     ) -> None:
         options = self._setup(base_url, model, api_token, timeout, retry,
                               ModelCatalog(afetch=self.list_models, ttl=catalog_ttl))
-        self._http = httpx.AsyncClient(
-            headers=base_headers(options), limits=limits or default_limits(),
-            timeout=options.timeouts.httpx(), transport=transport,
-        )
+        limits = limits or default_limits()
+        self._http = httpx.AsyncClient(headers=request.base_headers(options.api_token),
+                                       transport=transport or async_transport(limits))
+        self._pool_size = limits.max_connections
         self._sleep = sleep
         self._owner = True
 
@@ -84,8 +78,8 @@ class AsyncClient(ClientCore):
         """A view pinned to ``model`` (and/or other timeouts) sharing this client's pool."""
         view = AsyncClient.__new__(AsyncClient)
         view._options = derive_options(self._options, model=model, timeout=timeout, retry=retry)
-        view._shared, view._http, view._sleep, view._owner = (
-            self._shared, self._http, self._sleep, False)
+        view._shared, view._http, view._sleep, view._pool_size, view._owner = (
+            self._shared, self._http, self._sleep, self._pool_size, False)
         return view
 
     async def aclose(self) -> None:
@@ -98,174 +92,207 @@ class AsyncClient(ClientCore):
     async def __aexit__(self, *exc: object) -> None:
         await self.aclose()
 
-    # -- the one retry loop ----------------------------------------------------------------------
-    async def _run(self, call: Call, attempt: Callable[[RequestContext, float], Any]) -> Any:
-        policy, timeouts, shared = self._options.retry, self._options.timeouts, self._shared
-        started = now()
-        waited = 0.0
-        shared.budget.record_call()
-        entry = shared.register(call.model)
+    # -- moving bytes ----------------------------------------------------------------------------
+    async def _run(self, call: Call, attempt: Callable[[RequestContext, Attempts, Inflight],
+                                                       Awaitable[Any]], entry: Inflight) -> Any:
+        """The retry loop: ``Attempts`` decides, this only sleeps and maps cancellation."""
+        shared = self._shared
+        attempts = Attempts(call, self._options.retry, self._options.timeouts.deadline,
+                            shared.budget, on_model_not_found=shared.catalog.invalidate)
         task = asyncio.current_task()
         if task is not None:
             loop = asyncio.get_running_loop()
             entry.cancel_hook = lambda: _cancel_soon(loop, task)
-        number = 1
         try:
             while True:
-                ctx = call.context(number, policy.max_attempts, now() - started)
-                remaining = timeouts.deadline - (now() - started)
+                ctx = attempts.begin()
                 log_attempt("send", ctx)
                 try:
-                    try:
-                        async with asyncio.timeout(remaining):
-                            return await attempt(ctx, remaining)
-                    except TimeoutError as exc:
-                        if isinstance(exc, LMStudioError):
-                            raise
-                        raise LMStudioTimeout("call deadline passed", phase="deadline",
-                                              limit=timeouts.deadline, context=ctx) from None
+                    return await attempt(ctx, attempts, entry)
                 except asyncio.CancelledError:
                     if entry.cancelled and task is not None and task.uncancel() == 0:
                         raise ModelSwitched("cancelled by switch_model before an answer",
-                                            context=ctx.at(elapsed=now() - started)) from None
+                                            context=ctx) from None
+                    raise
+                except ModelSwitched:
                     raise
                 except LMStudioError as err:
-                    wait = self._retry_wait(err, ctx, number, started, waited)
-                    await self._sleep(wait)
-                    waited += wait
-                    number += 1
+                    await self._sleep(attempts.failed(err))
         finally:
-            shared.unregister(entry)
+            entry.cancel_hook = None
 
-    async def _request_json(self, call: Call) -> tuple[dict[str, Any], RequestContext, Timings]:
-        timeouts = self._options.timeouts
+    async def _open(self, call: Call, ctx: RequestContext, attempts: Attempts, entry: Inflight
+                    ) -> tuple[ResponseReader, httpx.Response]:
+        """Send one attempt and read its head."""
+        reader = ResponseReader(call, ctx, self._options.timeouts,
+                                deadline_at=attempts.deadline_at, started=attempts.started,
+                                cancelled=lambda: entry.cancelled, pool_size=self._pool_size)
+        req = self._http.build_request(call.method, call.url, content=call.body,
+                                       headers=call.headers, timeout=timeout_for(reader))
+        with transport_errors(reader):
+            response = await self._http.send(req, stream=True,
+                                             follow_redirects=call.method == "GET")
+        try:
+            reader.head(response.status_code, response.headers)
+        except BaseException:
+            await response.aclose()
+            raise
+        return reader, response
 
-        async def attempt(ctx: RequestContext, remaining: float
-                          ) -> tuple[dict[str, Any], RequestContext, Timings]:
-            sent = now()
+    async def _read(self, reader: ResponseReader, response: httpx.Response,
+                    reading: _Reading | None = None) -> AsyncIterator[StreamEvent]:
+        """The body through the reader, each read bounded by the reader's limit."""
+        raw = response.aiter_raw()
+        timeout = response.request.extensions["timeout"]
+        try:
+            while not reader.done:
+                timeout["read"] = reader.timeout() or 0.001
+                with transport_errors(reader):
+                    if reading is not None:
+                        reading.now = True
+                    try:
+                        data = await raw.__anext__()
+                    except StopAsyncIteration:
+                        break
+                    finally:
+                        if reading is not None:
+                            reading.now = False
+                for event in reader.feed(data):
+                    yield event
+            for event in reader.eof():
+                yield event
+        finally:
+            await raw.aclose()  # type: ignore[attr-defined]
+
+    async def _json(self, call: Call) -> JSONAnswer:
+        async def attempt(ctx: RequestContext, attempts: Attempts, entry: Inflight
+                          ) -> JSONAnswer:
+            reader, response = await self._open(call, ctx, attempts, entry)
             try:
-                response = await self._http.request(
-                    call.method, call.url, content=call.body, headers=dict(call.headers),
-                    timeout=timeouts.httpx(remaining))
-            except httpx.HTTPError as exc:
-                raise transport_error(exc, ctx, timeouts, got_headers=False) from None
-            return json_answer(ctx, response, sent, now())
+                async for _ in self._read(reader, response):
+                    pass
+            finally:
+                await response.aclose()
+            answer: JSONAnswer = reader.result
+            return answer
 
-        result: tuple[dict[str, Any], RequestContext, Timings] = await self._run(call, attempt)
-        return result
+        entry = self._shared.register(call.model)
+        try:
+            answer: JSONAnswer = await self._run(call, attempt, entry)
+            return answer
+        finally:
+            self._shared.unregister(entry)
 
     # -- OpenAI-compatible endpoints ---------------------------------------------------------------
     async def chat(self, messages: list[dict[str, Any]], *, model: str | None = None,
                    **params: Any) -> ChatResult:
-        body, ctx, timings = await self._request_json(self._chat_call(messages, model, params))
-        return protocol.chat_result(ctx, body, timings)
+        call = request.chat(self.base_url, messages, self._model(model), params)
+        return protocol.chat_result(*await self._json(call), tools_offered=call.tools_offered)
 
     def stream_chat(self, messages: list[dict[str, Any]], *, model: str | None = None,
                     include_usage: bool = True, **params: Any) -> AsyncChatStream:
         """Open with ``async with``; iterate for deltas; ``await stream.result()`` at the end."""
-        call = self._chat_call(messages, model, params, stream=True, include_usage=include_usage)
-        return AsyncChatStream(self, call, protocol.ChatStreamAssembler)
+        return AsyncChatStream(self, request.chat(self.base_url, messages, self._model(model),
+                                                  params, stream=True,
+                                                  include_usage=include_usage))
 
     async def complete(self, prompt: str, *, model: str | None = None, **params: Any
                        ) -> ChatResult:
-        call = self._completion_call(prompt, model, params, stream=False)
-        body, ctx, timings = await self._request_json(call)
-        return protocol.chat_result(ctx, body, timings)
+        call = request.completion(self.base_url, prompt, self._model(model), params, False)
+        return protocol.chat_result(*await self._json(call))
 
     def stream_complete(self, prompt: str, *, model: str | None = None, **params: Any
                         ) -> AsyncChatStream:
-        call = self._completion_call(prompt, model, params, stream=True)
-        return AsyncChatStream(self, call, protocol.ChatStreamAssembler)
+        return AsyncChatStream(self, request.completion(self.base_url, prompt,
+                                                        self._model(model), params, True))
 
     async def embed(self, inputs: str | list[str], *, model: str | None = None) -> Embeddings:
-        body, ctx, _ = await self._request_json(self._embed_call(inputs, model))
+        ctx, body, _ = await self._json(request.embeddings(self.base_url, inputs,
+                                                           self._model(model)))
         return embeddings_result(ctx, body)
 
     async def respond(self, input: str | list[dict[str, Any]], *, model: str | None = None,
                       previous_response_id: str | None = None, **params: Any) -> ResponseResult:
         """``POST /v1/responses``; pass the returned ``id`` as ``previous_response_id``."""
-        call = self._respond_call(input, model, previous_response_id, params)
-        body, ctx, _ = await self._request_json(call)
+        ctx, body, _ = await self._json(request.responses(
+            self.base_url, input, self._model(model), previous_response_id, params))
         return response_result(ctx, body)
 
     async def list_models(self) -> list[ModelInfo]:
         """``GET /v1/models`` (fresh; use ``catalog`` for the cached view)."""
-        body, ctx, _ = await self._request_json(self._call("GET", "/v1/models"))
+        ctx, body, _ = await self._json(request.get(self.base_url, "/v1/models"))
         return parse_model_list(ctx, body)
 
     # -- native endpoints ------------------------------------------------------------------------
     async def native_models(self) -> list[ModelInfo]:
         """``GET /api/v1/models``: every downloaded model with its loaded instances."""
-        body, ctx, _ = await self._request_json(self._call("GET", "/api/v1/models"))
+        ctx, body, _ = await self._json(request.get(self.base_url, "/api/v1/models"))
         return parse_model_list(ctx, body)
 
     async def v0_models(self) -> list[ModelInfo]:
-        body, ctx, _ = await self._request_json(self._call("GET", "/api/v0/models"))
+        ctx, body, _ = await self._json(request.get(self.base_url, "/api/v0/models"))
         return parse_model_list(ctx, body)
 
     async def load_model(self, model: str, **config: Any) -> dict[str, Any]:
-        body, _, _ = await self._request_json(self._load_call(model, config))
+        _, body, _ = await self._json(request.load_model(self.base_url, model, config))
         self.catalog.invalidate()
         return body
 
     async def unload_model(self, instance_id: str) -> dict[str, Any]:
-        body, _, _ = await self._request_json(self._unload_call(instance_id))
+        _, body, _ = await self._json(request.unload_model(self.base_url, instance_id))
         self.catalog.invalidate()
         return body
 
     async def native_chat(self, input: str | list[dict[str, Any]], *, model: str | None = None,
                           **params: Any) -> ChatResult:
-        call = self._native_call(input, model, params, stream=False)
-        body, ctx, timings = await self._request_json(call)
-        return protocol.native_chat_result(ctx, body, timings)
+        call = request.native_chat(self.base_url, input, self._model(model), params, False)
+        return protocol.native_chat_result(*await self._json(call))
 
     def stream_native_chat(self, input: str | list[dict[str, Any]], *,
                            model: str | None = None, **params: Any) -> AsyncChatStream:
-        call = self._native_call(input, model, params, stream=True)
-        return AsyncChatStream(self, call, protocol.NativeChatAssembler)
+        return AsyncChatStream(self, request.native_chat(self.base_url, input,
+                                                         self._model(model), params, True))
 
 
-class AsyncChatStream(StreamCore):
+class AsyncChatStream:
     """One streamed call. Complete only on the server's end signal; otherwise it raises
     ``StreamInterrupted`` (or a subclass) with the partial output. Leaving ``async with`` early
     closes the HTTP response, so the server stops generating."""
 
-    def __init__(self, client: AsyncClient, call: Call, assembler_type: type[Any]) -> None:
-        super().__init__(call, assembler_type, client._options.timeouts)
-        self._client = client
+    def __init__(self, client: AsyncClient, call: Call) -> None:
+        self._client, self._call = client, call
+        self._reader: ResponseReader | None = None
         self._response: httpx.Response | None = None
+        self._entry: Inflight | None = None
         self._events: AsyncIterator[StreamEvent] | None = None
-        self._reading = False
+        self._result: ChatResult | None = None
+        self._error: LMStudioError | None = None
+        self._reading = _Reading()
+
+    @property
+    def model(self) -> str | None:
+        return self._call.model
 
     async def __aenter__(self) -> AsyncChatStream:
-        client, timeouts, call = self._client, self._timeouts, self._call
-        self._started = now()
+        client, call = self._client, self._call
 
-        async def attempt(ctx: RequestContext, remaining: float) -> None:
-            request = client._http.build_request(
-                call.method, call.url, content=call.body, headers=dict(call.headers),
-                timeout=timeouts.httpx(remaining))
-            sent = now()
-            try:
-                response = await client._http.send(request, stream=True)
-            except httpx.HTTPError as exc:
-                raise transport_error(exc, ctx, timeouts, got_headers=False) from None
-            if response.status_code >= 400 or "text/event-stream" not in response.headers.get(
-                    "content-type", ""):
+        async def attempt(ctx: RequestContext, attempts: Attempts, entry: Inflight
+                          ) -> tuple[ResponseReader, httpx.Response]:
+            reader, response = await client._open(call, ctx, attempts, entry)
+            if not reader.streaming:  # an error status or a plain body: read why, raise it
                 try:
-                    body = await response.aread()
-                except httpx.HTTPError as exc:
-                    raise transport_error(exc, ctx, timeouts, got_headers=True) from None
+                    async for _ in client._read(reader, response):
+                        pass
                 finally:
                     await response.aclose()
-                raise not_a_stream(ctx, response.status_code, response.headers, body)
-            # From here on a read timeout means the stream went quiet, not the server slow.
-            request.extensions["timeout"]["read"] = min(timeouts.stream_idle, remaining)
-            self._response = response
-            self._assembler = self._assembler_type(ctx, sent)
+            return reader, response
 
-        await client._run(call, attempt)
-        self._entry = client._shared.register(call.model)
+        entry = self._entry = client._shared.register(call.model)
+        try:
+            self._reader, self._response = await client._run(call, attempt, entry)
+        except BaseException:
+            await self.aclose()
+            raise
         return self
 
     async def __aexit__(self, exc_type: type[BaseException] | None, exc: BaseException | None,
@@ -275,79 +302,52 @@ class AsyncChatStream(StreamCore):
     async def aclose(self) -> None:
         if self._entry is not None:
             self._client._shared.unregister(self._entry)
+            self._entry.cancel_hook = None
             self._entry = None
         if self._response is not None:
             await self._response.aclose()
 
     def __aiter__(self) -> AsyncIterator[StreamEvent]:
-        if self._assembler is None:
+        if self._reader is None:
             raise RuntimeError("use 'async with client.stream_chat(...) as stream' first")
         if self._events is None:
             self._events = self._iterate()
         return self._events
 
     async def _iterate(self) -> AsyncIterator[StreamEvent]:
-        assembler, response, entry = self._assembler, self._response, self._entry
-        assert assembler is not None and response is not None
-        decoder = SSEDecoder()
-        deadline_at = self._started + self._timeouts.deadline
-        raw = response.aiter_raw()
+        reader, response, entry = self._reader, self._response, self._entry
+        assert reader is not None and response is not None
         task = asyncio.current_task()
         if entry is not None and task is not None:
             loop = asyncio.get_running_loop()
+
             def hook() -> None:
                 loop.call_soon_threadsafe(self._cancel_read, task)
 
             entry.cancel_hook = hook
         try:
-            while not assembler.done:
-                if entry is not None and entry.cancelled:
-                    raise self._switched()
-                self._reading = True
-                try:
-                    chunk = await raw.__anext__()
-                except StopAsyncIteration:
-                    break
-                except asyncio.CancelledError:
-                    if entry is not None and entry.cancelled and task is not None \
-                            and task.uncancel() == 0:
-                        raise self._switched() from None
-                    raise
-                except httpx.ReadTimeout:
-                    raise self._stalled() from None
-                except httpx.HTTPError as exc:
-                    raise self._interrupted(
-                        f"connection lost mid-stream: {type(exc).__name__}: {exc}") from None
-                finally:
-                    self._reading = False
-                t = now()
-                for event in decoder.feed(chunk):
-                    for delta in assembler.feed(event, t):
-                        yield delta
-                if t > deadline_at:
-                    raise self._stalled(deadline=True)
-            if assembler.done:
-                self._result = assembler.finish(now())
-            else:
-                partial_event = decoder.has_partial_event
-                for event in decoder.flush():
-                    for delta in assembler.feed(event, now()):
-                        yield delta
-                self._result = assembler.finish(now(), eof_with_partial_event=partial_event)
+            try:
+                async for event in self._client._read(reader, response, self._reading):
+                    yield event
+            except asyncio.CancelledError:
+                if entry is not None and entry.cancelled and task is not None \
+                        and task.uncancel() == 0:
+                    raise reader.switched() from None
+                raise
+            self._result = reader.result
         except LMStudioError as err:
-            self._error = self._timed(err)
+            self._error = err
             raise
         finally:
             if entry is not None:
                 entry.cancel_hook = None
-            await raw.aclose()  # type: ignore[attr-defined]
             await response.aclose()
 
     def _cancel_read(self, task: asyncio.Task[Any]) -> None:
         """Runs on the loop: interrupt the task only while it waits on our read. Elsewhere the
         task is in the caller's own code, which must not see a stray ``CancelledError``; the
         flag is then noticed before the next read."""
-        if self._reading:
+        if self._reading.now:
             task.cancel()
 
     async def result(self) -> ChatResult:
@@ -357,5 +357,5 @@ class AsyncChatStream(StreamCore):
                 pass
         if self._error is not None:
             raise self._error
-        result: ChatResult = self._result
-        return result
+        assert self._result is not None
+        return self._result

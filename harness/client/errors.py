@@ -3,26 +3,46 @@
     LMStudioError(Exception)            root; carries a RequestContext and one-line __str__
      ├── ValidationError(ValueError)    bad input caught before any I/O (names the field)
      ├── TransportError                 nothing usable came back
-     │    ├── ConnectError              refused, unresolvable, reset before a response
-     │    └── LMStudioTimeout(TimeoutError)   .phase: connect | read | stream-idle | deadline
-     ├── HTTPStatusError                a 4xx/5xx status (.status, .server_message)
+     │    ├── ConnectError              refused, unresolvable, reset before any response byte
+     │    └── LMStudioTimeout(TimeoutError)   .phase: pool | connect | read | first-token |
+     │                                  stream-idle | deadline
+     ├── HTTPStatusError                a 4xx/5xx status (.status, .server_message, .retry_after)
      │    ├── RateLimited               429, with .retry_after
      │    ├── AuthenticationError       401 (LM Studio's token envelope)
-     │    └── ModelNotFound             404 model_not_found / 400 "No models loaded" / catalog miss
+     │    ├── ModelNotFound             404 model_not_found / 400 "No models loaded" / catalog miss
+     │    ├── Redirected                3xx on a non-GET (never re-sent elsewhere); .location
+     │    └── ServerRejected            a 4xx/5xx the same request always gets again (chat
+     │         │                        template / Jinja errors, invalid tool-call JSON): never
+     │         │                        retried; .reason
+     │         └── ContextOverflow      the prompt does not fit the loaded context: a 400, or an
+     │                                  `event: error` frame in a 200 stream (then also a
+     │                                  ServerStreamError, partial kept)
      ├── BadResponse                    200 that is no answer: not JSON, an HTML page,
      │                                  LM Studio's 200-with-error ("Unexpected endpoint or method")
-     ├── StreamInterrupted              a stream ended without the server's end signal;
+     ├── StreamInterrupted              an answer ended without the server's end signal;
      │    │                             .partial keeps what arrived (text, reasoning, tool calls)
+     │    ├── IncompleteAnswer          a non-streamed answer cut off: body cut after the headers,
+     │    │                             or a 200 whose choice has no finish_reason (an unload or
+     │    │                             JIT auto-evict mid-generation)
      │    ├── ServerStreamError         the server said why: an `event: error` frame
-     │    ├── StreamStalled             also an LMStudioTimeout, phase "stream-idle" or "deadline"
+     │    ├── StreamStalled             also an LMStudioTimeout, phase first-token, stream-idle or
+     │    │                             deadline
      │    └── ModelSwitched             cut off on purpose by client.switch_model(inflight="cancel")
+     ├── UnusableAnswer                 complete on the wire but not an answer; .partial is it all
+     │    ├── ReasoningOnly             reasoning, then an empty answer (LM Studio BT#1602)
+     │    ├── EmptyAnswer               nothing at all: LM Studio's GGUF engine answers a prompt
+     │    │                             that overflows the context this way (BT#2339)
+     │    ├── ToolCallsAsText           tools were offered and the call came back as plain text
+     │    └── BlankToolCallId           a tool call without an id (echoing it back fails, BT#830)
      └── ModelMismatch                  answered by another model than the one pinned
 
 Why a context on every error: the reference review's complaint was "Could not connect to LM Studio"
 with no URL and a timeout that did not say which request. Every error here names method, URL, model,
 attempt, elapsed time, status, server message and request id, in one line, with tokens redacted.
 Errors are picklable (they cross process boundaries in xdist and Locust workers), so all state lives
-in plain attributes rebuilt by ``__reduce__``.
+in plain attributes rebuilt by ``__reduce__``. Errors are built whole where they are raised: the
+context a call layer passes down already names the attempt and the time waited in backoff, so
+nothing is patched onto an exception after it was raised.
 """
 
 from __future__ import annotations
@@ -50,6 +70,7 @@ class RequestContext:
     max_attempts: int = 1
     elapsed: float = 0.0
     request_id: str | None = None
+    waited: float = 0.0  # seconds spent in backoff before this attempt
 
     def at(self, *, attempt: int | None = None, elapsed: float | None = None) -> RequestContext:
         return replace(
@@ -87,7 +108,6 @@ class LMStudioError(Exception):
         self.context = context
         self.status = status
         self.server_message = redact(server_message) if server_message else None
-        self.total_waited = 0.0
 
     # Flat accessors so callers and log formatters need not know about RequestContext.
     @property
@@ -118,9 +138,10 @@ class LMStudioError(Exception):
     def request_id(self) -> str | None:
         return self.context.request_id if self.context else None
 
-    def with_context(self, context: RequestContext) -> LMStudioError:
-        self.context = context
-        return self
+    @property
+    def total_waited(self) -> float:
+        """Seconds the call spent in backoff before the attempt that raised this."""
+        return self.context.waited if self.context else 0.0
 
     def _details(self) -> list[str]:
         parts = []
@@ -196,7 +217,9 @@ class HTTPStatusError(LMStudioError):
 
 
 class RateLimited(HTTPStatusError):
-    """429: too many requests (from a gateway or proxy: LM Studio itself queues instead)."""
+    """429: too many requests (from a gateway or proxy: LM Studio itself queues instead).
+    ``retry_after`` is the wait the server asked for; a call gives up at once when it is above
+    the policy's ``retry_after_max`` (the server's wait is never undercut)."""
 
 
 class AuthenticationError(HTTPStatusError):
@@ -215,6 +238,24 @@ class ModelNotFound(HTTPStatusError):
         if self.available:
             parts.append("closest: " + ", ".join(self.available))
         return parts
+
+
+class Redirected(HTTPStatusError):
+    """A 3xx for a request that is not a GET: its body is never re-sent to another URL."""
+
+    def __init__(self, message: str, *, location: str | None = None, **kw: Any) -> None:
+        super().__init__(message, **kw)
+        self.location = location
+
+
+class ServerRejected(HTTPStatusError):
+    """A 4xx/5xx whose body says the same request will fail again: a chat-template (Jinja)
+    error, tool-call JSON the server cannot parse, a prompt over the context. Never retried.
+    ``reason`` is ``template``, ``tool_json`` or ``context_overflow``."""
+
+    def __init__(self, message: str, *, reason: str, **kw: Any) -> None:
+        super().__init__(message, **kw)
+        self.reason = reason
 
 
 class BadResponse(LMStudioError):
@@ -238,8 +279,25 @@ class StreamInterrupted(LMStudioError):
         return [got, *super()._details()]
 
 
+class IncompleteAnswer(StreamInterrupted):
+    """A non-streamed answer that was cut off: the body broke after the headers, or LM Studio
+    answered 200 with the partial content and ``finish_reason: null`` (an unload or a JIT
+    auto-evict mid-generation). Never retried: the generation had run."""
+
+
 class ServerStreamError(StreamInterrupted):
     """The server reported a failure inside the open stream (``event: error``)."""
+
+
+class ContextOverflow(ServerRejected, ServerStreamError):
+    """The prompt does not fit the loaded context. LM Studio says so three ways: a 400 (0.3.x),
+    an ``event: error`` frame in a 200 stream (0.4.21), or an empty reply (GGUF; that one is
+    ``EmptyAnswer``, since an empty reply alone does not prove the cause). ``status`` is 400 or
+    200; ``partial`` holds what a stream delivered before the frame."""
+
+    def __init__(self, message: str, **kw: Any) -> None:
+        kw.setdefault("reason", "context_overflow")
+        super().__init__(message, **kw)
 
 
 class StreamStalled(StreamInterrupted, LMStudioTimeout):
@@ -255,6 +313,35 @@ class StreamStalled(StreamInterrupted, LMStudioTimeout):
 
 class ModelSwitched(StreamInterrupted):
     """The call was cut off because the client switched models with ``inflight="cancel"``."""
+
+
+class UnusableAnswer(LMStudioError):
+    """The answer is complete on the wire (a ``finish_reason``, ``[DONE]``) but is not an
+    answer. ``partial`` holds all of it, so a caller that wants it anyway still has it."""
+
+    def __init__(self, message: str, *, partial: PartialOutput | None = None, **kw: Any) -> None:
+        super().__init__(message, **kw)
+        self.partial = partial or PartialOutput()
+
+
+class ReasoningOnly(UnusableAnswer):
+    """Reasoning arrived, then an empty answer (no text, no tool call): LM Studio BT#1602, and
+    structured output swallowed into ``reasoning_content`` (BT#1698)."""
+
+
+class EmptyAnswer(UnusableAnswer):
+    """No text, no reasoning, no tool call. LM Studio's GGUF engine answers a prompt that
+    overflows the loaded context this way, with no error (BT#2339)."""
+
+
+class ToolCallsAsText(UnusableAnswer):
+    """Tools were offered and the model's call came back as plain ``content`` (LM Studio returns
+    the text when it cannot parse a tool call, BT#2115) instead of ``tool_calls``."""
+
+
+class BlankToolCallId(UnusableAnswer):
+    """A tool call arrived with an empty ``id``; echoing it back in the next turn gets
+    ``Invalid 'messages' in payload`` (BT#830)."""
 
 
 class ModelMismatch(LMStudioError):

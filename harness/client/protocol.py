@@ -10,7 +10,15 @@ what LM Studio's answers mean lives here once:
 - ``ChatStreamAssembler``: OpenAI-style chunks to typed deltas and one ``ChatResult``; complete
   only with a ``finish_reason`` *and* ``[DONE]`` (llama.cpp sends ``[DONE]`` after cutting a
   stream off, so ``[DONE]`` alone proves nothing);
-- ``NativeChatAssembler``: the same for ``/api/v1/chat``'s named events, complete on ``chat.end``.
+- ``NativeChatAssembler``: the same for ``/api/v1/chat``'s named events, complete on ``chat.end``;
+- ``chat_result``: a non-streamed answer is complete only with a ``finish_reason`` (LM Studio
+  answers 200 with the partial text and ``finish_reason: null`` when a model is unloaded or
+  JIT-evicted mid-generation);
+- ``check_answer``: the semantic failures LM Studio users report (reasoning-only or empty replies,
+  tool calls returned as text or without ids), and ``InlineThink``, which moves an inline
+  ``<think>...</think>`` out of ``content`` into reasoning;
+- ``rejection_reason``: which 4xx/5xx bodies are deterministic (template errors, tool JSON,
+  context overflow) and so must never be retried.
 """
 
 from __future__ import annotations
@@ -25,15 +33,22 @@ from typing import Any
 from harness.client.errors import (
     AuthenticationError,
     BadResponse,
+    BlankToolCallId,
+    ContextOverflow,
+    EmptyAnswer,
     HTTPStatusError,
+    IncompleteAnswer,
     LMStudioError,
     ModelMismatch,
     ModelNotFound,
     PartialOutput,
     RateLimited,
+    ReasoningOnly,
     RequestContext,
+    ServerRejected,
     ServerStreamError,
     StreamInterrupted,
+    ToolCallsAsText,
 )
 from harness.client.models import (
     ChatResult,
@@ -49,8 +64,40 @@ from harness.client.models import (
 from harness.client.sse import SSEEvent
 from harness.client.validation import same_model
 
+try:  # orjson parses a stream chunk about twice as fast (benchmarks/bench_streaming.py)
+    from orjson import loads as _loads
+except ImportError:  # pragma: no cover - orjson is a dependency; json stays the fallback
+    _loads = json.loads  # type: ignore[assignment]
+
 _HTML_TITLE = re.compile(rb"<title[^>]*>(.*?)</title>", re.IGNORECASE | re.DOTALL)
 _JSON_TYPES = ("application/json", "+json")
+
+# Bodies that say the same request will fail the same way again (LMSTUDIO_API.md §2.2, §8 #7-9,
+# #20): retrying them only multiplies the load.
+_REJECTIONS = (
+    ("context_overflow", re.compile(
+        r"does not fit in context|context length (?:only supports|exceeded)|context size has "
+        r"been exceeded|tokens to keep from the initial prompt is greater|context the overflows|"
+        r"context overflow|exceeds? (?:the )?(?:model'?s? )?context|maximum context length",
+        re.IGNORECASE)),
+    ("template", re.compile(
+        r"jinja|chat template|prompt template|error rendering prompt|template error",
+        re.IGNORECASE)),
+    ("tool_json", re.compile(
+        r"json\.parse|tool[ _-]?call[^.]{0,60}(?:json|pars)|failed to parse tool|"
+        r"invalid tool[ _-]?call|unexpected token .{0,40} in json", re.IGNORECASE)),
+)
+
+
+def rejection_reason(message: str | None) -> str | None:
+    """``context_overflow``, ``template`` or ``tool_json`` when a server message says the request
+    itself is at fault, else None."""
+    if not message:
+        return None
+    for reason, pattern in _REJECTIONS:
+        if pattern.search(message):
+            return reason
+    return None
 
 
 def parse_retry_after(value: str | None, now: float | None = None) -> float | None:
@@ -138,6 +185,13 @@ def error_from_response(
     lowered = message.lower()
     if code == "model_not_found" or (status in (400, 404) and "no models loaded" in lowered):
         return ModelNotFound(f"model not found ({status})", available=_listed_models(message), **kw)
+    reason = rejection_reason(message)
+    if reason == "context_overflow":
+        return ContextOverflow(f"prompt does not fit the model's context ({status})", **kw)
+    if reason is not None:
+        what = "chat template error" if reason == "template" else "tool-call JSON rejected"
+        return ServerRejected(f"{what} ({status}); the same request fails again, not retried",
+                              reason=reason, **kw)
     kind = "client error" if status < 500 else "server error"
     return HTTPStatusError(f"{kind} ({status})", **kw)
 
@@ -206,8 +260,12 @@ def _tool_calls(raw: Any) -> list[ToolCall]:
     return calls
 
 
-def chat_result(ctx: RequestContext, body: dict[str, Any], timings: Timings) -> ChatResult:
-    """A non-streaming ``chat.completion`` (or ``text_completion``) body as a ``ChatResult``."""
+def chat_result(ctx: RequestContext, body: dict[str, Any], timings: Timings, *,
+                tools_offered: bool = False) -> ChatResult:
+    """A non-streaming ``chat.completion`` (or ``text_completion``) body as a ``ChatResult``.
+
+    Complete only with a ``finish_reason``: without one the answer was cut off (an unload or a
+    JIT auto-evict), and ``IncompleteAnswer`` keeps the partial text instead of returning it."""
     choices = body.get("choices")
     if not isinstance(choices, list) or not choices or not isinstance(choices[0], Mapping):
         raise BadResponse("response has no choices", context=ctx, status=200)
@@ -219,19 +277,139 @@ def chat_result(ctx: RequestContext, body: dict[str, Any], timings: Timings) -> 
         calls = _tool_calls(message.get("tool_calls"))
     else:
         text, reasoning, calls = choice.get("text") or "", "", []
+    if not isinstance(text, str) or not isinstance(reasoning, str):
+        raise BadResponse("message content is not a string", context=ctx, status=200)
+    if "<think>" in text:
+        text, inline = split_inline_think(text)
+        reasoning += inline
     model = body.get("model") or ""
-    check_model(ctx, model)
-    return ChatResult(
+    finish = choice.get("finish_reason")
+    partial = PartialOutput(text=text, reasoning=reasoning,
+                            tool_calls=[c.to_message() for c in calls], chunks=1, model=model,
+                            finish_reason=finish)
+    check_model(ctx, model, partial)
+    if not finish:
+        raise IncompleteAnswer("answer has no finish_reason: cut off mid-generation (a model "
+                               "unload or JIT auto-evict)", context=ctx, status=200,
+                               partial=partial)
+    result = ChatResult(
         text=text,
         reasoning=reasoning,
         model=model,
-        finish_reason=choice.get("finish_reason"),
+        finish_reason=finish,
         usage=_usage(body.get("usage")),
         tool_calls=calls,
         timings=timings,
         id=body.get("id"),
         stats=body.get("stats") or None,
     )
+    check_answer(ctx, result, tools_offered=tools_offered)
+    return result
+
+
+_TOOL_TEXT = re.compile(
+    r"<tool_call>|<\|tool_call|\[TOOL_CALLS\]|<function[=>]|<\|python_tag\|>|"
+    r"^\s*(?:```(?:json)?\s*)?[\[{]\s*\{?\s*\"(?:name|function)\"\s*:\s*\"[^\"]+\"\s*,\s*"
+    r"\"(?:arguments|parameters)\"", re.IGNORECASE)
+
+
+def check_answer(ctx: RequestContext, result: ChatResult, *, tools_offered: bool = False,
+                 check_ids: bool = True) -> None:
+    """Raise the ``UnusableAnswer`` a complete-looking answer really is, if any.
+
+    A ``finish_reason`` of ``length`` is left alone: the caller capped the tokens and the
+    answer says so itself."""
+    partial = PartialOutput(text=result.text, reasoning=result.reasoning,
+                            tool_calls=[c.to_message() for c in result.tool_calls],
+                            chunks=result.timings.chunks, model=result.model,
+                            finish_reason=result.finish_reason)
+    if result.tool_calls:
+        if check_ids and any(not call.id for call in result.tool_calls):
+            names = ", ".join(repr(c.name) for c in result.tool_calls if not c.id)
+            raise BlankToolCallId(f"tool call {names} has a blank id (echoing it back fails)",
+                                  context=ctx, status=200, partial=partial)
+        return
+    if result.finish_reason == "length":
+        return
+    if not result.text.strip():
+        if result.reasoning.strip():
+            raise ReasoningOnly(
+                f"reasoning only ({len(result.reasoning)} chars), then an empty answer",
+                context=ctx, status=200, partial=partial)
+        raise EmptyAnswer("empty answer: no text, reasoning or tool call (LM Studio's GGUF "
+                          "engine answers a prompt over the context this way)",
+                          context=ctx, status=200, partial=partial)
+    if tools_offered and _TOOL_TEXT.search(result.text):
+        raise ToolCallsAsText("tools were offered and the tool call came back as plain text, "
+                              "not tool_calls", context=ctx, status=200, partial=partial)
+
+
+_OPEN, _CLOSE = "<think>", "</think>"
+
+
+def split_inline_think(text: str) -> tuple[str, str]:
+    """``(content, reasoning)`` from a content that starts with ``<think>...</think>`` (LM
+    Studio without "separate reasoning_content"). An unclosed block is all reasoning."""
+    stripped = text.lstrip()
+    if not stripped.startswith(_OPEN):
+        return text, ""
+    inner, sep, rest = stripped[len(_OPEN):].partition(_CLOSE)
+    if not sep:
+        return "", inner
+    return rest.lstrip(), inner
+
+
+class InlineThink:
+    """The streaming form of ``split_inline_think``: content pieces in, ``(is_reasoning, text)``
+    pieces out, with a tag split across deltas (``"<thi"``, ``"nk>"``) held back until it is
+    decided. Once the content is known not to start with ``<think>`` it passes straight
+    through."""
+
+    __slots__ = ("buf", "state")
+    UNDECIDED, THINKING, AFTER, CONTENT = 0, 1, 2, 3
+
+    def __init__(self) -> None:
+        self.state = self.UNDECIDED
+        self.buf = ""
+
+    def feed(self, text: str) -> list[tuple[bool, str]]:
+        state = self.state
+        if state == self.CONTENT:
+            return [(False, text)]
+        if state == self.AFTER:  # drop the whitespace between </think> and the answer
+            rest = text.lstrip()
+            if not rest:
+                return []
+            self.state = self.CONTENT
+            return [(False, rest)]
+        buf = self.buf + text
+        if state == self.UNDECIDED:
+            head = buf.lstrip()
+            if head.startswith(_OPEN):
+                self.state, buf = self.THINKING, head[len(_OPEN):]
+            elif not head or _OPEN.startswith(head):
+                self.buf = buf
+                return []
+            else:
+                self.state, self.buf = self.CONTENT, ""
+                return [(False, buf)]
+        index = buf.find(_CLOSE)
+        if index >= 0:
+            self.state, self.buf = self.AFTER, ""
+            out = [(True, buf[:index])] if index else []
+            out.extend(self.feed(buf[index + len(_CLOSE):]))
+            return out
+        hold = next((n for n in range(min(len(buf), len(_CLOSE) - 1), 0, -1)
+                     if _CLOSE.startswith(buf[-n:])), 0)
+        self.buf = buf[len(buf) - hold:]
+        emit = buf[:len(buf) - hold]
+        return [(True, emit)] if emit else []
+
+    def flush(self) -> list[tuple[bool, str]]:
+        buf, self.buf = self.buf, ""
+        if not buf:
+            return []
+        return [(self.state == self.THINKING, buf)] if buf.strip() else []
 
 
 class _Accumulator:
@@ -325,6 +503,10 @@ class _Assembler:
     def chunks(self) -> int:
         return self.acc.chunks
 
+    def _ctx(self, now: float) -> RequestContext:
+        """The context at ``now``: ``ctx.elapsed`` was measured when the request was sent."""
+        return self.ctx.at(elapsed=self.ctx.elapsed + (now - self.acc.started))
+
     def partial(self) -> PartialOutput:
         return self.acc.partial()
 
@@ -334,39 +516,41 @@ class ChatStreamAssembler(_Assembler):
 
     ``finish(now)`` returns the ``ChatResult`` only when the server's end signal arrived (a
     ``finish_reason`` and ``[DONE]``); otherwise it raises ``StreamInterrupted`` with everything
-    received kept on the exception.
+    received kept on the exception. Whether a complete answer is usable is ``check_answer``'s
+    question (asked by ``stream.ResponseReader``; a load test measures such answers all the same).
+    Content that opens with ``<think>`` is routed to reasoning until ``</think>``.
     """
 
     def __init__(self, ctx: RequestContext, started: float) -> None:
         super().__init__(ctx, started)
         self._model_checked = ctx.model is None
+        self._think = InlineThink()
 
     def feed(self, event: SSEEvent, now: float) -> list[StreamEvent]:
         data = event.data
         if event.event == "error":
-            self._raise_server_error(data)
+            self._raise_server_error(data, now)
         if data == "[DONE]":
             self.done = True
             return []
         if self.done:
             return []
         try:
-            chunk = json.loads(data)
+            chunk = _loads(data)
         except ValueError:
-            raise StreamInterrupted(
-                f"malformed stream data: {data[:80]!r}", context=self.ctx, partial=self.partial()
-            ) from None
+            raise StreamInterrupted(f"malformed stream data: {data[:80]!r}",
+                                    context=self._ctx(now), partial=self.partial()) from None
         if not isinstance(chunk, dict):
             raise StreamInterrupted(f"stream frame is not an object: {data[:80]!r}",
-                                    context=self.ctx, partial=self.partial())
+                                    context=self._ctx(now), partial=self.partial())
         if chunk.get("error"):
-            self._raise_server_error(data)
+            self._raise_server_error(data, now)
         acc = self.acc
         acc.chunks += 1
         if not self._model_checked and chunk.get("model"):
             acc.model = chunk["model"]
             self._model_checked = True
-            check_model(self.ctx, acc.model, self.partial())
+            check_model(self._ctx(now), acc.model, self.partial())
         elif acc.model is None:
             acc.model = chunk.get("model")
         usage = chunk.get("usage")
@@ -381,8 +565,7 @@ class ChatStreamAssembler(_Assembler):
         if delta is None:  # text_completion chunk
             text = choice.get("text")
             if text:
-                acc._text.append(text)
-                out.append(TextDelta(text))
+                self._content(text, out)
         elif delta:
             reasoning = delta.get("reasoning_content") or delta.get("reasoning")
             if reasoning:
@@ -390,8 +573,7 @@ class ChatStreamAssembler(_Assembler):
                 out.append(ReasoningDelta(reasoning))
             text = delta.get("content")
             if text:
-                acc._text.append(text)
-                out.append(TextDelta(text))
+                self._content(text, out)
             calls = delta.get("tool_calls")
             if calls:
                 for call in calls:
@@ -411,17 +593,33 @@ class ChatStreamAssembler(_Assembler):
             acc.mark(now)
         return out
 
-    def _raise_server_error(self, data: str) -> None:
+    def _content(self, text: str, out: list[StreamEvent]) -> None:
+        acc = self.acc
+        if self._think.state == InlineThink.CONTENT:  # the hot path: no tag to look for
+            acc._text.append(text)
+            out.append(TextDelta(text))
+            return
+        for is_reasoning, piece in self._think.feed(text):
+            if is_reasoning:
+                acc._reasoning.append(piece)
+                out.append(ReasoningDelta(piece))
+            else:
+                acc._text.append(piece)
+                out.append(TextDelta(piece))
+
+    def _raise_server_error(self, data: str, now: float) -> None:
         message, _, _ = _server_message(data.encode())
-        raise ServerStreamError(
-            f"server reported an error inside the stream: {message or data[:200]}",
-            context=self.ctx,
-            server_message=message,
-            partial=self.partial(),
-        )
+        text = f"server reported an error inside the stream: {message or data[:200]}"
+        if rejection_reason(message) == "context_overflow":
+            raise ContextOverflow(text, context=self._ctx(now), status=200, server_message=message,
+                                  partial=self.partial())
+        raise ServerStreamError(text, context=self._ctx(now), server_message=message,
+                                partial=self.partial())
 
     def finish(self, now: float, *, eof_with_partial_event: bool = False) -> ChatResult:
         acc = self.acc
+        for is_reasoning, piece in self._think.flush():
+            (acc._reasoning if is_reasoning else acc._text).append(piece)
         if self.done and acc.finish_reason:
             return acc.result(now)
         if self.done:
@@ -432,7 +630,7 @@ class ChatStreamAssembler(_Assembler):
             why = "stream ended in the middle of an event"
         else:
             why = "stream ended before the server's end signal"
-        raise StreamInterrupted(why, context=self.ctx, partial=acc.partial())
+        raise StreamInterrupted(why, context=self._ctx(now), partial=acc.partial())
 
 
 class NativeChatAssembler(_Assembler):
@@ -452,14 +650,14 @@ class NativeChatAssembler(_Assembler):
             data = json.loads(event.data) if event.data else {}
         except ValueError:
             raise StreamInterrupted(f"malformed stream data: {event.data[:80]!r}",
-                                    context=self.ctx, partial=self.partial()) from None
+                                    context=self._ctx(now), partial=self.partial()) from None
         kind = event.event if event.event != "message" else data.get("type", "message")
         acc = self.acc
         acc.chunks += 1
         out: list[StreamEvent] = []
         if kind == "chat.start":
             acc.model = data.get("model_instance_id")
-            check_model(self.ctx, acc.model, self.partial())
+            check_model(self._ctx(now), acc.model, self.partial())
         elif kind == "message.delta":
             text = data.get("content") or ""
             if text:
@@ -491,12 +689,14 @@ class NativeChatAssembler(_Assembler):
 
     def finish(self, now: float, *, eof_with_partial_event: bool = False) -> ChatResult:
         if self.error is not None:
-            raise ServerStreamError(
+            kind = (ContextOverflow if rejection_reason(self.error) == "context_overflow"
+                    else ServerStreamError)
+            raise kind(
                 f"server reported an error inside the stream: {self.error}",
-                context=self.ctx, server_message=self.error, partial=self.partial(),
+                context=self._ctx(now), server_message=self.error, partial=self.partial(),
             )
         if not self.done:
-            raise StreamInterrupted("stream ended before chat.end", context=self.ctx,
+            raise StreamInterrupted("stream ended before chat.end", context=self._ctx(now),
                                     partial=self.partial())
         stats = (self.end_result or {}).get("stats")
         return self.acc.result(now, stats=stats if isinstance(stats, dict) else None)
@@ -516,6 +716,8 @@ def native_chat_result(ctx: RequestContext, body: dict[str, Any], timings: Timin
                                   arguments=json.dumps(item.get("arguments") or {})))
     model = body.get("model_instance_id") or ""
     check_model(ctx, model)
-    return ChatResult(text="".join(text), reasoning="".join(reasoning), model=model,
-                      finish_reason="stop", tool_calls=calls, timings=timings,
-                      id=body.get("response_id"), stats=body.get("stats"))
+    result = ChatResult(text="".join(text), reasoning="".join(reasoning), model=model,
+                        finish_reason="stop", tool_calls=calls, timings=timings,
+                        id=body.get("response_id"), stats=body.get("stats"))
+    check_answer(ctx, result, check_ids=False)
+    return result

@@ -23,18 +23,31 @@ class SSEEvent(NamedTuple):
 
 
 class SSEDecoder:
-    """Feed it network reads; it returns the events those reads completed."""
+    """Feed it network reads; it returns the events those reads completed.
 
-    __slots__ = ("_data", "_event", "_id", "_pending")
+    Linear in the input: an unfinished line is kept as a list of reads and joined once, when a
+    read brings its line end, so a 40 MB line arriving in 64 KB reads costs one copy, not 600
+    (``benchmarks/bench_streaming.py --long-line``)."""
+
+    __slots__ = ("_data", "_event", "_id", "_parts")
 
     def __init__(self) -> None:
-        self._pending = b""
+        self._parts: list[bytes] = []
         self._data: list[str] = []
         self._event: str | None = None
         self._id: str | None = None
 
     def feed(self, chunk: bytes) -> list[SSEEvent]:
-        buf = self._pending + chunk if self._pending else chunk
+        parts = self._parts
+        if parts:
+            if b"\n" not in chunk and b"\r" not in chunk and not parts[-1].endswith(b"\r"):
+                parts.append(chunk)  # still inside one long line
+                return []
+            parts.append(chunk)
+            buf = b"".join(parts)
+            parts.clear()
+        else:
+            buf = chunk
         if b"\r" in buf:
             hold_cr = buf.endswith(b"\r")
             if hold_cr:
@@ -42,10 +55,12 @@ class SSEDecoder:
             buf = buf.replace(b"\r\n", b"\n").replace(b"\r", b"\n")
             lines = buf.split(b"\n")
             # A trailing CR stays pending: the next read may start with the LF of its CRLF.
-            self._pending = lines.pop() + (b"\r" if hold_cr else b"")
+            pending = lines.pop() + (b"\r" if hold_cr else b"")
         else:
             lines = buf.split(b"\n")
-            self._pending = lines.pop()
+            pending = lines.pop()
+        if pending:
+            parts.append(pending)
         if not lines:
             return []
         return self._lines(lines)
@@ -53,7 +68,8 @@ class SSEDecoder:
     def flush(self) -> list[SSEEvent]:
         """End of stream. Per the spec a final line without its terminator is discarded and an
         event without its blank line is not dispatched; the assembler reports what was lost."""
-        pending, self._pending = self._pending, b""
+        pending = b"".join(self._parts)
+        self._parts.clear()
         # Only a line whose terminator arrived counts; a pending CR is such a terminator.
         events = self._lines([pending[:-1]]) if pending.endswith(b"\r") else []
         self._data, self._event = [], None
@@ -61,7 +77,12 @@ class SSEDecoder:
 
     @property
     def has_partial_event(self) -> bool:
-        return bool(self._data or self._pending.strip())
+        return bool(self._data or any(part.strip() for part in self._parts))
+
+    @property
+    def pending_bytes(self) -> int:
+        """Bytes of an unfinished line held (the reader bounds it)."""
+        return sum(len(part) for part in self._parts)
 
     def _lines(self, lines: list[bytes]) -> list[SSEEvent]:
         events: list[SSEEvent] = []

@@ -1,5 +1,10 @@
 """``Client``: the blocking, thread-safe shell (httpx's pool is thread-safe; every per-call value
-lives in an immutable ``Call``). Mirrors ``AsyncClient`` method for method."""
+lives in an immutable ``Call``). Mirrors ``AsyncClient`` method for method.
+
+It only moves bytes, sleeps and plumbs cancellation: requests come from ``request``, every
+response is read by a ``stream.ResponseReader``, retries are decided by ``retry.Attempts`` and
+httpx's exceptions are mapped by ``_httpx.transport_errors``.
+"""
 
 from __future__ import annotations
 
@@ -10,43 +15,23 @@ from typing import Any
 
 import httpx
 
-from harness.client import protocol
-from harness.client.base import (
-    Call,
-    ClientCore,
-    StreamCore,
-    Timeouts,
-    base_headers,
-    default_limits,
-    derive_options,
-    json_answer,
-    log_attempt,
-    not_a_stream,
-    now,
-    transport_error,
-)
+from harness.client import protocol, request
+from harness.client._httpx import default_limits, sync_transport, timeout_for, transport_errors
 from harness.client.catalog import ModelCatalog
-from harness.client.errors import (
-    LMStudioError,
-    LMStudioTimeout,
-    ModelSwitched,
-    PartialOutput,
-    RequestContext,
-)
-from harness.client.models import (
-    ChatResult,
-    Embeddings,
-    ModelInfo,
-    ResponseResult,
-    StreamEvent,
-    Timings,
-)
-from harness.client.retry import RetryPolicy
-from harness.client.sse import SSEDecoder
+from harness.client.config import Timeouts, derive_options
+from harness.client.endpoints import ClientRules
+from harness.client.errors import LMStudioError, ModelSwitched, PartialOutput, RequestContext
+from harness.client.models import ChatResult, Embeddings, ModelInfo, ResponseResult, StreamEvent
+from harness.client.request import Call
+from harness.client.retry import Attempts, RetryPolicy, log_attempt
+from harness.client.state import Inflight
+from harness.client.stream import ResponseReader
 from harness.client.wire import embeddings_result, parse_model_list, response_result
 
+JSONAnswer = tuple[RequestContext, dict[str, Any], Any]  # context, body, timings
 
-class Client(ClientCore):
+
+class Client(ClientRules):
     """Blocking client for LM Studio, safe to share between threads. See ``AsyncClient``."""
 
     def __init__(
@@ -64,10 +49,10 @@ class Client(ClientCore):
     ) -> None:
         options = self._setup(base_url, model, api_token, timeout, retry,
                               ModelCatalog(fetch=self.list_models, ttl=catalog_ttl))
-        self._http = httpx.Client(
-            headers=base_headers(options), limits=limits or default_limits(),
-            timeout=options.timeouts.httpx(), transport=transport,
-        )
+        limits = limits or default_limits()
+        self._http = httpx.Client(headers=request.base_headers(options.api_token),
+                                  transport=transport or sync_transport(limits))
+        self._pool_size = limits.max_connections
         self._sleep = sleep
         self._owner = True
 
@@ -76,8 +61,8 @@ class Client(ClientCore):
         """A view pinned to ``model`` (and/or other timeouts) sharing this client's pool."""
         view = Client.__new__(Client)
         view._options = derive_options(self._options, model=model, timeout=timeout, retry=retry)
-        view._shared, view._http, view._sleep, view._owner = (
-            self._shared, self._http, self._sleep, False)
+        view._shared, view._http, view._sleep, view._pool_size, view._owner = (
+            self._shared, self._http, self._sleep, self._pool_size, False)
         return view
 
     def close(self) -> None:
@@ -90,135 +75,147 @@ class Client(ClientCore):
     def __exit__(self, *exc: object) -> None:
         self.close()
 
-    # -- the one retry loop ----------------------------------------------------------------------
-    def _run(self, call: Call, attempt: Callable[[RequestContext, float], Any]) -> Any:
-        policy, timeouts, shared = self._options.retry, self._options.timeouts, self._shared
-        started = now()
-        waited = 0.0
-        shared.budget.record_call()
-        entry = shared.register(call.model)
-        number = 1
-        try:
-            while True:
-                ctx = call.context(number, policy.max_attempts, now() - started)
-                remaining = timeouts.deadline - (now() - started)
-                log_attempt("send", ctx)
-                try:
-                    if remaining <= 0:
-                        raise LMStudioTimeout("call deadline passed", phase="deadline",
-                                              limit=timeouts.deadline, context=ctx)
-                    result = attempt(ctx, remaining)
-                    if entry.cancelled:
-                        # A blocking exchange cannot be interrupted midway; its answer is kept
-                        # on the error rather than returned as if nothing had happened.
-                        raise ModelSwitched(
-                            "answer arrived after switch_model(inflight='cancel')",
-                            context=ctx.at(elapsed=now() - started),
-                            partial=_partial_from(result))
-                    return result
-                except ModelSwitched:
-                    raise
-                except LMStudioError as err:
-                    elapsed = now() - started
-                    if entry.cancelled:
-                        raise ModelSwitched("cancelled by switch_model before an answer",
-                                            context=ctx.at(elapsed=elapsed)) from err
-                    wait = self._retry_wait(err, ctx, number, started, waited)
-                    self._sleep(wait)
-                    waited += wait
-                    number += 1
-        finally:
-            shared.unregister(entry)
-
-    def _request_json(self, call: Call) -> tuple[dict[str, Any], RequestContext, Timings]:
-        timeouts = self._options.timeouts
-
-        def attempt(ctx: RequestContext, remaining: float
-                    ) -> tuple[dict[str, Any], RequestContext, Timings]:
-            sent = now()
+    # -- moving bytes ----------------------------------------------------------------------------
+    def _run(self, call: Call, attempt: Callable[[RequestContext, Attempts, Inflight], Any],
+             entry: Inflight) -> Any:
+        """The retry loop: ``Attempts`` decides, this only sleeps."""
+        shared = self._shared
+        attempts = Attempts(call, self._options.retry, self._options.timeouts.deadline,
+                            shared.budget, on_model_not_found=shared.catalog.invalidate)
+        while True:
+            ctx = attempts.begin()
+            log_attempt("send", ctx)
             try:
-                response = self._http.request(
-                    call.method, call.url, content=call.body, headers=dict(call.headers),
-                    timeout=timeouts.httpx(remaining))
-            except httpx.HTTPError as exc:
-                raise transport_error(exc, ctx, timeouts, got_headers=False) from None
-            return json_answer(ctx, response, sent, now())
+                return attempt(ctx, attempts, entry)
+            except ModelSwitched:
+                raise
+            except LMStudioError as err:
+                if entry.cancelled:
+                    raise ModelSwitched("cancelled by switch_model before an answer",
+                                        context=err.context or ctx) from err
+                self._sleep(attempts.failed(err))
 
-        result: tuple[dict[str, Any], RequestContext, Timings] = self._run(call, attempt)
-        return result
+    def _open(self, call: Call, ctx: RequestContext, attempts: Attempts, entry: Inflight
+              ) -> tuple[ResponseReader, httpx.Response]:
+        """Send one attempt and read its head."""
+        reader = ResponseReader(call, ctx, self._options.timeouts,
+                                deadline_at=attempts.deadline_at, started=attempts.started,
+                                cancelled=lambda: entry.cancelled, pool_size=self._pool_size)
+        req = self._http.build_request(call.method, call.url, content=call.body,
+                                       headers=call.headers, timeout=timeout_for(reader))
+        with transport_errors(reader):
+            response = self._http.send(req, stream=True, follow_redirects=call.method == "GET")
+        try:
+            reader.head(response.status_code, response.headers)
+        except BaseException:
+            response.close()
+            raise
+        return reader, response
+
+    def _read(self, reader: ResponseReader, response: httpx.Response) -> Iterator[StreamEvent]:
+        """The body through the reader, each read bounded by the reader's limit."""
+        raw = response.iter_raw()
+        timeout = response.request.extensions["timeout"]
+        while not reader.done:
+            timeout["read"] = reader.timeout() or 0.001
+            with transport_errors(reader):
+                data = next(raw, None)
+            if data is None:
+                break
+            events = reader.feed(data)
+            if events:
+                yield from events
+        yield from reader.eof()
+
+    def _json(self, call: Call) -> JSONAnswer:
+        def attempt(ctx: RequestContext, attempts: Attempts, entry: Inflight) -> JSONAnswer:
+            reader, response = self._open(call, ctx, attempts, entry)
+            try:
+                for _ in self._read(reader, response):
+                    pass
+            finally:
+                response.close()
+            answer: JSONAnswer = reader.result
+            return answer
+
+        entry = self._shared.register(call.model)
+        try:
+            answer: JSONAnswer = self._run(call, attempt, entry)
+            if entry.cancelled:
+                # A blocking exchange cannot be interrupted midway; its answer is kept on the
+                # error rather than returned as if nothing had happened.
+                raise ModelSwitched("answer arrived after switch_model(inflight='cancel')",
+                                    context=answer[0], partial=_partial_from(answer[1]))
+            return answer
+        finally:
+            self._shared.unregister(entry)
 
     # -- OpenAI-compatible endpoints ---------------------------------------------------------------
     def chat(self, messages: list[dict[str, Any]], *, model: str | None = None,
              **params: Any) -> ChatResult:
-        body, ctx, timings = self._request_json(self._chat_call(messages, model, params))
-        return protocol.chat_result(ctx, body, timings)
+        call = request.chat(self.base_url, messages, self._model(model), params)
+        return protocol.chat_result(*self._json(call), tools_offered=call.tools_offered)
 
     def stream_chat(self, messages: list[dict[str, Any]], *, model: str | None = None,
                     include_usage: bool = True, **params: Any) -> ChatStream:
         """Use as ``with client.stream_chat(...) as stream:``; iterate; ``stream.result()``."""
-        call = self._chat_call(messages, model, params, stream=True, include_usage=include_usage)
-        return ChatStream(self, call, protocol.ChatStreamAssembler)
+        return ChatStream(self, request.chat(self.base_url, messages, self._model(model), params,
+                                             stream=True, include_usage=include_usage))
 
     def complete(self, prompt: str, *, model: str | None = None, **params: Any) -> ChatResult:
-        call = self._completion_call(prompt, model, params, stream=False)
-        body, ctx, timings = self._request_json(call)
-        return protocol.chat_result(ctx, body, timings)
+        call = request.completion(self.base_url, prompt, self._model(model), params, False)
+        return protocol.chat_result(*self._json(call))
 
     def stream_complete(self, prompt: str, *, model: str | None = None, **params: Any
                         ) -> ChatStream:
-        call = self._completion_call(prompt, model, params, stream=True)
-        return ChatStream(self, call, protocol.ChatStreamAssembler)
+        return ChatStream(self, request.completion(self.base_url, prompt, self._model(model),
+                                                   params, True))
 
     def embed(self, inputs: str | list[str], *, model: str | None = None) -> Embeddings:
-        body, ctx, _ = self._request_json(self._embed_call(inputs, model))
+        ctx, body, _ = self._json(request.embeddings(self.base_url, inputs, self._model(model)))
         return embeddings_result(ctx, body)
 
     def respond(self, input: str | list[dict[str, Any]], *, model: str | None = None,
                 previous_response_id: str | None = None, **params: Any) -> ResponseResult:
         """``POST /v1/responses``; pass the returned ``id`` as ``previous_response_id``."""
-        call = self._respond_call(input, model, previous_response_id, params)
-        body, ctx, _ = self._request_json(call)
+        ctx, body, _ = self._json(request.responses(self.base_url, input, self._model(model),
+                                                    previous_response_id, params))
         return response_result(ctx, body)
 
     def list_models(self) -> list[ModelInfo]:
         """``GET /v1/models`` (fresh; use ``catalog`` for the cached view)."""
-        body, ctx, _ = self._request_json(self._call("GET", "/v1/models"))
-        return parse_model_list(ctx, body)
+        return parse_model_list(*self._json(request.get(self.base_url, "/v1/models"))[:2])
 
     # -- native endpoints ------------------------------------------------------------------------
     def native_models(self) -> list[ModelInfo]:
         """``GET /api/v1/models``: every downloaded model with its loaded instances."""
-        body, ctx, _ = self._request_json(self._call("GET", "/api/v1/models"))
-        return parse_model_list(ctx, body)
+        return parse_model_list(*self._json(request.get(self.base_url, "/api/v1/models"))[:2])
 
     def v0_models(self) -> list[ModelInfo]:
-        body, ctx, _ = self._request_json(self._call("GET", "/api/v0/models"))
-        return parse_model_list(ctx, body)
+        return parse_model_list(*self._json(request.get(self.base_url, "/api/v0/models"))[:2])
 
     def load_model(self, model: str, **config: Any) -> dict[str, Any]:
-        body, _, _ = self._request_json(self._load_call(model, config))
+        _, body, _ = self._json(request.load_model(self.base_url, model, config))
         self.catalog.invalidate()
         return body
 
     def unload_model(self, instance_id: str) -> dict[str, Any]:
-        body, _, _ = self._request_json(self._unload_call(instance_id))
+        _, body, _ = self._json(request.unload_model(self.base_url, instance_id))
         self.catalog.invalidate()
         return body
 
     def native_chat(self, input: str | list[dict[str, Any]], *, model: str | None = None,
                     **params: Any) -> ChatResult:
-        call = self._native_call(input, model, params, stream=False)
-        body, ctx, timings = self._request_json(call)
-        return protocol.native_chat_result(ctx, body, timings)
+        call = request.native_chat(self.base_url, input, self._model(model), params, False)
+        return protocol.native_chat_result(*self._json(call))
 
     def stream_native_chat(self, input: str | list[dict[str, Any]], *,
                            model: str | None = None, **params: Any) -> ChatStream:
-        call = self._native_call(input, model, params, stream=True)
-        return ChatStream(self, call, protocol.NativeChatAssembler)
+        return ChatStream(self, request.native_chat(self.base_url, input, self._model(model),
+                                                    params, True))
 
 
-def _partial_from(result: Any) -> PartialOutput:
-    body = result[0] if isinstance(result, tuple) and result else None
+def _partial_from(body: Any) -> PartialOutput:
     if not isinstance(body, dict):
         return PartialOutput()
     try:
@@ -228,47 +225,45 @@ def _partial_from(result: Any) -> PartialOutput:
         return PartialOutput(model=body.get("model"))
 
 
-class ChatStream(StreamCore):
+class ChatStream:
     """One streamed call (see ``AsyncChatStream``). Breaking out of the loop or leaving the
     ``with`` block closes the HTTP response, so the server stops generating."""
 
-    def __init__(self, client: Client, call: Call, assembler_type: type[Any]) -> None:
-        super().__init__(call, assembler_type, client._options.timeouts)
-        self._client = client
+    def __init__(self, client: Client, call: Call) -> None:
+        self._client, self._call = client, call
+        self._reader: ResponseReader | None = None
         self._response: httpx.Response | None = None
+        self._entry: Inflight | None = None
         self._events: Iterator[StreamEvent] | None = None
+        self._result: ChatResult | None = None
+        self._error: LMStudioError | None = None
+
+    @property
+    def model(self) -> str | None:
+        return self._call.model
 
     def __enter__(self) -> ChatStream:
-        client, timeouts, call = self._client, self._timeouts, self._call
-        self._started = now()
+        client, call = self._client, self._call
 
-        def attempt(ctx: RequestContext, remaining: float) -> None:
-            request = client._http.build_request(
-                call.method, call.url, content=call.body, headers=dict(call.headers),
-                timeout=timeouts.httpx(remaining))
-            sent = now()
-            try:
-                response = client._http.send(request, stream=True)
-            except httpx.HTTPError as exc:
-                raise transport_error(exc, ctx, timeouts, got_headers=False) from None
-            if response.status_code >= 400 or "text/event-stream" not in response.headers.get(
-                    "content-type", ""):
+        def attempt(ctx: RequestContext, attempts: Attempts, entry: Inflight
+                    ) -> tuple[ResponseReader, httpx.Response]:
+            reader, response = client._open(call, ctx, attempts, entry)
+            if not reader.streaming:  # an error status or a plain body: read why, raise it
                 try:
-                    body = response.read()
-                except httpx.HTTPError as exc:
-                    raise transport_error(exc, ctx, timeouts, got_headers=True) from None
+                    for _ in client._read(reader, response):
+                        pass
                 finally:
                     response.close()
-                raise not_a_stream(ctx, response.status_code, response.headers, body)
-            # From here on a read timeout means the stream went quiet, not the server slow.
-            request.extensions["timeout"]["read"] = min(timeouts.stream_idle, remaining)
-            self._response = response
-            self._assembler = self._assembler_type(ctx, sent)
+            return reader, response
 
-        client._run(call, attempt)
         entry = self._entry = client._shared.register(call.model)
+        try:
+            self._reader, self._response = client._run(call, attempt, entry)
+        except BaseException:
+            self.close()
+            raise
         # Closing the socket from the switching thread wakes a reader blocked on the next chunk.
-        entry.cancel_hook = self._response.close if self._response is not None else None
+        entry.cancel_hook = self._response.close
         return self
 
     def __exit__(self, exc_type: type[BaseException] | None, exc: BaseException | None,
@@ -278,60 +273,28 @@ class ChatStream(StreamCore):
     def close(self) -> None:
         if self._entry is not None:
             self._client._shared.unregister(self._entry)
+            self._entry.cancel_hook = None
             self._entry = None
         if self._response is not None:
             self._response.close()
 
     def __iter__(self) -> Iterator[StreamEvent]:
-        if self._assembler is None:
+        if self._reader is None:
             raise RuntimeError("use 'with client.stream_chat(...) as stream' first")
         if self._events is None:
             self._events = self._iterate()
         return self._events
 
     def _iterate(self) -> Iterator[StreamEvent]:
-        assembler, response, entry = self._assembler, self._response, self._entry
-        assert assembler is not None and response is not None
-        decoder = SSEDecoder()
-        deadline_at = self._started + self._timeouts.deadline
-        raw = response.iter_raw()
+        reader, response = self._reader, self._response
+        assert reader is not None and response is not None
         try:
-            while not assembler.done:
-                try:
-                    chunk = next(raw)
-                except StopIteration:
-                    break
-                except httpx.ReadTimeout:
-                    raise self._stalled() from None
-                except (httpx.HTTPError, OSError, RuntimeError) as exc:
-                    if entry is not None and entry.cancelled:
-                        raise self._switched() from None
-                    raise self._interrupted(
-                        f"connection lost mid-stream: {type(exc).__name__}: {exc}") from None
-                if entry is not None and entry.cancelled:
-                    raise self._switched()
-                t = now()
-                for event in decoder.feed(chunk):
-                    for delta in assembler.feed(event, t):
-                        yield delta
-                if t > deadline_at:
-                    raise self._stalled(deadline=True)
-            if entry is not None and entry.cancelled:  # the close woke the reader as an EOF
-                raise self._switched()
-            if assembler.done:
-                self._result = assembler.finish(now())
-            else:
-                partial_event = decoder.has_partial_event
-                for event in decoder.flush():
-                    for delta in assembler.feed(event, now()):
-                        yield delta
-                self._result = assembler.finish(now(), eof_with_partial_event=partial_event)
+            yield from self._client._read(reader, response)
+            self._result = reader.result
         except LMStudioError as err:
-            self._error = self._timed(err)
+            self._error = err
             raise
         finally:
-            if entry is not None:
-                entry.cancel_hook = None
             response.close()
 
     def result(self) -> ChatResult:
@@ -341,5 +304,5 @@ class ChatStream(StreamCore):
                 pass
         if self._error is not None:
             raise self._error
-        result: ChatResult = self._result
-        return result
+        assert self._result is not None
+        return self._result

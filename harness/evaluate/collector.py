@@ -36,6 +36,7 @@ class EvaluationCollector:
         self.results: dict[str, TestEvidence] = {}
         self.problems: list[str] = []
         self.target: TargetInfo | None = None
+        self.target_error: str | None = None
         self.started = time.perf_counter()
         self.duration_s = 0.0
 
@@ -82,8 +83,9 @@ class EvaluationCollector:
     @pytest.hookimpl
     def pytest_sessionfinish(self, session: pytest.Session) -> None:
         self.duration_s = time.perf_counter() - self.started
-        from harness.pytest_plugin import session_target
+        from harness.pytest_plugin import session_target, session_target_error
 
+        self.target_error = session_target_error(session.config)
         target = session_target(session.config)
         if target is not None:
             info = target.info
@@ -92,6 +94,7 @@ class EvaluationCollector:
                 version=info.get("version"),
                 models=[ModelEntry(**m) for m in info.get("models", [])],
                 used_models=list(target.models), capabilities=sorted(target.capabilities),
+                calibration=target.calibration.summary(),
             )
 
     @property

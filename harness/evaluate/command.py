@@ -12,6 +12,7 @@ from harness.evaluate.runner import EvaluationError, EvaluationOptions, evaluate
 from harness.reporting.terminal import console as safe_console
 from harness.reporting.terminal import term
 
+TARGET_ERROR = 3  # exit code: the target could not be used; distinct from 1 (a gap failed)
 _STYLE = {"PASS": "bold green", "FAIL": "bold red", "SKIP": "yellow", "N/A": "dim"}
 
 
@@ -40,7 +41,8 @@ def run_evaluate(*, base_url: str | None, out: Path, models: str | None, via_pro
                  replay: bool, suites: Path | None, select: str | None,
                  api_token: str | None, subjects: tuple[str, ...] = (),
                  console: Console | None = None) -> int:
-    """0 when no gap failed; 1 when one did; 2 when the evaluation could not run."""
+    """0 when no gap failed; 1 when one did; 2 when the evaluation could not run; 3 when the
+    target could not be used (unreachable, token refused, no LLM server, unknown model)."""
     console = console or safe_console(stderr=True)
     options = EvaluationOptions(
         base_url=base_url, api_token=api_token, via_proxy=via_proxy, replay=replay,
@@ -51,6 +53,9 @@ def run_evaluate(*, base_url: str | None, out: Path, models: str | None, via_pro
     except EvaluationError as exc:
         console.print(f"[bold red]evaluation could not run:[/] {term(exc)}")
         return 2
+    if report.target_error is not None:  # a set-up mistake, not a regression: no gap table
+        console.print(f"[bold red]target error:[/] {term(report.target_error)}")
+        return TARGET_ERROR
     console.print(summary_table(report) if len(report.subjects) == 1 else matrix_table(report))
     for problem in report.problems:
         console.print(f"[bold red]problem:[/] {term(problem)}")

@@ -95,6 +95,7 @@ class TargetInfo(_Model):
     models: list[ModelEntry] = Field(default_factory=list)
     used_models: list[str] = Field(default_factory=list)
     capabilities: list[str] = Field(default_factory=list)
+    calibration: str | None = None  # the time scale used, and the measurements behind it
 
 
 class Totals(_Model):
@@ -116,6 +117,7 @@ class EvaluationReport(_Model):
     gaps: list[GapResult]
     other_tests: list[TestEvidence] = Field(default_factory=list)
     problems: list[str] = Field(default_factory=list)
+    target_error: str | None = None  # the target could not be used: nothing was evaluated
     subjects: list[str] = Field(default_factory=lambda: ["harness"])
     matrix: list[MatrixRow] = Field(default_factory=list)
 
@@ -177,7 +179,8 @@ def build_matrix(tests: list[TestEvidence], subjects: list[str]) -> list[MatrixR
 
 def build_report(tests: list[TestEvidence], target: TargetInfo | None, *, duration_s: float,
                  problems: list[str] | None = None, now: datetime | None = None,
-                 subjects: list[str] | None = None) -> EvaluationReport:
+                 target_error: str | None = None, subjects: list[str] | None = None
+                 ) -> EvaluationReport:
     from harness import __version__
 
     gaps = []
@@ -190,12 +193,13 @@ def build_report(tests: list[TestEvidence], target: TargetInfo | None, *, durati
         ))
     totals = Totals(tests=len(tests), **_counts(tests), duration_s=round(duration_s, 3))
     problems = list(problems or [])
-    failed = any(g.status == "FAIL" for g in gaps) or totals.failed > 0 or bool(problems)
+    failed = (any(g.status == "FAIL" for g in gaps) or totals.failed > 0 or bool(problems)
+              or target_error is not None)
     return EvaluationReport(
         generated_at=(now or datetime.now(UTC)).isoformat(timespec="seconds"),
         harness_version=__version__, verdict="FAIL" if failed else "PASS", target=target,
         totals=totals, gaps=gaps, other_tests=[t for t in tests if t.gap is None],
-        problems=problems, subjects=list(subjects or ["harness"]),
+        problems=problems, target_error=target_error, subjects=list(subjects or ["harness"]),
         matrix=build_matrix(tests, list(subjects or ["harness"])),
     )
 
@@ -233,6 +237,8 @@ def normalised(report: EvaluationReport) -> EvaluationReport:
         for item in cell.evidence:
             item.detail = _scrub(item.detail)
     data.problems = [_scrub(p) for p in data.problems]
+    if data.target is not None and data.target.calibration:
+        data.target.calibration = _scrub(data.target.calibration)
     return data
 
 

@@ -118,12 +118,15 @@ def run_suites(options: EvaluationOptions, progress: Any = None
             else:
                 os.environ["LMSTUDIO_API_TOKEN"] = saved
     problems = list(collector.problems)
-    if int(code) not in (0, 1, 5):
-        problems.append(f"pytest exited with {int(code)} ({pytest.ExitCode(int(code)).name})")
-    if not collector.results:
-        problems.append("no suite test ran")
+    if collector.target_error is None:  # else the target error says it all
+        if int(code) not in (0, 1, 5):
+            problems.append(f"pytest exited with {int(code)} "
+                            f"({pytest.ExitCode(int(code)).name})")
+        if not collector.results:
+            problems.append("no suite test ran")
     report = build_report(collector.tests, collector.target, duration_s=collector.duration_s,
-                          problems=problems, subjects=list(options.subjects or ("harness",)))
+                          problems=problems, target_error=collector.target_error,
+                          subjects=list(options.subjects or ("harness",)))
     return report, int(code)
 
 

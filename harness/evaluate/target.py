@@ -7,6 +7,13 @@ inject faults or report ground truth, and only a live socket has real timing. ``
 those capabilities so a test that needs one is *skipped with the reason* instead of failing or,
 worse, passing without proving anything.
 
+A live target is described by what it was found to have (``harness.capabilities``: OpenAI
+endpoints, LM Studio native v0/v1, load/unload, auth, usage in streams, tool calls, reasoning) and
+by how fast it is (``harness.calibration``: a short probe whose scale stretches the suites' time
+limits and sizes their concurrency). Opening one checks what would otherwise fail every test: an
+unreachable server, a refused token, a URL that is no LLM server, no models, a model name that is
+not there. Those raise ``TargetSetupError`` (a ``TargetError``) before the first test runs.
+
 Control (faults, truth, reset) always goes over the ``/_harness/`` HTTP endpoints, so the same
 code serves the emulator and the proxy, in this process or another.
 """
@@ -19,10 +26,19 @@ from contextlib import contextmanager
 from dataclasses import dataclass, field
 from typing import Any
 
+from harness.calibration import UNSCALED, Calibration, calibrate
+from harness.capabilities import PROBED, ServerProfile, TargetSetupError, discover
 from harness.control import ControlClient, ControlError
 from harness.faults import FaultAction, FaultPlan
 
-CAPABILITIES = ("faults", "truth", "realtime", "emulator")
+CAPABILITIES = ("faults", "truth", "realtime", "emulator", *PROBED)
+# What the emulator offers: everything, with its scripted tools and reasoning models.
+EMULATOR_CAPABILITIES = frozenset(CAPABILITIES)
+# How to get what a live server lacks, for the skip reason.
+_HOW = {"faults": "--via-proxy puts the harness fault proxy in front of a live server",
+        "truth": "--via-proxy puts the harness fault proxy in front of a live server",
+        "emulator": "only the embedded emulator scripts this",
+        "realtime": "needs a live socket (not --record / --replay)"}
 DEFAULT_EMULATOR_MODELS = ("qwen/qwen3-4b", "google/gemma-3-12b", "qwen/qwen3-coder-30b")
 REPLAY_BASE_URL = "http://lmstudio.replay:1234"
 
@@ -43,6 +59,7 @@ class Target:
     capabilities: frozenset[str] = frozenset()
     control: ControlClient | None = None
     info: dict[str, Any] = field(default_factory=dict)
+    calibration: Calibration = UNSCALED
 
     @property
     def openai_base_url(self) -> str:
@@ -59,7 +76,29 @@ class Target:
         absent = [c for c in capabilities if not self.can(c)]
         if not absent:
             return None
-        return f"target {self.kind} ({self.base_url}) cannot provide: {', '.join(absent)}"
+        hints = list(dict.fromkeys(_HOW[c] for c in absent if c in _HOW))
+        found = {f["name"]: f["detail"] for f in self.info.get("findings", [])}
+        probed = [f"{c}: {found[c]}" for c in absent if c in found]
+        why = "; ".join(probed + hints)
+        return (f"target {self.kind} ({self.base_url}) cannot provide: {', '.join(absent)}"
+                + (f" ({why})" if why else ""))
+
+    def require_needs(self, node: Any) -> None:
+        """Skip a test whose ``target_needs(*capabilities, models=N)`` (or ``needs_faults`` /
+        ``needs_truth``) markers this target cannot meet, with the reason."""
+        capabilities: list[str] = []
+        count = 0
+        for marker in node.iter_markers("target_needs"):
+            capabilities += marker.args
+            count = max(count, int(marker.kwargs.get("models", 0)))
+        capabilities += [cap for name, cap in (("needs_faults", "faults"),
+                                               ("needs_truth", "truth"))
+                         if node.get_closest_marker(name) is not None]
+        reason = self.missing(*dict.fromkeys(capabilities)) or self.models_missing(count)
+        if reason is not None:
+            import pytest
+
+            pytest.skip(reason)
 
     def require(self, *capabilities: str) -> None:
         """Skip the running test, with the reason, when this target lacks a capability."""
@@ -69,13 +108,21 @@ class Target:
 
             pytest.skip(reason)
 
+    def models_missing(self, count: int) -> str | None:
+        """Why a test needing ``count`` distinct models cannot run here, or None."""
+        if count <= len(self.models):
+            return None
+        return (f"needs {count} models, target {self.kind} has {len(self.models)} "
+                f"({', '.join(self.models) or 'none'}); pass more with --models")
+
     def model(self, index: int) -> str:
-        """The index-th chat model to use (several tests need two or three distinct ones)."""
-        if index >= len(self.models):
-            raise TargetError(
-                f"target {self.base_url} offers {len(self.models)} chat model(s) "
-                f"({', '.join(self.models) or 'none'}); this test needs {index + 1}"
-            )
+        """The index-th chat model to use; a test needing more than the target has is
+        skipped ("needs 2 models, target live has 1"): a set-up limit, not a failure."""
+        reason = self.models_missing(index + 1)
+        if reason is not None:
+            import pytest
+
+            pytest.skip(reason)
         return self.models[index]
 
     def reset(self) -> None:
@@ -147,7 +194,7 @@ class Truth:
 
 
 def describe_server(base_url: str, api_token: str | None) -> dict[str, Any]:
-    """What the report says about the target: its models with their loaded state.
+    """What the report says about the emulator: its models with their loaded state.
 
     Listed through the client core, so a server that is down or refuses the token is an
     ``error`` worded like every other client error, never an empty model list.
@@ -175,28 +222,57 @@ def chat_models(info: dict[str, Any]) -> tuple[str, ...]:
 def embedded_emulator(api_token: str | None = None) -> Iterator[Target]:
     """Start the embedded emulator (test-fast catalog) and describe it as a target."""
     from harness import __version__
+    from harness.studio.stress import Stress
     from harness.studio.testing import running_studio
 
-    with running_studio(api_token=api_token, reap_interval_s=0.05) as studio:
+    # Stressed streams by default (split and coalesced frames, multibyte text, keep-alives,
+    # jittered timing): the suites must catch readers that only work on tidy streams.
+    with running_studio(api_token=api_token, reap_interval_s=0.05, stress=Stress()) as studio:
         info = describe_server(studio.base_url, api_token)
         info["server"] = "harness embedded LM Studio emulator"
         info["version"] = __version__
         control = ControlClient(studio.base_url)
         try:
             yield Target("emulator", studio.base_url, DEFAULT_EMULATOR_MODELS, api_token,
-                         frozenset({"faults", "truth", "realtime", "emulator"}), control, info)
+                         EMULATOR_CAPABILITIES, control, info)
         finally:
             control.close()
 
 
-def live_target(base_url: str, api_token: str | None, models: tuple[str, ...]) -> Target:
-    """A live server (LM Studio): real timing, no faults, no truth."""
-    info = describe_server(base_url, api_token)
-    if "error" in info:
-        raise TargetError(f"live target {base_url} is not reachable: {info['error']}")
-    info["server"] = info.get("server") or "LM Studio (live)"
-    chosen = models or chat_models(info)
-    return Target("live", base_url, chosen, api_token, frozenset({"realtime"}), None, info)
+def profile_info(profile: ServerProfile, server: str) -> dict[str, Any]:
+    """The report's view of a probed server (model types and states where it said them)."""
+    return {"server": server, "version": None,
+            "models": [{"id": m.id, "type": m.type or "llm", "state": m.state}
+                       for m in profile.models],
+            **profile.describe()}
+
+
+def open_live(base_url: str, api_token: str | None, models: tuple[str, ...], *,
+              generate: bool = True) -> tuple[ServerProfile, Calibration]:
+    """Probe and calibrate a live server; ``TargetSetupError`` if it cannot be used.
+    ``generate=False``: listings only, no tokens generated, no calibration."""
+    profile = discover(base_url, api_token, models, generate=generate)
+    if not generate:
+        return profile, UNSCALED
+    from harness.client.errors import LMStudioError
+
+    try:
+        measured = calibrate(base_url, profile.chat_models[0], api_token)
+    except LMStudioError as exc:
+        raise TargetSetupError(f"target {base_url}: the calibration probe failed: {exc}",
+                               reason="not-llm-server", base_url=base_url) from None
+    return profile, measured
+
+
+def live_target(base_url: str, api_token: str | None, models: tuple[str, ...], *,
+                generate: bool = True) -> Target:
+    """A live server: real timing, no faults or truth, the capabilities it was found to have."""
+    profile, measured = open_live(base_url, api_token, models, generate=generate)
+    server = "LM Studio (live)" if profile.has("native_v0") else "OpenAI-compatible server (live)"
+    return Target("live", base_url, profile.chat_models, api_token,
+                  profile.capabilities | {"realtime"}, None,
+                  {**profile_info(profile, server), "calibration": measured.describe()},
+                  measured)
 
 
 def replay_target(models: tuple[str, ...]) -> Target:
@@ -212,8 +288,8 @@ def replay_target(models: tuple[str, ...]) -> Target:
 
 
 @contextmanager
-def proxied_target(base_url: str, api_token: str | None, models: tuple[str, ...]
-                   ) -> Iterator[Target]:
+def proxied_target(base_url: str, api_token: str | None, models: tuple[str, ...], *,
+                   generate: bool = True) -> Iterator[Target]:
     """The fault proxy on a free loopback port in front of a live server.
 
     Why: LM Studio never answers 429 and cannot be told to break a stream; the gateways in front
@@ -223,15 +299,15 @@ def proxied_target(base_url: str, api_token: str | None, models: tuple[str, ...]
     from harness.proxy import create_proxy_app
     from harness.studio.server import BackgroundServer
 
-    live = live_target(base_url, api_token, models)
+    live = live_target(base_url, api_token, models, generate=generate)
     server = BackgroundServer(create_proxy_app(base_url))
     server.start()
     control = ControlClient(server.base_url)
     try:
         yield Target("proxy", server.base_url, live.models, api_token,
-                     frozenset({"faults", "truth", "realtime"}), control,
+                     live.capabilities | {"faults", "truth"}, control,
                      {**live.info, "server": f"{live.info['server']} via harness fault proxy",
-                      "upstream": base_url})
+                      "upstream": base_url}, live.calibration)
     finally:
         control.close()
         server.stop()

@@ -35,6 +35,7 @@ from harness.faults import (
 from harness.studio.engine import Engine, EngineError, ModelUnloaded
 from harness.studio.requests import BadRequest
 from harness.studio.streaming import Receive, Send
+from harness.studio.stress import STRESS_HEADER, Stress, choose_stress
 from harness.studio.truth import RequestTruth
 
 log = logging.getLogger("harness.studio")
@@ -57,7 +58,7 @@ class Ctx:
     """Everything a route handler needs for one request."""
 
     __slots__ = ("body", "engine", "fault", "method", "path", "path_params", "receive", "record",
-                 "send", "started", "state")
+                 "send", "started", "state", "stress")
 
     def fired(self) -> None:
         """The request's fault took effect: only now does the truth name it."""
@@ -75,6 +76,7 @@ class Ctx:
         self.engine = state.engine
         self.body: dict[str, Any] = {}
         self.fault: FaultAction | None = None
+        self.stress: Stress | None = None
         self.record: RequestTruth | None = None
         self.started = False
 
@@ -108,8 +110,9 @@ class StudioState:
     """Server-wide state: the engine, the active fault plan and the server settings."""
 
     def __init__(self, engine: Engine, *, api_token: str | None, control: bool,
-                 faults: FaultPlan | None) -> None:
+                 faults: FaultPlan | None, stress: Stress | None = None) -> None:
         self.engine = engine
+        self.stress = stress  # the run's default; a request's X-Harness-Stress header wins
         self.api_token = api_token
         self.control = control
         self.injector: FaultInjector | None = FaultInjector(faults) if faults else None
@@ -210,6 +213,8 @@ class _Api:
             ctx.fault = choose_action(header_value(scope, FAULT_HEADER.encode()),
                                       self.state.injector, ctx.path, ctx.method,
                                       record.model_requested, stream)
+            ctx.stress = choose_stress(header_value(scope, STRESS_HEADER.encode()),
+                                       self.state.stress)
             if ctx.fault is not None:
                 if delay_before_headers(ctx.fault) > 0:
                     ctx.fired()
@@ -283,12 +288,14 @@ class StudioApp:
 
 
 def create_app(engine: Engine, *, api_token: str | None = None, control: bool = False,
-               faults: FaultPlan | None = None) -> StudioApp:
+               faults: FaultPlan | None = None, stress: Stress | None = None) -> StudioApp:
     """The emulator app. ``app.state.studio`` holds the ``StudioState`` (for the test handle)."""
     from harness.studio import control as control_routes
     from harness.studio import handlers as h
+    from harness.studio import native as n
 
-    state = StudioState(engine, api_token=api_token, control=control, faults=faults)
+    state = StudioState(engine, api_token=api_token, control=control, faults=faults,
+                        stress=stress)
 
     def api(**methods: Handler) -> _Api:
         return _Api(state, methods)
@@ -304,10 +311,12 @@ def create_app(engine: Engine, *, api_token: str | None = None, control: bool = 
         Route("/api/v0/chat/completions", api(POST=h.v0_chat_completions)),
         Route("/api/v0/completions", api(POST=h.completions)),
         Route("/api/v0/embeddings", api(POST=h.embeddings)),
-        Route("/api/v1/models", api(GET=h.v1_models)),
-        Route("/api/v1/models/load", api(POST=h.v1_load)),
-        Route("/api/v1/models/unload", api(POST=h.v1_unload)),
-        Route("/api/v1/chat", api(POST=h.v1_chat)),
+        Route("/api/v1/models", api(GET=n.v1_models)),
+        Route("/api/v1/models/load", api(POST=n.v1_load)),
+        Route("/api/v1/models/unload", api(POST=n.v1_unload)),
+        Route("/api/v1/models/download", api(POST=n.v1_download)),
+        Route("/api/v1/models/download/status/{job_id}", api(GET=n.v1_download_status)),
+        Route("/api/v1/chat", api(POST=n.v1_chat)),
     ]
     if control:
         routes += control_routes.routes(state)

@@ -185,7 +185,8 @@ def chat_frames(
     return Frames(tuple(frames), tuple(steps))
 
 
-def v0_extras(reply: Reply, spec: ModelSpec, ttft_s: float, gen_s: float) -> dict[str, Any]:
+def v0_extras(reply: Reply, spec: ModelSpec, ttft_s: float, gen_s: float,
+              context_length: int) -> dict[str, Any]:
     """The ``stats``, ``model_info`` and ``runtime`` objects of ``/api/v0`` non-stream replies."""
     return {
         "stats": {
@@ -200,7 +201,7 @@ def v0_extras(reply: Reply, spec: ModelSpec, ttft_s: float, gen_s: float) -> dic
             "arch": spec.arch,
             "quant": spec.quantization,
             "format": spec.format,
-            "context_length": spec.loaded_context_length,
+            "context_length": context_length,
         },
         "runtime": {
             "name": "llama.cpp-emulated",
@@ -403,10 +404,14 @@ def native_chat_body(
     ttft_s: float,
     gen_s: float,
     load_time_s: float | None,
+    tool_items: tuple[dict[str, Any], ...] = (),
 ) -> dict[str, Any]:
+    """The ``/api/v1/chat`` result: reasoning, the server-side tool calls (``tool_call`` with
+    their output, or ``invalid_tool_call``), then the message."""
     output: list[dict[str, Any]] = []
     if reply.reasoning:
         output.append({"type": "reasoning", "content": reply.reasoning_text})
+    output.extend(tool_items)
     output.append({"type": "message", "content": reply.text})
     stats: dict[str, Any] = {
         "input_tokens": reply.prompt_tokens,
@@ -427,8 +432,23 @@ def native_event(name: str, data: dict[str, Any] | None = None) -> bytes:
     return _event(name, data or {})
 
 
-def native_chat_frames(reply: Reply, end_body: dict[str, Any]) -> Frames:
-    """Named events after ``chat.start``/``model_load.*`` (those are sent while loading)."""
+def _tool_events(item: dict[str, Any]) -> list[tuple[str, dict[str, Any]]]:
+    """The ``tool_call.*`` events of one output item (DOC streaming-events.md)."""
+    if item["type"] == "tool_call":
+        who = {"tool": item["tool"], "provider_info": item["provider_info"]}
+        return [("tool_call.start", who),
+                ("tool_call.arguments", {**who, "arguments": item["arguments"]}),
+                ("tool_call.success", {**who, "arguments": item["arguments"],
+                                       "output": item["output"]})]
+    return [("tool_call.failure", {"reason": item["reason"], "metadata": item["metadata"]})]
+
+
+def native_chat_frames(reply: Reply, end_body: dict[str, Any],
+                       tool_items: tuple[dict[str, Any], ...] = ()) -> Frames:
+    """Named events after ``chat.start``/``model_load.*`` (those are sent while loading).
+
+    Token steps: reasoning, then two per tool call (its arguments, then its result), then the
+    message, matching ``Reply.emission_steps`` with ``extra_steps`` for the tool calls."""
     frames: list[bytes] = []
     steps: list[int] = []
     step = 0
@@ -446,6 +466,11 @@ def native_chat_frames(reply: Reply, end_body: dict[str, Any]) -> Frames:
             add("reasoning.delta", {"content": tok}, step)
             step += 1
         add("reasoning.end", None, max(step - 1, 0))
+    for item in tool_items:  # the arguments are due after one step, the result after two
+        events = _tool_events(item)
+        for n, (name, data) in enumerate(events):
+            add(name, data, step + (n >= len(events) - 1))
+        step += 2
     add("message.start", None, step)
     for tok in reply.content:
         add("message.delta", {"content": tok}, step)

@@ -26,6 +26,7 @@ from dataclasses import dataclass
 from typing import Any, Literal
 
 from harness.studio.catalog import Catalog, ModelSpec, ResolvedSpeed
+from harness.studio.downloads import DownloadJob
 from harness.studio.truth import RequestLedger, RequestTruth
 
 Clock = Callable[[], float]
@@ -49,6 +50,11 @@ class EngineOptions:
     default_ttl_s: float | None = 3600.0
     substitute_single_loaded: bool = True
     overflow: OverflowStyle = "error"
+    allow_ephemeral_mcp: bool = False
+    allow_mcp_json: bool = False
+    allow_local_mcp: bool = False
+    mcp_servers: tuple[tuple[str, str], ...] = ()
+    download_bytes_per_s: float = 500_000_000.0
     max_body_bytes: int = 4 * 1024 * 1024
     truth_limit: int = 50_000
     preload: tuple[str, ...] = ()
@@ -57,6 +63,8 @@ class EngineOptions:
     def __post_init__(self) -> None:
         if self.parallel < 1:
             raise ValueError(f"parallel must be >= 1, got {self.parallel}")
+        if self.download_bytes_per_s <= 0:
+            raise ValueError(f"download_bytes_per_s must be > 0, got {self.download_bytes_per_s}")
         if self.max_body_bytes < 1:
             raise ValueError(f"max_body_bytes must be >= 1, got {self.max_body_bytes}")
 
@@ -138,12 +146,19 @@ class Instance:
         jit: bool,
         now: float,
         context_length: int | None = None,
+        load_options: dict[str, Any] | None = None,
     ) -> None:
         self.id = instance_id
         self.spec = spec
         self.speed = speed
         self.parallel = parallel
         self.context_length = context_length or spec.loaded_context_length
+        #: llama.cpp load options in LM Studio's keys (``load_config``), defaults filled in.
+        self.load_options: dict[str, Any] = {"eval_batch_size": 512, "flash_attention": True,
+                                             "offload_kv_cache_to_gpu": True,
+                                             **({"num_experts": 8} if "moe" in spec.arch
+                                                else {}),
+                                             **(load_options or {})}
         self.hold = Hold()
         self.ttl_s = ttl_s
         self.jit = jit
@@ -239,6 +254,7 @@ class Engine(RequestLedger):
         super().__init__(self.options.truth_limit)
         self.instances: dict[str, Instance] = {}
         self.responses: dict[str, dict[str, Any]] = {}
+        self.downloads: dict[str, DownloadJob] = {}
         self._loads: dict[str, asyncio.Task[Instance]] = {}
         self._reaper: asyncio.Task[None] | None = None
         self.loop: asyncio.AbstractEventLoop | None = None
@@ -273,6 +289,7 @@ class Engine(RequestLedger):
         self.truth.clear()
         self.counters.clear()
         self.responses.clear()
+        self.downloads.clear()
         for key in self.options.preload:
             await self.load(key, jit=False, ttl_s=None, instant=True)
 
@@ -399,6 +416,7 @@ class Engine(RequestLedger):
         instant: bool = False,
         parallel: int | None = None,
         context_length: int | None = None,
+        load_options: dict[str, Any] | None = None,
     ) -> Instance:
         """Create and load a new instance of ``key`` (auto-evicting first when that is on)."""
         spec = self.catalog.get(key)
@@ -417,6 +435,7 @@ class Engine(RequestLedger):
             jit=jit,
             now=self.clock(),
             context_length=context_length,
+            load_options=load_options,
         )
         self.instances[instance.id] = instance
         if not instant and instance.load_time_s > 0:

@@ -14,6 +14,7 @@ import math
 import random
 import re
 from collections.abc import Mapping, Sequence
+from contextvars import ContextVar
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -35,6 +36,11 @@ WORDS: tuple[str, ...] = (
     "small", "large", "fast", "slow", "local", "remote", "simple", "robust", "clear",
     "honest", "exact", "careful", "bounded", "typed", "pure", "stable",
 )
+
+# The words free text is drawn from, per request: ``harness.studio.stress`` swaps in a multibyte
+# vocabulary of the same length for a stressed request (its task only; scripted, review and
+# JSON-schema answers never read it).
+VOCABULARY: ContextVar[tuple[str, ...]] = ContextVar("VOCABULARY", default=WORDS)
 
 TOOLS_DIRECTIVE = re.compile(r"\[\[tools:\s*")
 _TOKEN_PIECES = re.compile(r"\s*[A-Za-z0-9_]{1,6}|\s*[^A-Za-z0-9_\s]|\s+")
@@ -61,6 +67,9 @@ class Reply:
     #: Tokens counted in usage but not emitted as reasoning or content (tool-call arguments, or
     #: the output of an empty reply that still reports usage).
     hidden_tokens: int = field(default=0)
+    #: Token steps the wire spends on events outside this reply's tokens (the server-side tool
+    #: calls of ``/api/v1/chat``, two steps each).
+    extra_steps: int = field(default=0)
 
     @property
     def text(self) -> str:
@@ -77,7 +86,8 @@ class Reply:
     @property
     def emission_steps(self) -> int:
         """How many token-time steps the stream takes (tool calls: name then arguments)."""
-        return len(self.reasoning) + len(self.content) + 2 * len(self.tool_calls)
+        return (len(self.reasoning) + len(self.content) + 2 * len(self.tool_calls)
+                + self.extra_steps)
 
 
 def reply_prefix(reply: Reply, steps: int) -> Reply:
@@ -137,10 +147,11 @@ def _words(rng: random.Random, n: int, cap: int | None = None) -> list[str]:
     """``n`` words of text; with ``cap`` only the first ``cap`` of them (same prefix)."""
     tokens: list[str] = []
     sentence_start = True
-    count = len(WORDS)
+    words = VOCABULARY.get()
+    count = len(words)
     rand = rng.random
     for i in range(n if cap is None else min(n, cap)):
-        word = WORDS[int(rand() * count)]
+        word = words[int(rand() * count)]
         if sentence_start:
             word = word.capitalize()
         end = i == n - 1 or rand() < 0.09

@@ -9,21 +9,22 @@ request parsing and the wire format.
 from __future__ import annotations
 
 import asyncio
+import inspect
 import time
-from collections.abc import Callable
+from collections.abc import Awaitable, Callable
 from dataclasses import dataclass, replace
 from typing import Any
 
-from harness.faults import NATIVE, OPENAI, RESPONSES, Dialect, PrefillPauseFault, WrongModelFault
+from harness.faults import OPENAI, RESPONSES, Dialect, PrefillPauseFault, WrongModelFault
 from harness.studio import encoding as enc
 from harness.studio import requests as rq
 from harness.studio.app import Ctx
 from harness.studio.engine import CutoffStyle, Engine, Instance
 from harness.studio.generation import (
+    VOCABULARY,
     ChatRequest,
     Reply,
     embedding_vector,
-    message_text,
     plan_chat_reply,
     plan_text_reply,
     reply_prefix,
@@ -51,7 +52,7 @@ class Timing:
     load_time_s: float | None
 
 
-Planner = Callable[[Instance], Reply]
+Planner = Callable[[Instance], Reply | Awaitable[Reply]]
 FramesFor = Callable[[Reply, Instance, Timing], enc.Frames]
 BodyFor = Callable[[Reply, Instance, Timing], dict[str, Any]]
 
@@ -144,7 +145,13 @@ async def _generate(
         await engine.acquire(instance, record)
         try:
             await Pacer.current().catch_up()
-            reply = plan(instance)
+            vocabulary = VOCABULARY.set(ctx.stress.vocabulary()) if ctx.stress else None
+            try:
+                planned = plan(instance)
+                reply = await planned if inspect.isawaitable(planned) else planned
+            finally:
+                if vocabulary is not None:
+                    VOCABULARY.reset(vocabulary)
             started = time.monotonic()
             context = context_length or instance.context_length
             overflow = reply.prompt_tokens > context
@@ -185,7 +192,7 @@ async def _generate(
                                    frames),
                     fault=None if fault is None or fault.scope == "reply" else fault,
                     on_evict=evict, headers_sent=ctx.started, on_complete=watcher.cancel,
-                    dialect=wire.dialect, on_fire=ctx.fired, pace=pace,
+                    dialect=wire.dialect, on_fire=ctx.fired, pace=pace, stress=ctx.stress,
                 )
                 ctx.started = True
                 if record.cancelled or not ok:
@@ -371,7 +378,7 @@ async def chat_completions(ctx: Ctx, *, v0: bool = False) -> int:
         body = enc.chat_body(reply, inst.id, inst.spec, cid, created)
         if v0:
             body.update(enc.v0_extras(reply, inst.spec, inst.speed.ttft_s,
-                                      t.last - t.t_first + t.interval))
+                                      t.last - t.t_first + t.interval, inst.context_length))
         return body
 
     return await _generate(ctx, plan=plan, frames_for=frames_for, body_for=body_for)
@@ -494,7 +501,7 @@ def _v0_entry(engine: Engine, key: str) -> dict[str, Any]:
         "max_context_length": spec.max_context_length,
     }
     if loaded:
-        entry["loaded_context_length"] = spec.loaded_context_length
+        entry["loaded_context_length"] = loaded[0].context_length
     if not spec.is_embedding:
         entry["capabilities"] = ["tool_use"] if spec.tool_use else []
     return entry
@@ -515,140 +522,3 @@ async def v0_model(ctx: Ctx) -> int:
         return 404
     await ctx.send_json(200, _v0_entry(ctx.engine, spec.key))
     return 200
-
-
-# -- native /api/v1 -----------------------------------------------------------------------------
-
-
-async def v1_models(ctx: Ctx) -> int:
-    engine = ctx.engine
-    engine.reap_expired()
-    now = engine.clock()
-    models = []
-    for spec in engine.catalog.models:
-        instances = [
-            {"id": i.id,
-             "config": {"context_length": spec.loaded_context_length, "eval_batch_size": 512,
-                        "parallel": i.parallel, "flash_attention": True,
-                        "offload_kv_cache_to_gpu": True},
-             "remaining_ttl_seconds": i.describe(now)["remaining_ttl_seconds"]}
-            for i in engine.loaded() if i.spec.key == spec.key
-        ]
-        entry: dict[str, Any] = {
-            "type": "embedding" if spec.is_embedding else "llm",
-            "publisher": spec.publisher, "key": spec.key, "display_name": spec.display_name,
-            "quantization": {"name": spec.quantization, "bits_per_weight": spec.bits_per_weight},
-            "size_bytes": spec.size_bytes, "params_string": spec.params_string,
-            "loaded_instances": instances, "max_context_length": spec.max_context_length,
-            "format": spec.format, "variants": [spec.variant], "selected_variant": spec.variant,
-        }
-        if not spec.is_embedding:
-            entry["architecture"] = spec.arch
-            entry["capabilities"] = {
-                "vision": spec.vision, "trained_for_tool_use": spec.tool_use,
-                **({"reasoning": {"allowed_options": ["off", "on"], "default": "on"}}
-                   if spec.reasoning else {}),
-            }
-            entry["description"] = None
-        models.append(entry)
-    await ctx.send_json(200, {"models": models})
-    return 200
-
-
-def _native_error(kind: str, message: str) -> dict[str, Any]:
-    return {"error": {"type": kind, "message": message}}
-
-
-async def v1_load(ctx: Ctx) -> int:
-    key = ctx.body.get("model")
-    if not isinstance(key, str) or not key:
-        await ctx.send_json(400, _native_error("invalid_request", "'model' must be a string"))
-        return 400
-    spec = ctx.engine.catalog.get(key)
-    if spec is None:
-        await ctx.send_json(404, _native_error(
-            "model_not_found", f"Model {key} not found in downloaded models"))
-        return 404
-    parallel = rq.opt(ctx.body, "parallel", int)
-    ttl = rq.ttl_seconds(ctx.body)
-    started = time.monotonic()
-    instance = await ctx.engine.load(key, jit=False, ttl_s=ttl, parallel=parallel)
-    body: dict[str, Any] = {"type": "embedding" if spec.is_embedding else "llm",
-                            "instance_id": instance.id,
-                            "load_time_seconds": round(time.monotonic() - started, 3),
-                            "status": "loaded"}
-    if ctx.body.get("echo_load_config"):
-        body["load_config"] = {"context_length": spec.loaded_context_length,
-                               "parallel": instance.parallel}
-    await ctx.send_json(200, body)
-    return 200
-
-
-async def v1_unload(ctx: Ctx) -> int:
-    instance_id = ctx.body.get("instance_id")
-    if not isinstance(instance_id, str) or instance_id not in ctx.engine.instances:
-        await ctx.send_json(404, _native_error(
-            "model_not_found", f"No loaded model instance with id {instance_id!r}"))
-        return 404
-    ctx.engine.unload(instance_id, reason="unloaded through /api/v1/models/unload")
-    await ctx.send_json(200, {"instance_id": instance_id})
-    return 200
-
-
-def _native_messages(body: dict[str, Any], history: list[dict[str, Any]]) -> list[dict[str, Any]]:
-    value = body.get("input")
-    msgs = list(history)
-    system = rq.opt(body, "system_prompt", str)
-    if system:
-        msgs.insert(0, {"role": "system", "content": system})
-    if isinstance(value, str) and value:
-        msgs.append({"role": "user", "content": value})
-    elif isinstance(value, list) and value:
-        parts = [message_text([p]) for p in value if isinstance(p, dict)]
-        msgs.append({"role": "user", "content": "\n".join(parts)})
-    else:
-        raise rq.BadRequest("'input' must be a non-empty string or array")
-    return msgs
-
-
-async def v1_chat(ctx: Ctx) -> int:
-    body, engine = ctx.body, ctx.engine
-    if not isinstance(body.get("model"), str):
-        await ctx.send_json(400, _native_error("invalid_request", "'model' is required"))
-        return 400
-    previous = rq.opt(body, "previous_response_id", str)
-    history: list[dict[str, Any]] = []
-    if previous is not None:
-        if not previous.startswith("resp_") or previous not in engine.responses:
-            await ctx.send_json(400, _native_error(
-                "invalid_request", f"Previous response '{previous}' not found"))
-            return 400
-        history = list(engine.responses[previous]["messages"])
-    msgs = _native_messages(body, history)
-    reasoning = rq.opt(body, "reasoning", str)
-    request = ChatRequest(messages=tuple(msgs), seed=rq.opt(body, "seed", int),
-                          max_tokens=rq.max_tokens(body, "max_output_tokens"),
-                          reasoning_on=reasoning != "off")
-    store = rq.opt(body, "store", bool, True)
-    rid = enc.response_id() if store else None
-
-    def plan(inst: Instance) -> Reply:
-        reply = plan_chat_reply(inst.spec, request, inst.speed.reply_tokens)
-        if rid is not None:
-            engine.responses[rid] = {
-                "messages": [*msgs, {"role": "assistant", "content": reply.text}]}
-        return reply
-
-    def body_for(reply: Reply, inst: Instance, t: Timing) -> dict[str, Any]:
-        return enc.native_chat_body(reply, inst.id, rid, ttft_s=inst.speed.ttft_s,
-                                    gen_s=t.last - t.t_first + t.interval,
-                                    load_time_s=t.load_time_s)
-
-    def chat_end(reply: Reply, inst: Instance, t: Timing) -> list[bytes]:
-        return [enc.native_event("chat.end", {"result": body_for(reply, inst, t)})]
-
-    return await _generate(
-        ctx, plan=plan, wire=Wire(NATIVE, native_error, chat_end), native_prelude=True,
-        body_for=body_for,
-        frames_for=lambda r, i, t: enc.native_chat_frames(r, body_for(r, i, t)),
-    )

@@ -19,6 +19,7 @@ from harness.faults import OPENAI, Dialect, FaultAction, StreamDropped, inject_s
 from harness.studio.encoding import Frames
 from harness.studio.engine import CutoffStyle, Hold
 from harness.studio.pacer import Pacer
+from harness.studio.stress import Stress, StressedWriter, reschedule
 from harness.studio.truth import RequestTruth
 from harness.studio.wire import DirectBody
 
@@ -216,6 +217,7 @@ async def write_stream(
     dialect: Dialect = OPENAI,
     on_fire: Callable[[], object] = lambda: None,
     pace: Pace | None = None,
+    stress: Stress | None = None,
 ) -> bool:
     """Stream ``frames``; returns False when the connection was dropped on purpose.
 
@@ -223,6 +225,8 @@ async def write_stream(
     (``_PacedStream``); otherwise, and for whatever the pacer hands back, each frame is awaited
     through ``send``. Both record every frame's deadline and write time in the truth. With a
     ``pace`` (the instance's ``Hold``), deadlines still to come move back by each prefill pause.
+    With ``stress`` the frames take the general path through a ``StressedWriter`` (split,
+    coalesced, keep-alive comments, jittered deadlines: ``harness.studio.stress``).
     """
     now = time.monotonic  # real write time; loop.time() may be cached per loop iteration
     if not headers_sent:
@@ -236,7 +240,11 @@ async def write_stream(
     first = 0
     if pace is None:
         pace = Pace(Hold(), now())
-    if fault is None and all_frames:
+    groups: list[int] = []
+    if stress is not None:
+        rng = stress.rng(record.id)
+        groups = reschedule(stress, dues, interval, rng, coalesce=fault is None)
+    if fault is None and all_frames and stress is None:
         body = DirectBody.attach(send)
         if body is not None:
             paced = _PacedStream(all_frames, dues, record, body, Pacer.current(), pace)
@@ -260,10 +268,14 @@ async def write_stream(
     if fault is not None:
         source = inject_stream(fault, source, on_evict, dialect=dialect, on_fire=on_fire)
     try:
-        async for frame in source:
-            await send({"type": "http.response.body", "body": frame, "more_body": True})
-            scheduled.append(cursor.due)
-            sent_at.append(now())
+        if stress is not None:
+            writer = StressedWriter(stress, send, rng, groups, scheduled, sent_at)
+            await writer.run(source, lambda: cursor.due)
+        else:
+            async for frame in source:
+                await send({"type": "http.response.body", "body": frame, "more_body": True})
+                scheduled.append(cursor.due)
+                sent_at.append(now())
     except StreamDropped:
         return False
     if on_complete is not None:

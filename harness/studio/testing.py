@@ -18,6 +18,7 @@ from harness.studio.app import StudioState, create_app
 from harness.studio.catalog import Catalog, load_catalog
 from harness.studio.engine import Engine, EngineOptions
 from harness.studio.server import BackgroundServer
+from harness.studio.stress import Stress
 
 T = TypeVar("T")
 
@@ -81,14 +82,16 @@ def running_studio(
     api_token: str | None = None,
     control: bool = True,
     clock: Any = None,
+    stress: Stress | None = None,
     **engine_options: Any,
 ) -> Iterator[StudioHandle]:
-    """Run the emulator on ``127.0.0.1:<free port>`` for the duration of the block."""
+    """Run the emulator on ``127.0.0.1:<free port>`` for the duration of the block; ``stress``
+    makes every stream hard on clients (``harness.studio.stress``) unless a request opts out."""
     cat = catalog if isinstance(catalog, Catalog) else load_catalog(catalog)
     if "preload" in engine_options:
         engine_options["preload"] = tuple(engine_options["preload"])
     engine = Engine(cat, EngineOptions(**engine_options), clock=clock)
-    app = create_app(engine, api_token=api_token, control=control, faults=faults)
+    app = create_app(engine, api_token=api_token, control=control, faults=faults, stress=stress)
     server = BackgroundServer(app)
     server.start()
     try:

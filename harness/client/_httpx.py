@@ -1,0 +1,201 @@
+"""Everything httpx-specific, in one place: the pool's limits, the per-read time limit, and the
+table that maps httpx's exceptions onto the error tree (as ``httpx/_transports/default.py`` maps
+httpcore's onto its own).
+
+Why a network backend: httpx's ``read`` timeout is per socket read, so a server that trickles one
+byte a second (slow headers, a slow body, keep-alive whitespace) never trips it and a call can
+run far past its deadline. ``LimitedBackend`` wraps httpcore's backend and bounds every read and
+write by the current attempt's absolute ``read_by`` instant (``stream.ResponseReader``), found
+through a context variable the shell sets around each blocking step. Async and sync alike.
+"""
+
+from __future__ import annotations
+
+import contextvars
+from collections.abc import Iterator
+from contextlib import contextmanager
+from typing import Any
+
+import httpcore
+import httpx
+
+from harness.client.config import DOCUMENTED_CONCURRENCY
+from harness.client.errors import LMStudioError
+from harness.client.stream import ResponseReader, TransportKind
+
+#: The reader whose limits bound the socket operations running in this context.
+CURRENT: contextvars.ContextVar[ResponseReader | None] = contextvars.ContextVar(
+    "harness_client_reader", default=None)
+
+
+def default_limits() -> httpx.Limits:
+    """Sized for ``DOCUMENTED_CONCURRENCY`` calls at once. Idle connections expire before LM
+    Studio's 5 s keep-alive does, so reuse rarely races a close."""
+    return httpx.Limits(max_connections=DOCUMENTED_CONCURRENCY, max_keepalive_connections=64,
+                        keepalive_expiry=4.0)
+
+
+# Most specific first: the first matching row decides.
+_TABLE: tuple[tuple[type[Exception], TransportKind], ...] = (
+    (httpx.PoolTimeout, "pool"),
+    (httpx.ConnectTimeout, "connect-timeout"),
+    (httpx.TimeoutException, "timeout"),
+    (httpx.ConnectError, "connect"),
+    (httpx.RemoteProtocolError, "lost"),
+    (httpx.ReadError, "lost"),
+    (httpx.WriteError, "lost"),
+    (httpx.CloseError, "lost"),
+    (httpx.StreamError, "lost"),
+    (httpx.HTTPError, "other"),
+    (OSError, "lost"),
+)
+
+
+@contextmanager
+def transport_errors(reader: ResponseReader) -> Iterator[None]:
+    """Run one blocking step of ``reader``'s attempt: its limit bounds the socket, and an httpx
+    exception leaves as the error the reader builds for it."""
+    token = CURRENT.set(reader)
+    try:
+        yield
+    except LMStudioError:
+        raise
+    except Exception as exc:
+        for kind_type, kind in _TABLE:
+            if isinstance(exc, kind_type):
+                raise reader.transport_failure(kind, str(exc) or type(exc).__name__) from None
+        raise
+    finally:
+        CURRENT.reset(token)
+
+
+def timeout_for(reader: ResponseReader) -> httpx.Timeout:
+    """The per-request httpx timeouts of an attempt (the backend then tightens reads)."""
+    limits = reader.limits
+    read = reader.timeout() or 0.001
+    return httpx.Timeout(connect=min(limits.connect, read), read=read,
+                         write=min(limits.write, read), pool=reader.pool_timeout() or 0.001)
+
+
+def _bounded(timeout: float | None) -> float | None:
+    """A read's timeout: the attempt's ``read_by`` (headers, body or next event)."""
+    reader = CURRENT.get()
+    if reader is None:
+        return timeout
+    left = reader.timeout()
+    if left <= 0:
+        raise httpcore.ReadTimeout("time limit passed")
+    return left if timeout is None or left < timeout else timeout
+
+
+def _within_deadline(timeout: float | None) -> float | None:
+    """A connect's or write's timeout: httpx's own, within the call's deadline."""
+    reader = CURRENT.get()
+    if reader is None:
+        return timeout
+    left = reader.deadline_left()
+    if left <= 0:
+        raise httpcore.WriteTimeout("call deadline passed")
+    return left if timeout is None or left < timeout else timeout
+
+
+def _wrote() -> None:
+    reader = CURRENT.get()
+    if reader is not None:
+        reader.sent()  # the limits before the headers count from the last byte sent
+
+
+class _Stream(httpcore.NetworkStream):
+    def __init__(self, inner: httpcore.NetworkStream) -> None:
+        self._inner = inner
+
+    def read(self, max_bytes: int, timeout: float | None = None) -> bytes:
+        return self._inner.read(max_bytes, _bounded(timeout))
+
+    def write(self, buffer: bytes, timeout: float | None = None) -> None:
+        self._inner.write(buffer, _within_deadline(timeout))
+        _wrote()
+
+    def close(self) -> None:
+        self._inner.close()
+
+    def start_tls(self, ssl_context: Any, server_hostname: str | None = None,
+                  timeout: float | None = None) -> httpcore.NetworkStream:
+        return _Stream(self._inner.start_tls(ssl_context, server_hostname, timeout))
+
+    def get_extra_info(self, info: str) -> Any:
+        return self._inner.get_extra_info(info)
+
+
+class _AsyncStream(httpcore.AsyncNetworkStream):
+    def __init__(self, inner: httpcore.AsyncNetworkStream) -> None:
+        self._inner = inner
+
+    async def read(self, max_bytes: int, timeout: float | None = None) -> bytes:
+        return await self._inner.read(max_bytes, _bounded(timeout))
+
+    async def write(self, buffer: bytes, timeout: float | None = None) -> None:
+        await self._inner.write(buffer, _within_deadline(timeout))
+        _wrote()
+
+    async def aclose(self) -> None:
+        await self._inner.aclose()
+
+    async def start_tls(self, ssl_context: Any, server_hostname: str | None = None,
+                        timeout: float | None = None) -> httpcore.AsyncNetworkStream:
+        return _AsyncStream(await self._inner.start_tls(ssl_context, server_hostname, timeout))
+
+    def get_extra_info(self, info: str) -> Any:
+        return self._inner.get_extra_info(info)
+
+
+class LimitedBackend(httpcore.NetworkBackend):
+    def __init__(self, inner: httpcore.NetworkBackend) -> None:
+        self._inner = inner
+
+    def connect_tcp(self, host: str, port: int, timeout: float | None = None,
+                    local_address: str | None = None, socket_options: Any = None
+                    ) -> httpcore.NetworkStream:
+        return _Stream(self._inner.connect_tcp(host, port, _within_deadline(timeout),
+                                               local_address, socket_options))
+
+    def connect_unix_socket(self, path: str, timeout: float | None = None,
+                            socket_options: Any = None) -> httpcore.NetworkStream:
+        return _Stream(self._inner.connect_unix_socket(path, timeout, socket_options))
+
+    def sleep(self, seconds: float) -> None:
+        self._inner.sleep(seconds)
+
+
+class AsyncLimitedBackend(httpcore.AsyncNetworkBackend):
+    def __init__(self, inner: httpcore.AsyncNetworkBackend) -> None:
+        self._inner = inner
+
+    async def connect_tcp(self, host: str, port: int, timeout: float | None = None,
+                          local_address: str | None = None, socket_options: Any = None
+                          ) -> httpcore.AsyncNetworkStream:
+        return _AsyncStream(await self._inner.connect_tcp(
+            host, port, _within_deadline(timeout), local_address, socket_options))
+
+    async def connect_unix_socket(self, path: str, timeout: float | None = None,
+                                  socket_options: Any = None) -> httpcore.AsyncNetworkStream:
+        return _AsyncStream(await self._inner.connect_unix_socket(path, timeout,
+                                                                  socket_options))
+
+    async def sleep(self, seconds: float) -> None:
+        await self._inner.sleep(seconds)
+
+
+def sync_transport(limits: httpx.Limits) -> httpx.HTTPTransport:
+    """httpx's own transport with every socket operation bounded by the attempt's limit."""
+    transport = httpx.HTTPTransport(limits=limits)
+    pool = transport._pool
+    pool._network_backend = LimitedBackend(pool._network_backend)
+    return transport
+
+
+def async_transport(limits: httpx.Limits) -> httpx.AsyncHTTPTransport:
+    transport = httpx.AsyncHTTPTransport(limits=limits)
+    pool = transport._pool
+    pool._network_backend = AsyncLimitedBackend(pool._network_backend)
+    return transport
