@@ -72,7 +72,8 @@ def _auth_probe(report: CheckReport, base_url: str, api_token: str | None,
                                                         if api_token else ""))
         return True
     if not api_token:
-        report.add("auth", "fail", "the server requires an API token: set LMSTUDIO_API_TOKEN")
+        report.add("auth", "fail", "the server requires an API token: set HARNESS_API_TOKEN "
+                   "or use --api-token-file")
         return False
     return True
 

@@ -48,6 +48,10 @@ from typing import Annotated, Any, ClassVar, Literal
 from pydantic import BaseModel, ConfigDict, Field, TypeAdapter, ValidationError
 
 FAULT_HEADER = "x-harness-fault"
+#: No fault waits longer than this (a header or plan with ``stall 1e300`` would otherwise hold a
+#: model's slots for ever); ten minutes is longer than any client timeout worth testing.
+MAX_FAULT_SECONDS = 600.0
+FaultSeconds = Annotated[float, Field(ge=0, le=MAX_FAULT_SECONDS, allow_inf_nan=False)]
 DONE_FRAME = b"data: [DONE]\n\n"
 
 
@@ -78,7 +82,7 @@ class StatusFault(_Action):
     retry_after: float | str | None = None
     retry_after_format: Literal["seconds", "http_date"] = "seconds"
     body: dict[str, Any] | str | None = None
-    delay_s: float = Field(default=0.0, ge=0)
+    delay_s: FaultSeconds = 0.0
 
 
 class HtmlErrorFault(_Action):
@@ -99,8 +103,8 @@ class LatencyFault(_Action):
     """Extra latency before the response headers and/or before every stream chunk."""
 
     kind: Literal["latency"] = "latency"
-    before_headers_s: float = Field(default=0.0, ge=0)
-    between_chunks_s: float = Field(default=0.0, ge=0)
+    before_headers_s: FaultSeconds = 0.0
+    between_chunks_s: FaultSeconds = 0.0
 
 
 class DisconnectFault(_Action):
@@ -119,7 +123,7 @@ class StallFault(_Action):
 
     kind: Literal["stall"] = "stall"
     after_chunks: int = Field(default=1, ge=0)
-    seconds: float = Field(default=5.0, ge=0)
+    seconds: FaultSeconds = 5.0
 
 
 class MalformedSseFault(_Action):

@@ -17,6 +17,8 @@ from __future__ import annotations
 
 import math
 import re
+from collections.abc import Iterator
+from contextlib import contextmanager
 from pathlib import Path
 from urllib.parse import urlsplit
 
@@ -30,6 +32,7 @@ __all__ = [
     "output_dir",
     "port",
     "read_text",
+    "reading",
 ]
 
 EXIT_USAGE = 2
@@ -111,6 +114,19 @@ def read_text(path: Path, what: str, option: str | None = None) -> str:
                          option=option) from None
     except OSError as exc:
         raise InputError(f"cannot read {what} {path}: {exc.strerror or exc}",
+                         option=option) from None
+
+
+@contextmanager
+def reading(what: str, path: Path, option: str | None = None) -> Iterator[None]:
+    """Around an area's loader: the parser failures no loader names (a JSON nested thousands
+    deep, a number too large for an integer) become an :class:`InputError` naming the file."""
+    try:
+        yield
+    except RecursionError:
+        raise InputError(f"{what} {path} is nested too deeply", option=option) from None
+    except OverflowError as exc:
+        raise InputError(f"{what} {path}: a number is out of range ({exc})",
                          option=option) from None
 
 

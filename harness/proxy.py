@@ -42,6 +42,7 @@ from harness.faults import (
     dialect_for,
     inject_stream,
 )
+from harness.secrets import redact, redact_url
 from harness.studio.app import header_value, read_body, send_response
 from harness.studio.requests import BadRequest
 from harness.studio.streaming import watch_disconnect
@@ -71,6 +72,7 @@ class ProxyState:
         self.injector: FaultInjector | None = FaultInjector(faults) if faults else None
         self.max_body_bytes = max_body_bytes
         self.client: httpx.AsyncClient | None = None
+        self.control = True
 
     def set_faults(self, plan: FaultPlan | None) -> None:
         self.injector = FaultInjector(plan) if plan is not None and plan.rules else None
@@ -127,7 +129,9 @@ class ProxyApp:
                        record: RequestTruth) -> int:
         state = self.state
         wrong_model: str | None = None
-        fault = choose_action(header_value(scope, FAULT_HEADER.encode()), state.injector,
+        # The per-request fault header is a control feature: obeyed only with control on.
+        header = header_value(scope, FAULT_HEADER.encode()) if state.control else None
+        fault = choose_action(header, state.injector,
                               scope["path"], scope["method"], model, record.stream)
 
         def fired() -> None:
@@ -158,7 +162,8 @@ class ProxyApp:
         try:
             upstream = await state.client.send(request, stream=True)
         except httpx.HTTPError as exc:
-            message = f"proxy could not reach upstream {scope['method']} {url}: {exc!r}"
+            message = redact(f"proxy could not reach upstream {scope['method']} "
+                             f"{redact_url(url)}: {exc!r}")
             log.warning(message)
             await _send_error(send, 502, message)
             return 502
@@ -301,15 +306,23 @@ async def _send_error(send: Any, status: int, message: str) -> None:
 
 def create_proxy_app(upstream: str, *, faults: FaultPlan | None = None, control: bool = True,
                      max_body_bytes: int = 16 * 1024 * 1024, truth_limit: int = 50_000,
-                     ) -> Starlette:
-    """The proxy app; ``app.state.proxy`` is its ``ProxyState``."""
+                     api_token: str | None = None) -> Starlette:
+    """The proxy app; ``app.state.proxy`` is its ``ProxyState``.
+
+    ``control`` mounts ``/_harness/`` and obeys ``X-Harness-Fault`` (the CLI turns it on only with
+    ``--control``); with ``api_token`` the control endpoints require it. Credentials in
+    ``upstream`` are refused: they would reach logs and error bodies.
+    """
     import contextlib
 
     from starlette.routing import Mount
 
     from harness.studio import control as control_routes
 
+    if redact_url(upstream) != upstream:
+        raise ValueError("the proxy's upstream URL must not contain credentials (user:pass@)")
     state = ProxyState(upstream, faults, max_body_bytes, truth_limit)
+    state.control = control
 
     @contextlib.asynccontextmanager
     async def lifespan(app: Starlette) -> AsyncIterator[None]:
@@ -320,7 +333,7 @@ def create_proxy_app(upstream: str, *, faults: FaultPlan | None = None, control:
             yield
         state.client = None
 
-    routes: list[Any] = control_routes.routes(state) if control else []
+    routes: list[Any] = control_routes.routes(state, api_token=api_token) if control else []
     routes.append(Mount("/", app=cast(Any, ProxyApp(state))))
     app = Starlette(routes=routes, lifespan=lifespan)
     app.state.proxy = state

@@ -12,8 +12,8 @@ With ``pytest-base-url`` (pulled in by pytest-playwright and pytest-selenium) in
 Options:
 
 ``--lmstudio-url URL``         (``--base-url``) a live server instead of the embedded emulator
-``--lmstudio-api-token TOK``   (``--api-token``) its token (or ``LMSTUDIO_API_TOKEN``); never
-                               written to logs or cassettes
+``--lmstudio-api-token TOK``   (``--api-token``) its token (or ``HARNESS_API_TOKEN`` /
+                               ``LM_API_TOKEN``); never written to logs or cassettes
 ``--lmstudio-models a,b,c``    (``--models``) which live models to use (default: the listed LLMs)
 ``--lmstudio-via-proxy``       (``--via-proxy``) the fault proxy in front of the live server
 ``--lmstudio-subject NAME``    (``--subject``, repeatable) which client the suites judge:
@@ -35,7 +35,6 @@ reason, where the target cannot help; ``subject_needs(...)`` where the subject c
 
 from __future__ import annotations
 
-import os
 from collections.abc import AsyncIterator, Callable, Iterator
 from contextlib import AbstractContextManager, ExitStack
 from pathlib import Path
@@ -64,7 +63,8 @@ OPTIONS: tuple[tuple[str, str, str, dict[str, Any]], ...] = (
       "help": "run suites against this live server (default: embedded emulator)"}),
     ("--lmstudio-api-token", "--api-token", "harness_api_token",
      {"default": None, "metavar": "TOKEN",
-      "help": "API token of the live server (default: $LMSTUDIO_API_TOKEN)"}),
+      "help": "API token of the live server (default: $HARNESS_API_TOKEN, or LM Studio's "
+              "$LM_API_TOKEN)"}),
     ("--lmstudio-models", "--models", "harness_models",
      {"default": None, "metavar": "A,B,C",
       "help": "comma-separated chat models of the live server to use"}),
@@ -200,7 +200,9 @@ def _models(config: pytest.Config) -> tuple[str, ...]:
 
 
 def api_token(config: pytest.Config) -> str | None:
-    return config.getoption("harness_api_token") or os.environ.get("LMSTUDIO_API_TOKEN") or None
+    from harness.secrets import register, token_from_env
+
+    return register(config.getoption("harness_api_token")) or token_from_env()
 
 
 def _open_target(config: pytest.Config, stack: ExitStack) -> Target:

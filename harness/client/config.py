@@ -11,6 +11,7 @@ from dataclasses import dataclass, replace
 from harness.client.errors import ValidationError
 from harness.client.retry import RetryPolicy
 from harness.client.validation import normalize_base_url, validate_model_id
+from harness.secrets import register
 
 #: How many calls one client is documented to carry at once (README, "The client core"). The
 #: default pool is sized for it, and a call waiting for a free connection counts against its
@@ -84,6 +85,7 @@ def make_options(base_url: str, model: str | None, api_token: str | None,
         validate_model_id(model)
     if api_token is not None and (not isinstance(api_token, str) or not api_token.strip()):
         raise ValidationError("api_token", "must be a non-empty string or None")
+    register(api_token)  # harness.secrets: its value is redacted from every error and log
     if retry is not None and not isinstance(retry, RetryPolicy):
         raise ValidationError("retry", "must be a RetryPolicy")
     return ClientOptions(root, model, api_token, Timeouts.coerce(timeout), retry or RetryPolicy())

@@ -63,11 +63,23 @@ from harness.client.models import (
 )
 from harness.client.sse import SSEEvent
 from harness.client.validation import same_model
+from harness.untrusted import scrub_data
 
 try:  # orjson parses a stream chunk about twice as fast (benchmarks/bench_streaming.py)
     from orjson import loads as _loads
 except ImportError:  # pragma: no cover - orjson is a dependency; json stays the fallback
     _loads = json.loads  # type: ignore[assignment]
+
+
+
+def _lenient_loads(data: str) -> Any:
+    """What orjson refused, read by the stdlib: a lone-surrogate escape (``"\\ud800"``, sent by a
+    broken tokenizer) is valid JSON text, so the chunk is kept with U+FFFD in its place."""
+    try:
+        return scrub_data(json.loads(data))
+    except (ValueError, RecursionError):
+        return None
+
 
 _HTML_TITLE = re.compile(rb"<title[^>]*>(.*?)</title>", re.IGNORECASE | re.DOTALL)
 _JSON_TYPES = ("application/json", "+json")
@@ -538,8 +550,10 @@ class ChatStreamAssembler(_Assembler):
         try:
             chunk = _loads(data)
         except ValueError:
-            raise StreamInterrupted(f"malformed stream data: {data[:80]!r}",
-                                    context=self._ctx(now), partial=self.partial()) from None
+            chunk = _lenient_loads(data)
+            if chunk is None:
+                raise StreamInterrupted(f"malformed stream data: {data[:80]!r}",
+                                        context=self._ctx(now), partial=self.partial()) from None
         if not isinstance(chunk, dict):
             raise StreamInterrupted(f"stream frame is not an object: {data[:80]!r}",
                                     context=self._ctx(now), partial=self.partial())

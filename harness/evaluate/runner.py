@@ -17,6 +17,7 @@ import pytest
 
 from harness.evaluate.collector import EvaluationCollector
 from harness.evaluate.report import EvaluationReport, build_report, write_evaluation
+from harness.secrets import TOKEN_ENV
 
 SUITE_FILES = ("test_streaming.py", "test_model_switching.py", "test_errors.py",
                "test_agent.py", "test_cache_expiry.py", "test_backoff.py",
@@ -106,17 +107,17 @@ def run_suites(options: EvaluationOptions, progress: Any = None
     suites = locate_suites(options.suites)
     check_subjects(options.subjects)
     collector = EvaluationCollector(progress)
-    saved = os.environ.get("LMSTUDIO_API_TOKEN")
+    saved = os.environ.get(TOKEN_ENV)
     if options.api_token:  # passed by environment so it never shows in an argv listing
-        os.environ["LMSTUDIO_API_TOKEN"] = options.api_token
+        os.environ[TOKEN_ENV] = options.api_token
     try:
         code = pytest.main(pytest_args(options, suites), plugins=[collector])
     finally:
         if options.api_token:
             if saved is None:
-                os.environ.pop("LMSTUDIO_API_TOKEN", None)
+                os.environ.pop(TOKEN_ENV, None)
             else:
-                os.environ["LMSTUDIO_API_TOKEN"] = saved
+                os.environ[TOKEN_ENV] = saved
     problems = list(collector.problems)
     if collector.target_error is None:  # else the target error says it all
         if int(code) not in (0, 1, 5):

@@ -28,11 +28,14 @@ TRUTH_PAGE = 500  # records per truth page: ~0.5 MB at 20 tokens/s, bounded what
 
 def api_token_for(scenario: Any) -> str | None:
     """The token a run sends: the variable the scenario names (``request.api_token_env``), else
-    ``LMSTUDIO_API_TOKEN`` as every other harness command reads it; None when neither is set."""
+    ``HARNESS_API_TOKEN`` (or its aliases) as every other harness command reads it
+    (``harness.secrets``); None when neither is set. Registered for redaction either way."""
     import os
 
+    from harness.secrets import register, token_from_env
+
     name = scenario.request.api_token_env
-    return os.environ.get(name or "LMSTUDIO_API_TOKEN") or None
+    return register(os.environ.get(name) or None) if name else token_from_env()
 
 
 class LoadRunError(RuntimeError):

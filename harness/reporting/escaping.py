@@ -33,6 +33,8 @@ from typing import Any
 from rich.markup import escape as _rich_escape
 from rich.text import Text
 
+from harness.untrusted import scrub, scrub_data, untrusted, visible
+
 __all__ = [
     "MdSafe",
     "md_code",
@@ -44,58 +46,6 @@ __all__ = [
     "untrusted",
     "visible",
 ]
-
-# C0 except \t and \n, DEL, C1; bidi marks, embeddings, overrides, isolates; zero-width chars
-# and BOM; line/paragraph separators; lone surrogates (never valid in UTF-8).
-_INVISIBLE = re.compile(
-    "[\x00-\x08\x0b-\x1f\x7f-\x9f\u061c\u200b-\u200f\u202a-\u202e\u2028\u2029"
-    "\u2060-\u2064\u2066-\u2069\ufeff\ud800-\udfff]"
-)
-
-
-def _show(match: re.Match[str]) -> str:
-    code = ord(match.group())
-    return f"\\x{code:02x}" if code < 0x100 else f"\\u{code:04x}"
-
-
-_SURROGATE = re.compile("[\ud800-\udfff]")
-
-
-def untrusted(value: Any) -> str:
-    """Any value from outside as ``str``: bytes decoded as UTF-8 with invalid bytes replaced."""
-    if isinstance(value, bytes | bytearray):
-        return bytes(value).decode("utf-8", errors="replace")
-    return str(value)
-
-
-def scrub(text: str) -> str:
-    """``text`` with every lone surrogate replaced by U+FFFD, as invalid UTF-8 bytes are.
-
-    Why: a JSON ``\ud800`` escape from a server decodes to a lone surrogate, which no UTF-8
-    encoder (a cache key, a file, pydantic) accepts. Call this where model or server text enters.
-    """
-    return _SURROGATE.sub("\ufffd", text) if _SURROGATE.search(text) else text
-
-
-def scrub_data(value: Any) -> Any:
-    """:func:`scrub` applied to every string (keys too) of parsed JSON."""
-    if isinstance(value, str):
-        return scrub(value)
-    if isinstance(value, list):
-        return [scrub_data(item) for item in value]
-    if isinstance(value, dict):
-        return {scrub_data(k): scrub_data(v) for k, v in value.items()}
-    return value
-
-
-def visible(value: Any) -> str:
-    """The text with every invisible or unencodable character shown as an escape (``\\x1b``).
-
-    ``\\r\\n`` is read as a newline; a lone ``\\r`` (which can overwrite a terminal line) is shown.
-    """
-    text = untrusted(value).replace("\r\n", "\n")
-    return _INVISIBLE.sub(_show, text)
-
 
 class MdSafe(str):
     """A string that is already safe Markdown (the result of a Markdown filter)."""

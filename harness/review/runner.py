@@ -30,6 +30,7 @@ from harness import __version__
 from harness.client import AsyncClient, ModelInfo, ReasoningDelta, RetryPolicy, TextDelta, Timeouts
 from harness.client.errors import BadResponse, HTTPStatusError, LMStudioError, LMStudioTimeout
 from harness.reporting.env import report_environment
+from harness.reporting.escaping import scrub
 from harness.review.errors import PreflightError, ReviewInputError
 from harness.review.models import (
     Manifest,
@@ -101,7 +102,8 @@ class ResponseCache:
     @staticmethod
     def key(model: str, messages: list[dict[str, Any]], params: dict[str, Any]) -> str:
         blob = json.dumps([model, messages, params], sort_keys=True, ensure_ascii=False)
-        return hashlib.sha256(blob.encode()).hexdigest()
+        # surrogatepass: a key must exist for any text, even a lone surrogate a server sent
+        return hashlib.sha256(blob.encode("utf-8", "surrogatepass")).hexdigest()
 
     def get(self, key: str) -> dict[str, Any] | None:
         path = self.directory / f"{key}.json"
@@ -161,7 +163,12 @@ class ReviewRunner:
 
         async def guarded(reviewer: Reviewer) -> ReviewerRun:
             async with limit:
-                return await self.review_one(reviewer, subject)
+                try:
+                    return await self.review_one(reviewer, subject)
+                except Exception as exc:  # one reviewer's bug never loses the others' results
+                    return ReviewerRun(name=reviewer.name, model=reviewer.model,
+                                       focus=reviewer.focus, status=RunStatus.ERROR,
+                                       error=f"internal error: {type(exc).__name__}: {exc}")
 
         runs = list(await asyncio.gather(*(guarded(r) for r in self.roster.reviewers)))
         manifest = Manifest(
@@ -265,11 +272,13 @@ class ReviewRunner:
             result = await stream.result()
         usage = result.usage
         ttft = result.timings.ttft
+        # Model text is untrusted: a lone surrogate (a JSON "\ud800") becomes U+FFFD here, so
+        # the cache, the parsers, pydantic and the reports all see encodable text.
         answer = _Answer(
-            text=result.text,
-            reasoning=result.reasoning,
+            text=scrub(result.text),
+            reasoning=scrub(result.reasoning),
             finish_reason=result.finish_reason,
-            model=result.model,
+            model=scrub(result.model),
             prompt_tokens=usage.prompt_tokens if usage else None,
             completion_tokens=usage.completion_tokens
             if usage and usage.completion_tokens
@@ -283,7 +292,8 @@ class ReviewRunner:
 
     async def review_one(self, reviewer: Reviewer, subject: Subject) -> ReviewerRun:
         messages, truncations = self._messages(reviewer, subject)
-        prompt_sha = hashlib.sha256(json.dumps(messages).encode()).hexdigest()
+        prompt_sha = hashlib.sha256(
+            json.dumps(messages).encode("utf-8", "surrogatepass")).hexdigest()
         run = ReviewerRun(
             name=reviewer.name,
             model=reviewer.model,

@@ -110,11 +110,13 @@ class StudioState:
     """Server-wide state: the engine, the active fault plan and the server settings."""
 
     def __init__(self, engine: Engine, *, api_token: str | None, control: bool,
-                 faults: FaultPlan | None, stress: Stress | None = None) -> None:
+                 faults: FaultPlan | None, cors: bool = False,
+                 stress: Stress | None = None) -> None:
         self.engine = engine
         self.stress = stress  # the run's default; a request's X-Harness-Stress header wins
         self.api_token = api_token
         self.control = control
+        self.cors = cors
         self.injector: FaultInjector | None = FaultInjector(faults) if faults else None
 
     def set_faults(self, plan: FaultPlan | None) -> None:
@@ -159,32 +161,79 @@ def header_value(scope: dict[str, Any], name: bytes) -> str | None:
     return None
 
 
-def auth_refusal(token: str | None, authorization: str | None) -> dict[str, Any] | None:
-    """LM Studio's 401 body when a token is required and the Bearer header lacks it, else None."""
+def auth_refusal(token: str | None, authorization: str | None,
+                 api_key: str | None = None) -> dict[str, Any] | None:
+    """LM Studio's 401 body when a token is required and neither ``Authorization: Bearer`` nor
+    ``x-api-key`` (DOC 4_anthropic-compat/index.mdx) carries it, else None."""
     if token is None:
         return None
     scheme, _, given = (authorization or "").partition(" ")
     # As bytes: compare_digest refuses non-ASCII str, which made such a header a 500.
     # Header values arrive latin-1-decoded, so encoding back gives the bytes that were sent.
+    expected = token.encode()
     if scheme.lower() == "bearer" and hmac.compare_digest(given.strip().encode("latin-1"),
-                                                          token.encode()):
+                                                          expected):
         return None
-    message = AUTH_MISSING if not authorization else AUTH_INVALID
+    if api_key is not None and hmac.compare_digest(api_key.strip().encode("latin-1"), expected):
+        return None
+    message = AUTH_MISSING if not (authorization or api_key) else AUTH_INVALID
     return {"error": {"type": "invalid_request", "code": "invalid_api_key", "message": message}}
+
+
+def request_refusal(token: str | None, scope: dict[str, Any]) -> dict[str, Any] | None:
+    return auth_refusal(token, header_value(scope, b"authorization"),
+                        header_value(scope, b"x-api-key"))
+
+
+ErrorShape = Callable[[int, str, str], dict[str, Any]]
+"""An endpoint's error body for (status, message, native error type)."""
+
+CORS_HEADERS = [(b"access-control-allow-origin", b"*"), (b"access-control-allow-headers", b"*")]
+CORS_METHODS = (b"access-control-allow-methods", b"GET,HEAD,PUT,PATCH,POST,DELETE")
+
+
+def with_cors(send: Send) -> Send:
+    """``send`` adding the headers LM Studio sends with CORS on (0.4.21, goose#11318); never
+    ``Access-Control-Allow-Private-Network`` (BT#392)."""
+
+    async def cors_send(message: dict[str, Any]) -> None:
+        if message["type"] == "http.response.start":
+            message = {**message, "headers": [*message.get("headers", []), *CORS_HEADERS]}
+        await send(message)
+
+    return cors_send
+
+
+async def preflight(send: Send) -> None:
+    """A CORS preflight answered as Express's ``cors()`` does: 204, no body."""
+    await send_response(send, 204, [*CORS_HEADERS, CORS_METHODS], b"")
 
 
 class _Api:
     """ASGI endpoint for one path: method dispatch, auth, body, faults, truth, error mapping."""
 
-    def __init__(self, state: StudioState, handlers: dict[str, Handler], stream_body: bool = True
-                 ) -> None:
+    def __init__(self, state: StudioState, handlers: dict[str, Handler],
+                 errors: ErrorShape | None = None) -> None:
         self.state = state
         self.handlers = handlers
-        self.stream_body = stream_body
+        self.errors = errors
+
+    def _error(self, status: int, message: str, kind: str = "invalid_request",
+               body: dict[str, Any] | None = None) -> dict[str, Any]:
+        """The error body this endpoint sends: its own shape, else LM Studio's (``body``, or
+        the string error of shape A)."""
+        if self.errors is not None:
+            return self.errors(status, message, kind)
+        return body if body is not None else {"error": message}
 
     async def __call__(self, scope: dict[str, Any], receive: Receive, send: Send) -> None:
+        if self.state.cors:
+            if scope["method"] == "OPTIONS":
+                await preflight(send)
+                return
+            send = with_cors(send)
         ctx = Ctx(scope, receive, send, self.state)
-        refusal = auth_refusal(self.state.api_token, header_value(scope, b"authorization"))
+        refusal = request_refusal(self.state.api_token, scope)
         if refusal is not None:
             await ctx.send_json(401, refusal)
             return
@@ -200,7 +249,7 @@ class _Api:
                                        int(declared) if declared and declared.isdigit() else None)
                 ctx.body = _parse_json(raw)
         except BadRequest as exc:
-            await ctx.send_json(exc.status, {"error": exc.message})
+            await ctx.send_json(exc.status, self._error(exc.status, exc.message))
             return
         stream = ctx.body.get("stream") is True
         record = ctx.record = engine.new_truth(ctx.path, ctx.method, stream)
@@ -210,7 +259,9 @@ class _Api:
         record.model_requested = model if isinstance(model, str) else None
         status = 500
         try:
-            ctx.fault = choose_action(header_value(scope, FAULT_HEADER.encode()),
+            # The per-request fault header is a control feature: obeyed only with --control.
+            header = header_value(scope, FAULT_HEADER.encode()) if self.state.control else None
+            ctx.fault = choose_action(header,
                                       self.state.injector, ctx.path, ctx.method,
                                       record.model_requested, stream)
             ctx.stress = choose_stress(header_value(scope, STRESS_HEADER.encode()),
@@ -227,18 +278,23 @@ class _Api:
             status = await handler(ctx)
         except FaultPlanError as exc:
             status = 400
-            await ctx.send_json(400, {"error": str(exc)})
+            await ctx.send_json(400, self._error(400, str(exc)))
         except BadRequest as exc:
             status = exc.status
-            await ctx.send_json(exc.status, {"error": exc.message})
+            indent = 4 if exc.body is not None else None
+            await ctx.send_json(exc.status, self._error(exc.status, exc.message, body=exc.body),
+                                indent=indent)
         except EngineError as exc:
             status = exc.status
             indent = 4 if isinstance(exc.body.get("error"), dict) else None
-            await ctx.send_json(exc.status, exc.body, indent=indent)
+            kind = "model_not_found" if status == 404 else "invalid_request"
+            await ctx.send_json(exc.status, self._error(status, str(exc), kind, exc.body),
+                                indent=indent)
         except ModelUnloaded as exc:
             status = 500
             if not ctx.started:
-                await ctx.send_json(500, {"error": {"message": "Model is unloaded."}})
+                await ctx.send_json(500, self._error(500, "Model is unloaded.", "unknown",
+                                                     {"error": {"message": "Model is unloaded."}}))
             log.info("request %s: %s", record.id, exc)
         except Exception as exc:
             log.exception("emulator bug while serving %s %s", ctx.method, ctx.path)
@@ -288,17 +344,22 @@ class StudioApp:
 
 
 def create_app(engine: Engine, *, api_token: str | None = None, control: bool = False,
-               faults: FaultPlan | None = None, stress: Stress | None = None) -> StudioApp:
-    """The emulator app. ``app.state.studio`` holds the ``StudioState`` (for the test handle)."""
+               faults: FaultPlan | None = None, cors: bool = False,
+               stress: Stress | None = None) -> StudioApp:
+    """The emulator app. ``app.state.studio`` holds the ``StudioState`` (for the test handle).
+    ``cors``: LM Studio's "Enable CORS" (``lms server start --cors``)."""
     from harness.studio import control as control_routes
     from harness.studio import handlers as h
+    from harness.studio import messages as m
     from harness.studio import native as n
 
     state = StudioState(engine, api_token=api_token, control=control, faults=faults,
-                        stress=stress)
+                        cors=cors, stress=stress)
 
-    def api(**methods: Handler) -> _Api:
-        return _Api(state, methods)
+    def api(errors: ErrorShape | None = None, **methods: Handler) -> _Api:
+        return _Api(state, methods, errors)
+
+    native = h.native_error
 
     routes: list[BaseRoute] = [
         Route("/v1/models", api(GET=h.openai_models)),
@@ -311,18 +372,23 @@ def create_app(engine: Engine, *, api_token: str | None = None, control: bool = 
         Route("/api/v0/chat/completions", api(POST=h.v0_chat_completions)),
         Route("/api/v0/completions", api(POST=h.completions)),
         Route("/api/v0/embeddings", api(POST=h.embeddings)),
-        Route("/api/v1/models", api(GET=n.v1_models)),
-        Route("/api/v1/models/load", api(POST=n.v1_load)),
-        Route("/api/v1/models/unload", api(POST=n.v1_unload)),
-        Route("/api/v1/models/download", api(POST=n.v1_download)),
-        Route("/api/v1/models/download/status/{job_id}", api(GET=n.v1_download_status)),
-        Route("/api/v1/chat", api(POST=n.v1_chat)),
+        Route("/v1/messages", api(m.anthropic_error, POST=m.messages)),
+        Route("/api/v1/models", api(native, GET=n.v1_models)),
+        Route("/api/v1/models/load", api(native, POST=n.v1_load)),
+        Route("/api/v1/models/unload", api(native, POST=n.v1_unload)),
+        Route("/api/v1/models/download", api(native, POST=n.v1_download)),
+        Route("/api/v1/models/download/status/{job_id}", api(native, GET=n.v1_download_status)),
+        Route("/api/v1/chat", api(native, POST=n.v1_chat)),
     ]
     if control:
-        routes += control_routes.routes(state)
+        routes += control_routes.routes(state, api_token=api_token)
 
     async def unexpected(request: Request, exc: Exception) -> Response:
-        refusal = auth_refusal(state.api_token, request.headers.get("authorization"))
+        if state.cors and request.method == "OPTIONS":
+            return Response(status_code=204, headers={k.decode(): v.decode() for k, v in
+                                                      [*CORS_HEADERS, CORS_METHODS]})
+        refusal = auth_refusal(state.api_token, request.headers.get("authorization"),
+                               request.headers.get("x-api-key"))
         if refusal is not None:
             return Response(json.dumps(refusal), 401, media_type="application/json; charset=utf-8")
         return Response(unexpected_body(request.method, request.url.path), 200,

@@ -1,23 +1,51 @@
 """``/_harness/`` control endpoints: ground truth, counters, fault plan, reset, engine state.
 
-Mounted only with ``--control`` (always in the test handle). They are not LM Studio endpoints, so
-they need no API token and never count towards the truth they report.
+Mounted only with ``--control`` (always in the test handle). They never count towards the truth
+they report. With an API token configured they require it, like the API does: a control surface
+that resets the server, reads every request's truth or sets faults is at least as sensitive as the
+API itself. Without a token they are open, like the API.
 """
 
 from __future__ import annotations
 
+import hmac
+from collections.abc import Awaitable, Callable
 from typing import Any
 
 from pydantic import ValidationError
 from starlette.requests import Request
-from starlette.responses import JSONResponse
+from starlette.responses import JSONResponse, Response
 from starlette.routing import BaseRoute, Route
 
 from harness.faults import FaultPlan
 
+Endpoint = Callable[[Request], Awaitable[Response]]
 
-def routes(state: Any) -> list[BaseRoute]:
-    """Control routes over a ``StudioState`` (or the proxy's state: same attribute names)."""
+
+def _authorized(token: str, authorization: str | None) -> bool:
+    scheme, _, given = (authorization or "").partition(" ")
+    return scheme.lower() == "bearer" and hmac.compare_digest(
+        given.strip().encode("utf-8", "surrogateescape"), token.encode())
+
+
+def _require(token: str | None, endpoint: Endpoint) -> Endpoint:
+    if not token:
+        return endpoint
+
+    async def guarded(request: Request) -> Response:
+        if not _authorized(token, request.headers.get("authorization")):
+            return JSONResponse({"error": {
+                "message": "the /_harness/ control endpoints require the API token "
+                           "(Authorization: Bearer <token>)",
+                "type": "invalid_request_error", "code": "unauthorized"}}, 401)
+        return await endpoint(request)
+
+    return guarded
+
+
+def routes(state: Any, *, api_token: str | None = None) -> list[BaseRoute]:
+    """Control routes over a ``StudioState`` (or the proxy's state: same attribute names);
+    with ``api_token`` every one of them requires ``Authorization: Bearer <api_token>``."""
 
     async def truth(request: Request) -> JSONResponse:
         since = request.query_params.get("since", "0")
@@ -60,10 +88,13 @@ def routes(state: Any) -> list[BaseRoute]:
     async def engine_state(request: Request) -> JSONResponse:
         return JSONResponse(state.engine.state())
 
+    def guard(endpoint: Endpoint) -> Endpoint:
+        return _require(api_token, endpoint)
+
     return [
-        Route("/_harness/truth", truth, methods=["GET"]),
-        Route("/_harness/counters", counters, methods=["GET"]),
-        Route("/_harness/faults", faults, methods=["GET", "PUT", "POST", "DELETE"]),
-        Route("/_harness/reset", reset, methods=["POST"]),
-        Route("/_harness/state", engine_state, methods=["GET"]),
+        Route("/_harness/truth", guard(truth), methods=["GET"]),
+        Route("/_harness/counters", guard(counters), methods=["GET"]),
+        Route("/_harness/faults", guard(faults), methods=["GET", "PUT", "POST", "DELETE"]),
+        Route("/_harness/reset", guard(reset), methods=["POST"]),
+        Route("/_harness/state", guard(engine_state), methods=["GET"]),
     ]

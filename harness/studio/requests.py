@@ -13,12 +13,14 @@ from harness.studio.generation import ChatRequest
 
 
 class BadRequest(Exception):
-    """A 400 with a string ``error`` body."""
+    """A 400 with a string ``error`` body, or with ``body`` when LM Studio sends an object."""
 
-    def __init__(self, message: str, status: int = 400) -> None:
+    def __init__(self, message: str, status: int = 400,
+                 body: dict[str, Any] | None = None) -> None:
         super().__init__(message)
         self.message = message
         self.status = status
+        self.body = body
 
 
 def _type_name(value: Any) -> str:
@@ -129,9 +131,13 @@ def chat_request(body: Mapping[str, Any], msgs: tuple[Mapping[str, Any], ...]) -
     effort = opt(body, "reasoning_effort", str)
     allowed = ("none", "minimal", "low", "medium", "high", "xhigh")
     if effort is not None and effort not in allowed:
-        raise BadRequest(
-            f"Invalid 'reasoning_effort' value: '{effort}'. Supported values: {', '.join(allowed)}."
-        )
+        message = (f"Invalid 'reasoning_effort' value: '{effort}'. Supported values: "
+                   f"{', '.join(allowed)}.")
+        # LM Studio's object-shaped error here (CAP ``extra/effort-qwen3.8-27b-off.sse``),
+        # pretty-printed, and plain JSON even when the request asked for a stream.
+        raise BadRequest(message, body={"error": {
+            "message": message, "type": "invalid_request_error", "param": "reasoning_effort",
+            "code": "invalid_value"}})
     return ChatRequest(
         messages=msgs,
         seed=opt(body, "seed", int),

@@ -82,6 +82,7 @@ def running_studio(
     api_token: str | None = None,
     control: bool = True,
     clock: Any = None,
+    cors: bool = False,
     stress: Stress | None = None,
     **engine_options: Any,
 ) -> Iterator[StudioHandle]:
@@ -91,7 +92,8 @@ def running_studio(
     if "preload" in engine_options:
         engine_options["preload"] = tuple(engine_options["preload"])
     engine = Engine(cat, EngineOptions(**engine_options), clock=clock)
-    app = create_app(engine, api_token=api_token, control=control, faults=faults, stress=stress)
+    app = create_app(engine, api_token=api_token, control=control, faults=faults, cors=cors,
+                     stress=stress)
     server = BackgroundServer(app)
     server.start()
     try:

@@ -36,7 +36,11 @@ from pathlib import Path
 
 REPO = Path(__file__).resolve().parents[2]
 EQUIVALENT_FILE = Path(__file__).with_name("equivalent.toml")
-TEST_SETS: dict[str, list[str]] = {"suites": ["suites"], "tests": ["tests"]}
+# The unit tests without tests/load: the load runner is no mutation target here, its end-to-end
+# runs take minutes and their validity gates (rightly) fail on a machine this busy.
+TEST_SETS: dict[str, list[str]] = {"suites": ["suites"], "tests": ["tests", "--ignore=tests/load"]}
+PYTEST_ARGS = ["-p", "no:cacheprovider", "-p", "tests.mutation.hypothesis_profile", "-q",
+               "--timeout=120"]
 # Killed: a test failed (or timed out: the mutant hangs the code it changed).
 KILLED = {"killed", "timeout"}
 
@@ -92,19 +96,20 @@ def load_equivalent() -> dict[str, str]:
     return {name: str(entry["reason"]) for name, entry in data.get("mutant", {}).items()}
 
 
-def mutmut_section(modules: Sequence[str], tests: Sequence[str]) -> str:
+def mutmut_section(modules: Sequence[str], tests: Sequence[str], extra: Sequence[str]) -> str:
     return "\n".join([
         "[tool.mutmut]",
         'source_paths = ["harness"]',
         f"only_mutate = {json.dumps(list(modules))}",
         'also_copy = ["suites", "fixtures", "benchmarks", "reports"]',
-        'pytest_add_cli_args = ["-p", "no:cacheprovider", "-q", "--timeout=60"]',
+        f"pytest_add_cli_args = {json.dumps([*PYTEST_ARGS, *extra])}",
         f"pytest_add_cli_args_test_selection = {json.dumps(list(tests))}",
         "",
     ])
 
 
-def prepare(workdir: Path, modules: Sequence[str], tests: Sequence[str], source: Path) -> None:
+def prepare(workdir: Path, modules: Sequence[str], tests: Sequence[str], source: Path,
+            extra: Sequence[str]) -> None:
     """A scratch copy of ``source``'s files (tracked and new) with our mutmut section."""
     if workdir.exists():
         shutil.rmtree(workdir)
@@ -117,10 +122,16 @@ def prepare(workdir: Path, modules: Sequence[str], tests: Sequence[str], source:
             target = workdir / rel
             target.parent.mkdir(parents=True, exist_ok=True)
             shutil.copy2(path, target)
+    # The runner's own pytest plugin, also into a checkout that predates it (a "before" score).
+    plugin = workdir / "tests" / "mutation" / "hypothesis_profile.py"
+    plugin.parent.mkdir(parents=True, exist_ok=True)
+    (plugin.parent / "__init__.py").touch()
+    shutil.copy2(Path(__file__).with_name("hypothesis_profile.py"), plugin)
     pyproject = workdir / "pyproject.toml"
     text = re.sub(r"\n\[tool\.mutmut\]\n(?:(?!\n\[).)*", "\n", pyproject.read_text("utf-8"),
                   flags=re.S)
-    pyproject.write_text(text.rstrip() + "\n\n" + mutmut_section(modules, tests), "utf-8")
+    pyproject.write_text(text.rstrip() + "\n\n" + mutmut_section(modules, tests, extra),
+                         "utf-8")
 
 
 def mutmut(workdir: Path, args: Sequence[str], log: Path) -> int:
@@ -148,9 +159,9 @@ def diff_of(workdir: Path, name: str) -> str:
 
 
 def run_set(against: str, modules: Sequence[str], size: int | None, workdir: Path,
-            out: Path, source: Path) -> list[ModuleScore]:
+            out: Path, source: Path, extra: Sequence[str]) -> list[ModuleScore]:
     tests = TEST_SETS[against]
-    prepare(workdir, modules, tests, source)
+    prepare(workdir, modules, tests, source, extra)
     log = out / f"mutmut-{against}.log"
     equivalent = load_equivalent()
     scores = []
@@ -160,6 +171,9 @@ def run_set(against: str, modules: Sequence[str], size: int | None, workdir: Pat
         chosen = sample(every, size)
         mutmut(workdir, ["run", "--max-children", "1", *chosen], log)
         statuses = statuses_of(workdir, module_path, chosen)
+        if all(status == "not checked" for status in statuses.values()):
+            raise SystemExit(f"mutmut ran no mutant of {module_path} against {against}; "
+                             f"see {log}")
         score = ModuleScore(module_path, against, len(every), len(chosen))
         for name, status in statuses.items():
             score.statuses[status] = score.statuses.get(status, 0) + 1
@@ -196,6 +210,8 @@ def main(argv: Sequence[str] | None = None) -> int:
     parser.add_argument("--source", type=Path, default=REPO,
                         help="the git checkout to measure (default: this one), e.g. a worktree "
                              "of an older commit for a 'before' score")
+    parser.add_argument("--pytest-arg", action="append", default=[],
+                        help="one more pytest argument (e.g. -p no:base_url for old code)")
     parser.add_argument("--workdir", type=Path, default=Path("/tmp/harness-mutation"))
     parser.add_argument("--out", type=Path, default=REPO / "reports" / "out" / "mutation")
     args = parser.parse_args(argv)
@@ -204,7 +220,7 @@ def main(argv: Sequence[str] | None = None) -> int:
     for against in args.against or ["suites", "tests"]:
         (args.out / f"mutmut-{against}.log").unlink(missing_ok=True)
         results += run_set(against, args.modules, args.sample, args.workdir / against, args.out,
-                           args.source)
+                           args.source, args.pytest_arg)
     # Scores of earlier invocations (other modules) are kept; this run's replace their own.
     store = args.out / "scores.json"
     kept = json.loads(store.read_text("utf-8")) if store.exists() else []

@@ -94,14 +94,17 @@ def test_duplicate_instances_bug_option() -> None:
 
 
 def test_fifo_slots() -> None:
-    with running_studio(parallel=1, preload=[MODEL]) as s, httpx.Client(base_url=s.base_url) as c:
+    # 0.4 s a request, 0.05 s between arrivals: the order holds on a busy machine too.
+    slow = load_catalog().with_speed(tokens_per_s=50.0)
+    with running_studio(catalog=slow, parallel=1, preload=[MODEL]) as s, \
+            httpx.Client(base_url=s.base_url) as c:
         threads = []
         for i in range(3):
             threads.append(threading.Thread(target=c.post, args=("/v1/chat/completions",),
-                           kwargs={"json": {**CHAT, "max_tokens": 10, "seed": i}}))
+                           kwargs={"json": {**CHAT, "max_tokens": 20, "seed": i}}))
             threads[-1].start()
             import time
-            time.sleep(0.01)
+            time.sleep(0.05)
         for t in threads:
             t.join()
         truth = sorted(s.truth(), key=lambda r: r["id"])

@@ -68,17 +68,22 @@ def test_load_honours_and_echoes_its_options(fresh: StudioHandle, http: httpx.Cl
                                           json={"model": THINKER}).json()
 
 
-def test_per_load_parallel_queues(fresh: StudioHandle, http: httpx.Client) -> None:
-    assert http.post("/api/v1/models/load", json={"model": MODEL, "parallel": 1}).status_code == 200
-    body = {"model": MODEL, "messages": [{"role": "user", "content": "hi"}], "max_tokens": 20}
-    threads = [threading.Thread(target=http.post, args=("/v1/chat/completions",),
-                                kwargs={"json": body}) for _ in range(2)]
-    for t in threads:
-        t.start()
-    for t in threads:
-        t.join(10)
-    waits = sorted(r["queue_wait_s"] for r in fresh.truth()[-2:])
-    assert waits[0] == 0.0 and waits[1] > 0.0
+def test_per_load_parallel_queues() -> None:
+    slow = load_catalog().with_speed(tokens_per_s=50.0)  # 0.4 s a request
+    with running_studio(catalog=slow) as s, httpx.Client(base_url=s.base_url) as http:
+        assert http.post("/api/v1/models/load",
+                         json={"model": MODEL, "parallel": 1}).status_code == 200
+        body = {"model": MODEL, "messages": [{"role": "user", "content": "hi"}],
+                "max_tokens": 20}
+        threads = [threading.Thread(target=http.post, args=("/v1/chat/completions",),
+                                    kwargs={"json": body}) for _ in range(2)]
+        for t in threads:
+            t.start()
+            time.sleep(0.05)
+        for t in threads:
+            t.join(10)
+        waits = sorted(r["queue_wait_s"] for r in s.truth()[-2:])
+        assert waits[0] == 0.0 and waits[1] > 0.0
 
 
 @pytest.mark.parametrize(("body", "status", "kind"), [
