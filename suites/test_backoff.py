@@ -194,9 +194,12 @@ async def test_retries_stop_within_the_deadline(target: Target, faults: Faults, 
         with pytest.raises(RateLimited) as caught:
             await client.chat(HELLO)
     elapsed = time.perf_counter() - started
-    assert elapsed < 1.0, f"gave up after {elapsed:.2f}s, past the 1 s deadline"
     attempts = len(truth.settled(CHAT))
-    assert attempts == caught.value.attempt < 5
+    # The client's decisions, not the machine's speed: with 0.4 s hints and a 1 s deadline at
+    # most 3 attempts fit (at 0, 0.4, 0.8 s), and the waits it took stay within the deadline.
+    assert attempts == caught.value.attempt <= 3
+    assert caught.value.total_waited <= 1.0, f"waited {caught.value.total_waited:.2f}s"
+    assert elapsed < 2.0, f"gave up after {elapsed:.2f}s, far past the 1 s deadline"
     record_property("evidence", f"gave up after {attempts} attempts in {elapsed:.2f} s "
                                 "(deadline 1 s)")
 

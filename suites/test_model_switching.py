@@ -32,7 +32,6 @@ from harness.evaluate.support import (
 from harness.evaluate.support import load_models as load_natively
 from harness.evaluate.target import Faults, Target, Truth
 from harness.faults import WrongModelFault
-from harness.subjects import Answer
 
 pytestmark = pytest.mark.switching
 
@@ -209,10 +208,8 @@ async def test_jit_auto_evict_mid_stream_is_an_interruption(
     async def victim() -> None:
         try:
             async for item in subject.astream_chat(STORY, model=first, seed=4):
-                if isinstance(item, Answer):
-                    outcome.answer = item
+                if outcome.take(item):
                     return
-                outcome.pieces.append(item)
                 got_text.set()
         except Exception as exc:  # judged below
             outcome.error = exc

@@ -121,6 +121,14 @@ class Outcome:
     def raised(self) -> bool:
         return self.error is not None
 
+    def take(self, item: str | Answer) -> bool:
+        """Record one item of a stream; True once it was the final answer."""
+        if isinstance(item, Answer):
+            self.answer = item
+            return True
+        self.pieces.append(item)
+        return False
+
     def describe(self, limit: int = 160) -> str:
         """Evidence: ``raised Type: message`` or ``returned N chars (finish_reason=..)``."""
         if self.error is not None:
@@ -146,20 +154,18 @@ async def acall_outcome(call: Callable[..., Awaitable[Answer]], *args: Any,
         return Outcome(error=exc)
 
 
+def _no_answer(subject: Any, method: str) -> SubjectError:
+    return SubjectError(f"{method} of subject {subject.name} ended without its final Answer")
+
+
 def stream_outcome(subject: Any, messages: list[dict[str, Any]], **kwargs: Any) -> Outcome:
     outcome = Outcome()
     try:
-        for item in subject.stream_chat(messages, **kwargs):
-            if isinstance(item, Answer):
-                outcome.answer = item
-                break
-            outcome.pieces.append(item)
-        else:
-            raise SubjectError(f"stream_chat of subject {subject.name} ended without its "
-                               "final Answer")
+        if not any(outcome.take(item) for item in subject.stream_chat(messages, **kwargs)):
+            raise _no_answer(subject, "stream_chat")
     except SubjectError:
         raise
-    except Exception as exc:
+    except Exception as exc:  # judged, not handled
         outcome.error = exc
     return outcome
 
@@ -169,13 +175,9 @@ async def astream_outcome(subject: Any, messages: list[dict[str, Any]], **kwargs
     outcome = Outcome()
     try:
         async for item in subject.astream_chat(messages, **kwargs):
-            if isinstance(item, Answer):
-                outcome.answer = item
-                break
-            outcome.pieces.append(item)
-        else:
-            raise SubjectError(f"astream_chat of subject {subject.name} ended without its "
-                               "final Answer")
+            if outcome.take(item):
+                return outcome
+        raise _no_answer(subject, "astream_chat")
     except SubjectError:
         raise
     except Exception as exc:
