@@ -12,8 +12,7 @@ through a context variable the shell sets around each blocking step. Async and s
 from __future__ import annotations
 
 import contextvars
-from collections.abc import Iterator
-from contextlib import contextmanager
+from types import TracebackType
 from typing import Any
 
 import httpcore
@@ -51,22 +50,29 @@ _TABLE: tuple[tuple[type[Exception], TransportKind], ...] = (
 )
 
 
-@contextmanager
-def transport_errors(reader: ResponseReader) -> Iterator[None]:
+class transport_errors:
     """Run one blocking step of ``reader``'s attempt: its limit bounds the socket, and an httpx
-    exception leaves as the error the reader builds for it."""
-    token = CURRENT.set(reader)
-    try:
-        yield
-    except LMStudioError:
-        raise
-    except Exception as exc:
-        for kind_type, kind in _TABLE:
+    exception leaves as the error the reader builds for it (one table, ``_TABLE``).
+
+    A class rather than ``@contextmanager``: it runs once per network read."""
+
+    __slots__ = ("_reader", "_token")
+
+    def __init__(self, reader: ResponseReader) -> None:
+        self._reader = reader
+
+    def __enter__(self) -> None:
+        self._token = CURRENT.set(self._reader)
+
+    def __exit__(self, kind: type[BaseException] | None, exc: BaseException | None,
+                 tb: TracebackType | None) -> None:
+        CURRENT.reset(self._token)
+        if exc is None or isinstance(exc, LMStudioError) or not isinstance(exc, Exception):
+            return
+        for kind_type, name in _TABLE:
             if isinstance(exc, kind_type):
-                raise reader.transport_failure(kind, str(exc) or type(exc).__name__) from None
-        raise
-    finally:
-        CURRENT.reset(token)
+                raise self._reader.transport_failure(name, str(exc) or type(exc).__name__
+                                                     ) from None
 
 
 def timeout_for(reader: ResponseReader) -> httpx.Timeout:

@@ -20,7 +20,9 @@ from harness.client.catalog import ModelCatalog
 from harness.client.config import Timeouts, derive_options
 from harness.client.endpoints import ClientRules
 from harness.client.errors import LMStudioError, ModelSwitched, RequestContext
+from harness.client.messages_api import messages_call, messages_result
 from harness.client.models import ChatResult, Embeddings, ModelInfo, ResponseResult, StreamEvent
+from harness.client.native_tools import native_chat_result
 from harness.client.request import Call
 from harness.client.retry import Attempts, RetryPolicy, log_attempt
 from harness.client.state import Inflight
@@ -133,7 +135,7 @@ class AsyncClient(ClientRules):
             response = await self._http.send(req, stream=True,
                                              follow_redirects=call.method == "GET")
         try:
-            reader.head(response.status_code, response.headers)
+            reader.head(response.status_code, dict(response.headers.items()))
         except BaseException:
             await response.aclose()
             raise
@@ -246,12 +248,25 @@ class AsyncClient(ClientRules):
     async def native_chat(self, input: str | list[dict[str, Any]], *, model: str | None = None,
                           **params: Any) -> ChatResult:
         call = request.native_chat(self.base_url, input, self._model(model), params, False)
-        return protocol.native_chat_result(*await self._json(call))
+        return native_chat_result(*await self._json(call))
 
     def stream_native_chat(self, input: str | list[dict[str, Any]], *,
                            model: str | None = None, **params: Any) -> AsyncChatStream:
         return AsyncChatStream(self, request.native_chat(self.base_url, input,
                                                          self._model(model), params, True))
+
+    # -- Anthropic-compatible endpoint -----------------------------------------------------------
+    async def messages(self, messages: list[dict[str, Any]], *, model: str | None = None,
+                       **params: Any) -> ChatResult:
+        """``POST /v1/messages`` (Anthropic's format; ``max_tokens`` defaults to 1024)."""
+        call = messages_call(self.base_url, messages, self._model(model), params, stream=False)
+        return messages_result(*await self._json(call), tools_offered=call.tools_offered)
+
+    def stream_messages(self, messages: list[dict[str, Any]], *, model: str | None = None,
+                        **params: Any) -> AsyncChatStream:
+        """``/v1/messages`` streamed: Anthropic's SSE events as the same typed deltas."""
+        return AsyncChatStream(self, messages_call(self.base_url, messages, self._model(model),
+                                                   params, stream=True))
 
 
 class AsyncChatStream:

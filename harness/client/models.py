@@ -159,4 +159,18 @@ class ProgressEvent:
     kind = "progress"
 
 
-StreamEvent = TextDelta | ReasoningDelta | ToolCallDelta | ProgressEvent
+@dataclass(slots=True, frozen=True)
+class ToolEvent:
+    """A server-side tool call on ``/api/v1/chat`` (MCP integrations): ``tool_call.start``,
+    ``.arguments``, ``.success`` (with ``output``) or ``.failure`` (with ``reason``)."""
+
+    type: str
+    tool: str | None
+    arguments: dict[str, Any] | None = None
+    output: str | None = None
+    reason: str | None = None
+    provider_info: dict[str, Any] | None = None
+    kind = "tool_event"
+
+
+StreamEvent = TextDelta | ReasoningDelta | ToolCallDelta | ProgressEvent | ToolEvent

@@ -28,7 +28,7 @@ import json
 import re
 import time
 from collections.abc import Mapping
-from typing import Any
+from typing import Any, NoReturn
 
 from harness.client.errors import (
     AuthenticationError,
@@ -72,9 +72,10 @@ except ImportError:  # pragma: no cover - orjson is a dependency; json stays the
 
 
 
-def _lenient_loads(data: str) -> Any:
+def _lenient_loads(data: str | bytes) -> Any:
     """What orjson refused, read by the stdlib: a lone-surrogate escape (``"\\ud800"``, sent by a
-    broken tokenizer) is valid JSON text, so the chunk is kept with U+FFFD in its place."""
+    broken tokenizer) is valid JSON text, so the chunk is kept with U+FFFD in its place; so are
+    NaN and integers over 64 bits. None when the stdlib refuses it too."""
     try:
         return scrub_data(json.loads(data))
     except (ValueError, RecursionError):
@@ -216,16 +217,21 @@ def _listed_models(message: str) -> tuple[str, ...]:
     return tuple(line.strip(" -\t") for line in tail.splitlines() if line.strip(" -\t"))[:10]
 
 
+def _not_json(ctx: RequestContext, headers: Mapping[str, str], body: bytes) -> NoReturn:
+    if _looks_html(body, headers.get("content-type", "")):
+        raise BadResponse(_html_summary(body), context=ctx, status=200)
+    snippet = body[:120].decode("utf-8", "replace")
+    raise BadResponse(f"response is not JSON: {snippet!r}", context=ctx, status=200)
+
+
 def json_body(ctx: RequestContext, headers: Mapping[str, str], body: bytes) -> dict[str, Any]:
     """Decode a 2xx body, refusing the 200s that are really errors."""
-    content_type = headers.get("content-type", "")
     try:
-        parsed = json.loads(body)
-    except (ValueError, UnicodeDecodeError):
-        if _looks_html(body, content_type):
-            raise BadResponse(_html_summary(body), context=ctx, status=200) from None
-        snippet = body[:120].decode("utf-8", "replace")
-        raise BadResponse(f"response is not JSON: {snippet!r}", context=ctx, status=200) from None
+        parsed = _loads(body)
+    except ValueError:
+        parsed = _lenient_loads(body)
+        if parsed is None:
+            parsed = _not_json(ctx, headers, body)
     if not isinstance(parsed, dict):
         raise BadResponse(f"expected a JSON object, got {type(parsed).__name__}", context=ctx)
     if parsed.get("error"):
@@ -250,11 +256,11 @@ def check_model(ctx: RequestContext, answered: str | None, partial: PartialOutpu
 
 
 def _usage(raw: Any) -> Usage | None:
-    if not isinstance(raw, Mapping):
+    if not isinstance(raw, dict):
         return None
     usage = Usage.model_validate(raw)
     details = raw.get("completion_tokens_details")
-    if isinstance(details, Mapping):
+    if isinstance(details, dict):
         usage.reasoning_tokens = int(details.get("reasoning_tokens") or 0)
     return usage
 
@@ -279,11 +285,11 @@ def chat_result(ctx: RequestContext, body: dict[str, Any], timings: Timings, *,
     Complete only with a ``finish_reason``: without one the answer was cut off (an unload or a
     JIT auto-evict), and ``IncompleteAnswer`` keeps the partial text instead of returning it."""
     choices = body.get("choices")
-    if not isinstance(choices, list) or not choices or not isinstance(choices[0], Mapping):
+    if not isinstance(choices, list) or not choices or not isinstance(choices[0], dict):
         raise BadResponse("response has no choices", context=ctx, status=200)
     choice = choices[0]
     message = choice.get("message")
-    if isinstance(message, Mapping):
+    if isinstance(message, dict):
         text = message.get("content") or ""
         reasoning = message.get("reasoning_content") or message.get("reasoning") or ""
         calls = _tool_calls(message.get("tool_calls"))
@@ -574,8 +580,20 @@ class ChatStreamAssembler(_Assembler):
         if not choices:
             return []
         choice = choices[0]
-        out: list[StreamEvent] = []
         delta = choice.get("delta")
+        # The hot path: a delta that is one piece of content and nothing else.
+        if delta is not None and len(delta) == 1 and choice.get("finish_reason") is None \
+                and self._think.state == InlineThink.CONTENT:
+            text = delta.get("content")
+            if text and text.__class__ is str:
+                acc._text.append(text)
+                if acc.first_at is None:
+                    acc.first_at = now
+                else:
+                    acc.gaps.append(now - acc.last_at)  # type: ignore[operator]
+                acc.last_at = now
+                return [TextDelta(text)]
+        out: list[StreamEvent] = []
         if delta is None:  # text_completion chunk
             text = choice.get("text")
             if text:

@@ -19,7 +19,7 @@ from harness import __version__
 from harness.client.errors import RequestContext, ValidationError
 from harness.client.validation import validate_messages, validate_model_id, validate_params
 
-StreamKind = Literal["chat", "native"]
+StreamKind = Literal["chat", "native", "messages"]
 
 #: What the call layer can decode itself (``stream.ContentDecoder``), so what we advertise.
 ACCEPT_ENCODING = "gzip, deflate"

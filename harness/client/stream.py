@@ -61,7 +61,9 @@ from harness.client.errors import (
     TransportError,
     redact,
 )
+from harness.client.messages_api import MessagesAssembler
 from harness.client.models import StreamEvent, Timings
+from harness.client.native_tools import NativeToolAssembler
 from harness.client.request import Call
 from harness.client.sse import SSEDecoder
 
@@ -71,7 +73,8 @@ TRANSPORT_KINDS: tuple[TransportKind, ...] = ("pool", "connect-timeout", "timeou
                                               "lost", "other")
 
 _HEAD, _BODY, _ERROR_BODY, _STREAM, _DONE = range(5)
-_ASSEMBLERS = {"chat": protocol.ChatStreamAssembler, "native": protocol.NativeChatAssembler}
+_ASSEMBLERS = {"chat": protocol.ChatStreamAssembler, "native": NativeToolAssembler,
+               "messages": MessagesAssembler}
 
 
 class ContentDecoder:
@@ -280,7 +283,7 @@ class ResponseReader:
                 result = assembler.finish(now, eof_with_partial_event=partial_event)
             protocol.check_answer(self.context(now), result,
                                   tools_offered=self.call.tools_offered,
-                                  check_ids=self.call.stream == "chat")
+                                  check_ids=self.call.stream != "native")
             self.result = result
             return out
         body = b"".join(self._body) + tail

@@ -21,7 +21,9 @@ from harness.client.catalog import ModelCatalog
 from harness.client.config import Timeouts, derive_options
 from harness.client.endpoints import ClientRules
 from harness.client.errors import LMStudioError, ModelSwitched, PartialOutput, RequestContext
+from harness.client.messages_api import messages_call, messages_result
 from harness.client.models import ChatResult, Embeddings, ModelInfo, ResponseResult, StreamEvent
+from harness.client.native_tools import native_chat_result
 from harness.client.request import Call
 from harness.client.retry import Attempts, RetryPolicy, log_attempt
 from harness.client.state import Inflight
@@ -106,7 +108,7 @@ class Client(ClientRules):
         with transport_errors(reader):
             response = self._http.send(req, stream=True, follow_redirects=call.method == "GET")
         try:
-            reader.head(response.status_code, response.headers)
+            reader.head(response.status_code, dict(response.headers.items()))
         except BaseException:
             response.close()
             raise
@@ -207,12 +209,25 @@ class Client(ClientRules):
     def native_chat(self, input: str | list[dict[str, Any]], *, model: str | None = None,
                     **params: Any) -> ChatResult:
         call = request.native_chat(self.base_url, input, self._model(model), params, False)
-        return protocol.native_chat_result(*self._json(call))
+        return native_chat_result(*self._json(call))
 
     def stream_native_chat(self, input: str | list[dict[str, Any]], *,
                            model: str | None = None, **params: Any) -> ChatStream:
         return ChatStream(self, request.native_chat(self.base_url, input, self._model(model),
                                                     params, True))
+
+    # -- Anthropic-compatible endpoint -----------------------------------------------------------
+    def messages(self, messages: list[dict[str, Any]], *, model: str | None = None,
+                 **params: Any) -> ChatResult:
+        """``POST /v1/messages`` (Anthropic's format; ``max_tokens`` defaults to 1024)."""
+        call = messages_call(self.base_url, messages, self._model(model), params, stream=False)
+        return messages_result(*self._json(call), tools_offered=call.tools_offered)
+
+    def stream_messages(self, messages: list[dict[str, Any]], *, model: str | None = None,
+                        **params: Any) -> ChatStream:
+        """``/v1/messages`` streamed: Anthropic's SSE events as the same typed deltas."""
+        return ChatStream(self, messages_call(self.base_url, messages, self._model(model),
+                                              params, stream=True))
 
 
 def _partial_from(body: Any) -> PartialOutput:

@@ -254,9 +254,14 @@ def verdict(levels: list[LevelStats], gates: list[Gate], *, run_errors: list[str
     if interrupted:
         reasons.append(f"interrupted: {interrupted}")
     reasons += [f"invalid: {g.name}: {g.detail}" for g in gates if not g.passed]
+    ended_early = bool(target_error or interrupted or run_errors)
+    reached = [lv for lv in levels if lv.requests or not ended_early]
+    if len(reached) < len(levels):
+        reasons.append("levels not reached: " + ", ".join(
+            f"{lv.target:g} {lv.unit}" for lv in levels if lv not in reached))
     reasons += [f"level {lv.index} ({lv.target:g} {lv.unit}): SLO {c.name} measured "
                 f"{'-' if c.measured is None else f'{c.measured:.3g}'} vs limit {c.limit:g}"
-                for lv in levels for c in lv.slo if not c.passed]
+                for lv in reached for c in lv.slo if not c.passed]
     if run_errors:
         return Verdict(name="error", exit_code=EXIT_ERROR, reasons=reasons)
     if target_error:

@@ -20,6 +20,7 @@ import subprocess
 import sys
 import tempfile
 import time
+import urllib.error
 import urllib.request
 from collections.abc import Callable, Sequence
 from pathlib import Path
@@ -50,9 +51,10 @@ class EmulatorProcess:
     """``harness serve --control`` at the scenario's speed on a free loopback port."""
 
     def __init__(self, shape: EmulatorShape, *, pin: Sequence[str] = (),
-                 log_path: Path | None = None) -> None:
+                 log_path: Path | None = None, api_token: str | None = None) -> None:
         self.shape = shape
         self.pin = list(pin)
+        self.api_token = api_token  # passed by environment, never on the command line
         self.log_path = log_path
         self.proc: subprocess.Popen[bytes] | None = None
         self.url = ""
@@ -71,7 +73,11 @@ class EmulatorProcess:
                "--control", "--parallel", str(self.shape.parallel), "--catalog", str(path)]
         log = self.log_path.open("wb") if self.log_path else subprocess.DEVNULL
         try:
-            self.proc = subprocess.Popen(cmd, stdout=log, stderr=subprocess.STDOUT,
+            env = dict(os.environ)
+            env.pop("HARNESS_API_TOKEN", None)
+            if self.api_token:
+                env["HARNESS_API_TOKEN"] = self.api_token
+            self.proc = subprocess.Popen(cmd, stdout=log, stderr=subprocess.STDOUT, env=env,
                                          start_new_session=True, preexec_fn=die_with_parent())
         finally:
             if self.log_path:
@@ -82,6 +88,8 @@ class EmulatorProcess:
             try:
                 urllib.request.urlopen(self.url + "/_harness/state", timeout=1).read()
                 return self.url
+            except urllib.error.HTTPError:
+                return self.url  # it answers (401 behind a token): it is up
             except OSError:
                 if self.proc.poll() is not None or time.time() > deadline:
                     self.stop()

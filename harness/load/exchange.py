@@ -1,40 +1,38 @@
-"""One measured request: body in, ``RequestRecord`` out, through the client core's protocol.
+"""One measured request: a scenario's request in, ``RequestRecord`` out, through the client's call
+layer (``harness.client.request`` builds the call, ``harness.client.stream.ResponseReader`` reads
+the answer); this module adds only what a load generator needs on top.
 
-The timing rule lives here once: every network read is stamped with ``perf_counter`` when it
-returns; the SSE decoder and the stream assembler (``harness.client``) turn it into typed deltas,
-and the first delta of kind text, reasoning or tool call is the first token (role-only and empty
-frames produce no delta, so they can never stop the TTFT clock). Timestamps are converted to epoch
-seconds through one (wall, perf) anchor per process, so records from several workers or machines
-line up while keeping ``perf_counter`` precision.
+What it adds is time: every network read is stamped by the kernel (``transport``) and that stamp
+is the reader's clock, so the client's own assemblers, limits and errors run on the instants the
+packets arrived, not on when a busy worker got round to them. The first event of kind text,
+reasoning or tool call is the first token (the reader never yields role-only or empty frames, so
+they can never stop the TTFT clock). Timestamps are converted to epoch seconds through one
+(wall, perf) anchor per process, so records from several workers or machines line up while
+keeping ``perf_counter`` precision.
+
+Load users never retry (one attempt, ``max_attempts`` 1): a retried request would hide the very
+failure a load test is there to count.
 """
 
 from __future__ import annotations
 
-import itertools
-import json
-import os
 import time
 from dataclasses import dataclass
 from typing import Any
 
-from harness.client.errors import LMStudioError, RequestContext
-from harness.client.models import ChatResult, ProgressEvent, ReasoningDelta, Timings
-from harness.client.protocol import (
-    ChatStreamAssembler,
-    NativeChatAssembler,
-    chat_result,
-    error_from_response,
-    json_body,
-    native_chat_result,
-)
-from harness.client.sse import SSEDecoder
+from harness.client import request as calls
+from harness.client.config import Timeouts
+from harness.client.errors import LMStudioError
+from harness.client.models import ChatResult, ProgressEvent, ReasoningDelta, StreamEvent
+from harness.client.protocol import chat_result, native_chat_result
+from harness.client.request import Call
+from harness.client.stream import ResponseReader
 from harness.load.metrics import RequestRecord
 from harness.load.scenario import RequestShape
-from harness.load.transport import Connection
+from harness.load.transport import Connection, Response, TransportFailure
 
 _WALL_ANCHOR = time.time()
 _PERF_ANCHOR = time.perf_counter()
-_REQUEST_IDS = itertools.count(1)
 
 
 def to_epoch(perf: float) -> float:
@@ -42,88 +40,98 @@ def to_epoch(perf: float) -> float:
     return _WALL_ANCHOR + (perf - _PERF_ANCHOR)
 
 
-def next_request_id() -> str:
-    """Unique across the workers of a run (pid + counter); sent as ``X-Request-Id``."""
-    return f"harness-{os.getpid()}-{next(_REQUEST_IDS)}"
-
-
 def to_perf(epoch: float) -> float:
     return _PERF_ANCHOR + (epoch - _WALL_ANCHOR)
 
 
+#: A load request's limits: the client's defaults, except a minute of silence at most (a load
+#: test waits for no answer longer) and a deadline bounded by the run's drain.
+LIMITS = Timeouts(read=60.0, stream_idle=60.0, deadline=300.0)
+
+
 @dataclass(frozen=True, slots=True)
 class PreparedRequest:
-    """A request body encoded once per (shape, model): the hot path only writes bytes."""
+    """One scenario request for one model: the call is built from it per request, by the
+    client's builders (a fresh ``X-Request-Id`` each time, the client's body rules)."""
 
     endpoint: str
-    path: str
     model: str
     stream: bool
-    body: bytes
+    shape: RequestShape
 
-
-def request_body(shape: RequestShape, model: str) -> dict[str, Any]:
-    """The JSON body for one request of ``shape`` (LM Studio's three generation endpoints)."""
-    prompt = shape.prompt_text
-    body: dict[str, Any] = {"model": model, "stream": shape.stream}
-    if shape.endpoint == "native":
-        body["input"] = prompt
-        if shape.system:
-            body["system_prompt"] = shape.system
-        body["max_output_tokens"] = shape.max_tokens
-    else:
-        if shape.endpoint == "chat":
+    def call(self, base_url: str) -> Call:
+        shape = self.shape
+        params: dict[str, Any] = {"temperature": shape.temperature, "seed": shape.seed,
+                                  "ttl": shape.ttl_s}
+        if self.endpoint == "native":
+            params["max_output_tokens"] = shape.max_tokens
+            if shape.system:
+                params["system_prompt"] = shape.system
+            return calls.native_chat(base_url, shape.prompt_text, self.model, params,
+                                     shape.stream)
+        params["max_tokens"] = shape.max_tokens
+        if self.endpoint == "chat":
             messages = [{"role": "system", "content": shape.system}] if shape.system else []
-            messages.append({"role": "user", "content": prompt})
-            body["messages"] = messages
-        else:
-            body["prompt"] = (shape.system + "\n\n" + prompt) if shape.system else prompt
-        body["max_tokens"] = shape.max_tokens
+            messages.append({"role": "user", "content": shape.prompt_text})
+            return calls.chat(base_url, messages, self.model, params, stream=shape.stream)
         if shape.stream:
-            body["stream_options"] = {"include_usage": True}
-    if shape.temperature is not None:
-        body["temperature"] = shape.temperature
-    if shape.seed is not None:
-        body["seed"] = shape.seed
-    if shape.ttl_s is not None:
-        body["ttl"] = shape.ttl_s
-    return body
+            # The client's completion builder asks for no usage; a load test needs N from it.
+            params["stream_options"] = {"include_usage": True}
+        prompt = (shape.system + "\n\n" + shape.prompt_text) if shape.system else shape.prompt_text
+        return calls.completion(base_url, prompt, self.model, params, shape.stream)
 
 
 def prepare(shape: RequestShape, model: str) -> PreparedRequest:
-    body = json.dumps(request_body(shape, model), separators=(",", ":")).encode()
-    return PreparedRequest(shape.endpoint, shape.path, model, shape.stream, body)
+    prepared = PreparedRequest(shape.endpoint, model, shape.stream, shape)
+    prepared.call("http://127.0.0.1:1")  # a bad request fails at the start, not per request
+    return prepared
+
+
+class StampClock:
+    """The reader's clock: the arrival stamp of the bytes being fed, else ``perf_counter``."""
+
+    __slots__ = ("now",)
+
+    def __init__(self) -> None:
+        self.now: float | None = None
+
+    def __call__(self) -> float:
+        now = self.now
+        return time.perf_counter() if now is None else now
 
 
 def execute(conn: Connection, req: PreparedRequest, *, intended: float | None = None
             ) -> RequestRecord:
     """Send ``req`` and measure it. Never raises for server behaviour: failures are records
-    (``ok=False`` with the typed error's class and one-line message)."""
-    url = f"http://{conn.host}:{conn.port}{conn.prefix}{req.path}"
-    ctx = RequestContext("POST", url, req.model)
+    (``ok=False`` with the client's typed error's class and one-line message)."""
+    call = req.call(conn.base_url)
+    clock = StampClock()
     t_send = time.perf_counter()
+    reader = ResponseReader(call, call.context(1, 1, 0.0), LIMITS,
+                            deadline_at=t_send + LIMITS.deadline, started=t_send, clock=clock)
     record = RequestRecord(endpoint=req.endpoint, model=req.model, stream=req.stream,
                            t_intended=to_epoch(t_send if intended is None else intended),
-                           t_send=to_epoch(t_send),
-                           request_id=next_request_id())
+                           t_send=to_epoch(t_send), request_id=call.request_id)
+    sent_at = [t_send]
+
+    def on_sent() -> None:
+        sent_at[0] = time.perf_counter()
+        reader.sent()
+
     try:
-        response, t_send = conn.send("POST", req.path, req.body, ctx, record.request_id)
-        record.t_send = to_epoch(t_send)
-        if intended is None:
-            record.t_intended = record.t_send
-        record.status = response.status
-        if response.status >= 300:
-            raise error_from_response(ctx, response.status, response.headers, response.read_all())
-        if req.stream:
-            _stream(response, req, ctx, t_send, record)
-        else:
-            body = json_body(ctx, response.headers, response.read_all())
-            t_done = time.perf_counter()
-            record.t_done = record.t_last_token = to_epoch(t_done)
-            timings = Timings(total=t_done - t_send)
-            result = (native_chat_result(ctx, body, timings) if req.endpoint == "native"
-                      else chat_result(ctx, body, timings))
-            _fill_result(record, result)
+        try:
+            response = conn.send(call, reader.timeout, on_sent)
+            record.t_send = to_epoch(sent_at[0])
+            if intended is None:
+                record.t_intended = record.t_send
+            record.status = response.status
+            reader.head(response.status, response.headers)
+            if reader.streaming:
+                _stream(response, reader, clock, record)
+            else:
+                _plain(response, reader, clock, req, record)
+        except TransportFailure as failure:
+            raise reader.transport_failure(failure.kind, failure.detail) from None
     except LMStudioError as exc:
         conn.close()
         record.ok = False
@@ -134,47 +142,67 @@ def execute(conn: Connection, req: PreparedRequest, *, intended: float | None = 
     return record
 
 
+def _plain(response: Response, reader: ResponseReader, clock: StampClock, req: PreparedRequest,
+           record: RequestRecord) -> None:
+    for data, now in response.chunks():
+        clock.now = now
+        reader.feed(data)
+    clock.now = None
+    reader.eof()  # an error status raises the client's typed error here
+    ctx, body, timings = reader.result
+    record.t_done = record.t_last_token = to_epoch(clock())
+    result = (native_chat_result(ctx, body, timings) if req.endpoint == "native"
+              else chat_result(ctx, body, timings))
+    _fill_result(record, result)
+
+
 _INVISIBLE = (ReasoningDelta, ProgressEvent)
 
 
-def _stream(response: Any, req: PreparedRequest, ctx: RequestContext, t_send: float,
+def _stream(response: Any, reader: ResponseReader, clock: StampClock,
             record: RequestRecord) -> None:
-    decoder = SSEDecoder()
-    assembler: ChatStreamAssembler | NativeChatAssembler = (
-        NativeChatAssembler(ctx, t_send) if req.endpoint == "native"
-        else ChatStreamAssembler(ctx, t_send)
-    )
+    """Feed a stream's reads to the reader on their arrival stamps; the record keeps the first
+    token, the first visible one, the last one and every gap between token-bearing reads."""
+    first: float | None = None
     first_visible: float | None = None
-    now = t_send
-    acc = assembler.acc
+    last: float | None = None
+    gaps: list[float] = []
+    now = clock()
+    tokens = 0
     try:
         for data, now in response.chunks():
-            waiting_for_first = acc.first_at is None
+            clock.now = now
+            events: list[StreamEvent] = reader.feed(data)
+            if not events:
+                continue
             token_events = 0
-            for event in decoder.feed(data):
-                deltas = assembler.feed(event, now)
-                if deltas:
-                    token_events += 1
-                for delta in deltas:
-                    if first_visible is None and not isinstance(delta, _INVISIBLE):
-                        first_visible = now
-            if waiting_for_first and token_events:
+            for event in events:
+                if isinstance(event, ProgressEvent):
+                    continue
+                token_events += 1
+                if first_visible is None and not isinstance(event, _INVISIBLE):
+                    first_visible = now
+                if first is None:
+                    first = now
+                else:
+                    gaps.append(now - last)  # 0 within one read
+                last = now
+            if token_events and tokens == 0:
                 # More than one: the first token shared its read with later ones (the worker
                 # fell behind, and TCP stamps merged packets with the newest one's time).
                 record.first_read_tokens = token_events
-        for event in decoder.flush():
-            assembler.feed(event, now)
-        result = assembler.finish(now, eof_with_partial_event=decoder.has_partial_event)
+            tokens += token_events
+        reader.eof()
     finally:
-        record.chunks = 0 if acc.first_at is None else len(acc.gaps) + 1
-        record.gaps = list(acc.gaps)
-        if acc.first_at is not None:
-            record.t_first_token = to_epoch(acc.first_at)
-            record.t_last_token = to_epoch(acc.last_at if acc.last_at is not None else now)
+        record.chunks = tokens
+        record.gaps = gaps
+        if first is not None:
+            record.t_first_token = to_epoch(first)
+            record.t_last_token = to_epoch(last if last is not None else now)
         if first_visible is not None:
             record.t_first_visible = to_epoch(first_visible)
         record.t_done = to_epoch(now)
-    _fill_result(record, result)
+    _fill_result(record, reader.result)
 
 
 def _fill_result(record: RequestRecord, result: ChatResult) -> None:

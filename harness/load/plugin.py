@@ -64,7 +64,8 @@ DEFAULT_SCENARIO = "fixtures/load/smoke.toml"
 
 @events.init_command_line_parser.add_listener
 def _arguments(parser: Any) -> None:
-    group = parser.add_argument_group("harness", "LM Studio harness load test")
+    # On the parser itself, not a group: only its add_argument puts options in the web UI form.
+    group = parser
     group.add_argument("--scenario", default=os.environ.get("HARNESS_SCENARIO", DEFAULT_SCENARIO),
                        help="TOML load scenario (fixtures/load/*.toml); read again at each START")
     group.add_argument("--harness-out", default=os.environ.get("HARNESS_LOAD_OUT", ""),
@@ -93,6 +94,7 @@ class RunState:
     api_token: str | None = None
     # master / local only
     active: bool = False  # a run started (test_start) and its outputs are not written yet
+    finishing: bool = False  # its outputs are being written
     plan_done: bool = False
     flushed: bool = False
     out_root: Path | None = None
@@ -173,11 +175,13 @@ def _note_signals() -> None:
     Locust turns SIGINT into KeyboardInterrupt and SIGTERM into its own shutdown; both fire
     ``quitting`` with the run still going, where the interrupted run is written."""
     def on_sigint(signum: int, frame: Any) -> None:
-        STATE.signal_number = signal.SIGINT
-        raise KeyboardInterrupt
+        # Locust's own SIGINT path raises KeyboardInterrupt in whichever greenlet runs; its
+        # SIGTERM path shuts down in order. Take that one, remembering the signal.
+        STATE.signal_number = STATE.signal_number or signal.SIGINT
+        os.kill(os.getpid(), signal.SIGTERM)
 
     def on_sigterm() -> None:
-        STATE.signal_number = signal.SIGTERM
+        STATE.signal_number = STATE.signal_number or signal.SIGTERM
 
     try:
         signal.signal(signal.SIGINT, on_sigint)
@@ -215,6 +219,8 @@ def _on_test_start(environment: Environment, **_: Any) -> None:
     try:
         scenario = _scenario_from_options(environment)  # the form may have changed it
     except ScenarioError as exc:
+        if STATE.scenario is not None:
+            STATE.live.restart(STATE.scenario, None)  # a run (number) that failed to start
         _abort(environment, str(exc))
         return
     STATE.scenario = scenario
@@ -246,7 +252,7 @@ def _new_run(environment: Environment) -> None:
     """Fresh per-run state; the first run writes into the output directory, later ones (START
     again in the web UI) into ``run-<n>/`` beside it, so no run overwrites another."""
     assert STATE.out_root is not None
-    STATE.active, STATE.plan_done, STATE.flushed = True, False, False
+    STATE.active, STATE.finishing, STATE.plan_done, STATE.flushed = True, False, False, False
     STATE.run_errors, STATE.target_error, STATE.interrupted = [], None, None
     STATE.signal_number = None
     STATE.server_info, STATE.t0 = None, None
@@ -262,8 +268,6 @@ def _new_run(environment: Environment) -> None:
     if STATE.records_file is not None:
         STATE.records_file.close()
     STATE.records_file = (out / "requests.jsonl").open("w", encoding="utf-8")
-    if STATE.scenario is not None:
-        STATE.live.restart(STATE.scenario, None)
 
 
 def _abort(environment: Environment, message: str, *, target: bool = False) -> None:
@@ -288,8 +292,15 @@ def _on_test_stop(environment: Environment, **_: Any) -> None:
     if not STATE.active:
         return
     if not (STATE.plan_done or STATE.run_errors or STATE.target_error):
-        STATE.interrupted = STATE.interrupted or "stopped before the end of the plan (STOP)"
+        STATE.interrupted = STATE.interrupted or _interruption()
     _finish_run(environment)
+
+
+def _interruption() -> str:
+    signum = STATE.signal_number
+    if signum:
+        return f"{signal.Signals(signum).name} received before the end of the plan"
+    return "stopped before the end of the plan (STOP in the web UI, or a quit request)"
 
 
 @events.quitting.add_listener
@@ -299,9 +310,7 @@ def _on_quitting(environment: Environment, **_: Any) -> None:
         return
     if STATE.active:
         if not (STATE.plan_done or STATE.run_errors or STATE.target_error):
-            signum = STATE.signal_number
-            how = signal.Signals(signum).name if signum else "a quit request"
-            STATE.interrupted = f"{how} received before the end of the plan"
+            STATE.interrupted = STATE.interrupted or _interruption()
         _finish_run(environment)
     if STATE.records_file is not None:
         STATE.records_file.close()
@@ -312,12 +321,14 @@ def _on_quitting(environment: Environment, **_: Any) -> None:
 
 def _finish_run(environment: Environment) -> None:
     """Collect the last records, then write every output of the run; exactly once per run."""
-    STATE.active = False
-    STATE.stopping = True
+    if STATE.finishing:
+        return
+    STATE.finishing = STATE.stopping = True
     runner = environment.runner
     if not STATE.flushed:
         _final_flush(runner, INTERRUPT_FLUSH_TIMEOUT_S if STATE.interrupted
                      else FINAL_FLUSH_TIMEOUT_S)
+    STATE.active = False  # records arriving from now on belong to no run
     if STATE.records_file is not None:
         STATE.records_file.flush()
     abandoned = (sum(STATE.worker_inflight.values()) if isinstance(runner, MasterRunner)
@@ -616,7 +627,8 @@ def _live_scenario_rows() -> list[dict[str, str]]:
         state = [("verdict (written)", f"{report.verdict.upper()} (exit {report.exit_code})"),
                  *((f"reason {i + 1}", r) for i, r in enumerate(report.reasons)),
                  ("outputs", str(STATE.out_dir))]
-    rows = [{"field": "run", "value": f"{STATE.live.number}: {STATE.live.progress()}"},
+    progress = STATE.live.progress() if STATE.active or report is None else "finished"
+    rows = [{"field": "run", "value": f"{STATE.live.number}: {progress}"},
             *({"field": k, "value": v} for k, v in state),
             {"field": "live charts", "value": "./harness/live"}]
     return rows + scenario_rows(scenario)

@@ -13,7 +13,8 @@ import json
 import time
 from typing import Any
 
-from harness.load.exchange import PreparedRequest, next_request_id, to_epoch
+from harness.client.validation import normalize_base_url
+from harness.load.exchange import PreparedRequest, to_epoch
 from harness.load.metrics import RequestRecord
 from harness.load.plugin import STATE, LLMUser
 
@@ -25,16 +26,18 @@ class OpenAISDKUser(LLMUser):
         super().on_start()
         import openai
 
-        self.sdk = openai.OpenAI(base_url=(self.host or "").rstrip("/") + "/v1",
+        self.root = normalize_base_url(self.host or "")
+        self.sdk = openai.OpenAI(base_url=self.root + "/v1",
                                  api_key=STATE.api_token or "lm-studio", max_retries=0,
                                  timeout=60.0)
 
     def execute_request(self, req: PreparedRequest, intended: float | None) -> RequestRecord:
-        body: dict[str, Any] = json.loads(req.body)
+        call = req.call(self.root)  # the same body and X-Request-Id rules as the harness user
+        body: dict[str, Any] = json.loads(call.body or b"{}")
         extra = {k: v for k, v in body.items()
                  if k not in ("model", "messages", "stream", "max_tokens", "stream_options",
                               "temperature", "seed")}
-        request_id = next_request_id()
+        request_id = call.request_id
         t_send = time.perf_counter()
         record = RequestRecord(endpoint=req.endpoint, model=req.model, stream=True,
                                t_intended=to_epoch(t_send if intended is None else intended),

@@ -18,9 +18,11 @@ and times them all at the last one, so the stamps hold only while the worker kee
 gate and ``bench_load`` show where that ends). Peeking the first packet's stamp was tried: it
 cost a syscall per read and changed nothing, because the kernel had already merged the packets.
 
-Every failure is a typed client error carrying the request context: ``ConnectError`` when the
-connection is refused or reset before a response, ``LMStudioTimeout`` (phase ``connect``,
-``read`` or ``stream-idle``) when the server goes quiet.
+This module only moves bytes: what goes on the wire (path, headers, ``X-Request-Id``, body) is the
+client's ``harness.client.request.Call``, and what the bytes mean (status, SSE, completeness,
+time limits, every typed error) is the client's sans-IO ``ResponseReader``. A socket failure is
+a ``TransportFailure`` of one of the reader's ``TRANSPORT_KINDS``, which the reader turns into
+the client's own error, with the call's context.
 """
 
 from __future__ import annotations
@@ -30,13 +32,15 @@ import socket as pysocket
 import struct
 import sys
 import time
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from urllib.parse import urlsplit
 
 import gevent.socket as gsocket
 from geventhttpclient.response import HTTPResponse
 
-from harness.client.errors import ConnectError, LMStudioTimeout, RequestContext
+from harness.client.request import Call, base_headers
+from harness.client.stream import TransportKind
+from harness.client.validation import normalize_base_url
 
 _READ_SIZE = 65536
 perf_counter = time.perf_counter
@@ -66,6 +70,15 @@ def _recv_timed(sock: gsocket.socket, stamped: bool) -> tuple[bytes, float]:
     return raw, _stamp(ancillary, perf_counter(), time.time())
 
 
+class TransportFailure(Exception):
+    """A socket-level failure, named by the reader's kind (``ResponseReader.transport_failure``)."""
+
+    def __init__(self, kind: TransportKind, detail: str) -> None:
+        super().__init__(detail)
+        self.kind = kind
+        self.detail = detail
+
+
 class _Parser(HTTPResponse):
     """geventhttpclient's llhttp-based parser, collecting body bytes instead of buffering them."""
 
@@ -85,20 +98,23 @@ class _Parser(HTTPResponse):
         return data
 
 
-class Response:
-    """Status and headers of one answer; ``chunks()`` yields body bytes with their arrival time."""
+Timeout = Callable[[], float]  # seconds the next blocking socket operation may take
 
-    def __init__(self, conn: Connection, parser: _Parser, ctx: RequestContext,
+
+class Response:
+    """Status and headers of one answer; ``chunks()`` yields body bytes (de-chunked, still
+    content-encoded) with the time their packets arrived."""
+
+    def __init__(self, conn: Connection, parser: _Parser, timeout: Timeout,
                  first: tuple[bytes, float]) -> None:
         self._conn = conn
         self._parser = parser
-        self._ctx = ctx
+        self._timeout = timeout
         self._first = first
         self.status = parser.status_code
         self.headers = {k.lower(): v for k, v in parser.items()}
 
     def chunks(self) -> Iterator[tuple[bytes, float]]:
-        """Body bytes as they arrive, each with when its read's packets arrived."""
         parser, sock = self._parser, self._conn.sock
         data, now = self._first
         if data:
@@ -106,27 +122,21 @@ class Response:
         try:
             while not parser.message_complete:
                 assert sock is not None
+                sock.settimeout(max(self._timeout(), 0.001))
                 try:
                     raw, now = _recv_timed(sock, self._conn.stamped)
                 except TimeoutError:
-                    raise LMStudioTimeout(
-                        "no data from the server within the idle limit", phase="stream-idle",
-                        limit=self._conn.read_timeout, context=self._ctx, status=self.status,
-                    ) from None
+                    raise TransportFailure("timeout", "read timed out") from None
                 except OSError as exc:
-                    raise ConnectError(f"connection lost mid-response: {exc}", context=self._ctx,
-                                       status=self.status) from None
+                    raise TransportFailure("lost", str(exc)) from None
                 if not raw:
-                    break  # peer closed: the caller's assembler decides what that means
+                    break  # peer closed: the reader decides what that means
                 parser.feed(raw)
                 data = parser.take()
                 if data:
                     yield data, now
         finally:
             self.release()
-
-    def read_all(self) -> bytes:
-        return b"".join(data for data, _ in self.chunks())
 
     def release(self) -> None:
         """Keep the connection for the next request only if this answer was read to its end."""
@@ -136,24 +146,22 @@ class Response:
 
 
 class Connection:
-    """One keep-alive HTTP/1.1 connection (one per Locust user: no pool, no lock)."""
+    """One keep-alive HTTP/1.1 connection (one per Locust user: no pool, no lock) to the root of
+    ``base_url`` (``/v1`` or not, as the client normalises it: the call's paths carry it)."""
 
     def __init__(self, base_url: str, *, connect_timeout: float = 5.0,
-                 read_timeout: float = 60.0, api_token: str | None = None) -> None:
-        parts = urlsplit(base_url)
+                 api_token: str | None = None) -> None:
+        self.base_url = normalize_base_url(base_url)
+        parts = urlsplit(self.base_url)
         if parts.scheme != "http" or not parts.hostname:
             raise ValueError(f"load transport needs an http:// base URL, got {base_url!r}")
         self.host = parts.hostname
         self.port = parts.port or 80
-        self.prefix = parts.path.rstrip("/")
         self.connect_timeout = connect_timeout
-        self.read_timeout = read_timeout
         self.sock: gsocket.socket | None = None
         self.stamped = False  # the kernel stamps received packets (SO_TIMESTAMPNS)
-        host_header = f"{self.host}:{self.port}"
-        auth = f"Authorization: Bearer {api_token}\r\n" if api_token else ""
-        self._head = (f"Host: {host_header}\r\nContent-Type: application/json\r\n"
-                      f"Accept: application/json, text/event-stream\r\n{auth}")
+        headers = {"host": f"{self.host}:{self.port}", **base_headers(api_token)}
+        self._head = "".join(f"{k}: {v}\r\n" for k, v in headers.items())
 
     def close(self) -> None:
         if self.sock is not None:
@@ -162,14 +170,13 @@ class Connection:
             finally:
                 self.sock = None
 
-    def _connect(self, ctx: RequestContext) -> gsocket.socket:
+    def _connect(self) -> gsocket.socket:
         try:
             sock = gsocket.create_connection((self.host, self.port), timeout=self.connect_timeout)
         except TimeoutError:
-            raise LMStudioTimeout("connect timed out", phase="connect",
-                                  limit=self.connect_timeout, context=ctx) from None
+            raise TransportFailure("connect-timeout", "connect timed out") from None
         except OSError as exc:
-            raise ConnectError(f"cannot connect: {exc.strerror or exc}", context=ctx) from None
+            raise TransportFailure("connect", str(exc.strerror or exc)) from None
         sock.setsockopt(pysocket.IPPROTO_TCP, pysocket.TCP_NODELAY, 1)
         self.stamped = False
         if _SO_TIMESTAMPNS is not None:
@@ -178,69 +185,69 @@ class Connection:
                 self.stamped = True
             except OSError:
                 pass
-        sock.settimeout(self.read_timeout)
         self.sock = sock
         return sock
 
-    def request_bytes(self, method: str, path: str, body: bytes,
-                      request_id: str | None = None) -> bytes:
-        rid = f"X-Request-Id: {request_id}\r\n" if request_id else ""
-        return (f"{method} {self.prefix}{path} HTTP/1.1\r\n{self._head}{rid}"
-                f"Content-Length: {len(body)}\r\n\r\n").encode("latin-1") + body
+    def request_bytes(self, call: Call) -> bytes:
+        """The call as HTTP/1.1: its own path, headers (``X-Request-Id`` included) and body."""
+        body = call.body or b""
+        extra = "".join(f"{k}: {v}\r\n" for k, v in call.headers.items())
+        return (f"{call.method} {call.path} HTTP/1.1\r\n{self._head}{extra}"
+                f"content-length: {len(body)}\r\n\r\n").encode("latin-1") + body
 
-    def send(self, method: str, path: str, body: bytes, ctx: RequestContext,
-             request_id: str | None = None) -> tuple[Response, float]:
-        """Send one request; returns the response (headers read) and the send time.
+    def send(self, call: Call, timeout: Timeout, on_sent: Callable[[], None]) -> Response:
+        """Send ``call`` and read the response head. ``on_sent`` runs right after the write (the
+        reader's clock starts there).
 
         A kept-alive socket the server already closed fails before any response byte; that is
-        retried once on a fresh connection (nothing was processed), anything else is an error.
+        retried once on a fresh connection (nothing was processed), anything else fails.
         """
-        payload = self.request_bytes(method, path, body, request_id)
+        payload = self.request_bytes(call)
         for attempt in (1, 2):
             fresh = self.sock is None
-            sock = self.sock if self.sock is not None else self._connect(ctx)
-            t_send = perf_counter()
+            sock = self.sock if self.sock is not None else self._connect()
+            sock.settimeout(max(timeout(), 0.001))
             try:
                 sock.sendall(payload)
             except OSError as exc:
                 self.close()
                 if fresh or attempt == 2:
-                    raise ConnectError(f"cannot send the request: {exc}", context=ctx) from None
+                    raise TransportFailure("lost", f"cannot send the request: {exc}") from None
                 continue
+            on_sent()
             try:
-                return self._read_head(sock, method, ctx), t_send
+                return self._read_head(sock, call.method, timeout)
             except _StaleConnection:
                 self.close()
                 if fresh or attempt == 2:
-                    raise ConnectError("connection closed by the server before any response",
-                                       context=ctx) from None
+                    raise TransportFailure("lost", "connection closed by the server before any "
+                                                   "response") from None
         raise AssertionError("unreachable")
 
-    def _read_head(self, sock: gsocket.socket, method: str, ctx: RequestContext) -> Response:
+    def _read_head(self, sock: gsocket.socket, method: str, timeout: Timeout) -> Response:
         parser = _Parser(method)
         got_any = False
         while not parser.headers_complete:
+            sock.settimeout(max(timeout(), 0.001))
             try:
                 raw, now = _recv_timed(sock, self.stamped)
             except TimeoutError:
                 self.close()
-                raise LMStudioTimeout("no response headers within the read limit", phase="read",
-                                      limit=self.read_timeout, context=ctx) from None
+                raise TransportFailure("timeout", "no response headers in time") from None
             except OSError as exc:
                 if not got_any and exc.errno in (errno.ECONNRESET, errno.EPIPE):
                     raise _StaleConnection from None
                 self.close()
-                raise ConnectError(f"connection error before the response: {exc}",
-                                   context=ctx) from None
+                raise TransportFailure("lost", str(exc)) from None
             if not raw:
                 if not got_any:
                     raise _StaleConnection
                 self.close()
-                raise ConnectError("connection closed in the middle of the response headers",
-                                   context=ctx)
+                raise TransportFailure("lost", "connection closed in the middle of the response "
+                                               "headers")
             got_any = True
             parser.feed(raw)
-        return Response(self, parser, ctx, (parser.take(), now))
+        return Response(self, parser, timeout, (parser.take(), now))
 
 
 class _StaleConnection(Exception):

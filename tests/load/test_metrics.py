@@ -9,9 +9,11 @@ from typing import Any
 from hypothesis import given
 from hypothesis import strategies as st
 
-from harness.client.errors import StreamInterrupted
-from harness.load.exchange import PreparedRequest, _stream, to_epoch
+from harness.client import errors
+from harness.client.errors import LMStudioError, StreamInterrupted
+from harness.load.exchange import LIMITS, StampClock, _stream, prepare, to_epoch
 from harness.load.metrics import Distribution, RequestRecord, percentile
+from harness.load.scenario import RequestShape
 
 
 class _FakeResponse:
@@ -37,13 +39,21 @@ def _usage(n: int) -> bytes:
 
 
 def _run(reads: list[Any], t_send: float) -> RequestRecord:
-    from harness.client.errors import RequestContext
+    """The client's own reader, on the clock of the reads' arrival stamps (as the load user)."""
+    from harness.client.stream import ResponseReader
 
-    ctx = RequestContext("POST", "http://x/v1/chat/completions", "m")
-    req = PreparedRequest("chat", "/v1/chat/completions", "m", True, b"{}")
+    call = prepare(RequestShape(), "m").call("http://x")
+    clock = StampClock()
+    clock.now = t_send
+    reader = ResponseReader(call, call.context(1, 1, 0.0), LIMITS, deadline_at=math.inf,
+                            clock=clock)
+    reader.head(200, {"content-type": "text/event-stream"})
     rec = RequestRecord(endpoint="chat", model="m", stream=True, t_intended=to_epoch(t_send),
                         t_send=to_epoch(t_send))
-    _stream(_FakeResponse(reads), req, ctx, t_send, rec)
+    try:
+        _stream(_FakeResponse(reads), reader, clock, rec)
+    except LMStudioError as exc:  # as execute() records it
+        rec.ok, rec.error_kind = False, type(exc).__name__
     return rec
 
 
@@ -74,6 +84,10 @@ def test_ttft_e2e_tpot_and_gaps_match_the_hand_computed_timeline(tl) -> None:  #
     t_last = t
     reads.append((_frame({}, finish="stop") + _usage(n) + b"data: [DONE]\n\n", t_last + 0.05))
     rec = _run(reads, t_send)
+    if reasoning and not gaps:  # the client's answer check: reasoning, then no answer at all
+        assert not rec.ok and rec.error_kind == "ReasoningOnly" and rec.chunks == 1
+        assert math.isclose(rec.ttft, t_first - t_send, abs_tol=1e-6)  # still measured
+        return
     assert rec.ok and rec.n_server == n and rec.chunks == n
     assert math.isclose(rec.ttft, t_first - t_send, abs_tol=1e-6)  # never the role/empty frame
     assert math.isclose(rec.e2e, t_last - t_send, abs_tol=1e-6)    # usage/[DONE] excluded
@@ -123,14 +137,10 @@ def test_missing_usage_falls_back_to_chunk_count_and_is_flagged() -> None:
     assert rec.n_server is None and rec.usage_missing and rec.output_tokens == 2
 
 
-def test_a_stream_cut_off_keeps_timestamps_and_raises_typed() -> None:
-    reads = [(_frame({"content": "a"}), 1.1)]
-    try:
-        _run(reads, 1.0)
-    except StreamInterrupted as exc:
-        assert "end signal" in str(exc)
-    else:
-        raise AssertionError("a stream without [DONE] must not be a success")
+def test_a_stream_cut_off_keeps_timestamps_and_fails_typed() -> None:
+    rec = _run([(_frame({"content": "a"}), 1.1)], 1.0)
+    assert not rec.ok and issubclass(getattr(errors, rec.error_kind or ""), StreamInterrupted)
+    assert rec.ttft is not None and math.isclose(rec.ttft, 0.1, abs_tol=1e-6)
 
 
 def test_open_loop_lag_and_queue_inclusive_latency() -> None:

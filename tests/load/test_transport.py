@@ -38,3 +38,36 @@ def test_a_refused_connection_is_a_typed_failed_record() -> None:
     rec = execute(conn, prepare(RequestShape(), "qwen/qwen3-4b"))
     assert not rec.ok and rec.error_kind == "ConnectError" and rec.status is None
     assert "127.0.0.1:9" in (rec.error or "")
+
+
+@pytest.mark.timeout(30)
+@pytest.mark.parametrize("suffix", ["", "/v1", "/v1/"])
+def test_the_load_user_sends_the_clients_call(emulator_url: str, suffix: str) -> None:
+    """The base URL may end in /v1 (never /v1/v1/...); the X-Request-Id is the client's UUID,
+    which the emulator records; usage is asked for on both OpenAI-compatible endpoints."""
+    import json
+    import uuid
+
+    from harness.control import ControlClient
+
+    conn = Connection(emulator_url + suffix)
+    control = ControlClient(emulator_url)
+    try:
+        since = control.truth_last_id()
+        records = []
+        for endpoint in ("chat", "completions", "native"):
+            req = prepare(RequestShape(endpoint=endpoint, max_tokens=4), "qwen/qwen3-4b")
+            call = req.call(conn.base_url)
+            line = conn.request_bytes(call).split(b"\r\n", 1)[0].decode()
+            assert line == f"POST {RequestShape(endpoint=endpoint).path} HTTP/1.1"
+            if endpoint != "native":
+                assert json.loads(call.body or b"")["stream_options"] == {"include_usage": True}
+            records.append(execute(conn, req))
+        truth = {t["client_request_id"]: t for t in control.truth(since)}
+    finally:
+        conn.close()
+        control.close()
+    for rec in records:
+        assert rec.ok, rec.error
+        assert str(uuid.UUID(rec.request_id or "")) == rec.request_id
+        assert rec.request_id in truth and not rec.usage_missing

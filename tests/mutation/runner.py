@@ -36,9 +36,14 @@ from pathlib import Path
 
 REPO = Path(__file__).resolve().parents[2]
 EQUIVALENT_FILE = Path(__file__).with_name("equivalent.toml")
-# The unit tests without tests/load: the load runner is no mutation target here, its end-to-end
-# runs take minutes and their validity gates (rightly) fail on a machine this busy.
-TEST_SETS: dict[str, list[str]] = {"suites": ["suites"], "tests": ["tests", "--ignore=tests/load"]}
+# "tests" are the unit tests of the packages mutated here (client, review, agent) and the
+# stress/symmetry tests; the rest of tests/ (load, studio, evaluate, CLI) is left out: the load
+# runs take minutes and their validity gates (rightly) fail on a machine this busy. A directory
+# the measured checkout does not have (an older commit) is skipped.
+TEST_SETS: dict[str, list[str]] = {
+    "suites": ["suites"],
+    "tests": ["tests/client", "tests/review", "tests/agent", "tests/mutation"],
+}
 PYTEST_ARGS = ["-p", "no:cacheprovider", "-p", "tests.mutation.hypothesis_profile", "-q",
                "--timeout=120"]
 # Killed: a test failed (or timed out: the mutant hangs the code it changed).
@@ -160,7 +165,7 @@ def diff_of(workdir: Path, name: str) -> str:
 
 def run_set(against: str, modules: Sequence[str], size: int | None, workdir: Path,
             out: Path, source: Path, extra: Sequence[str]) -> list[ModuleScore]:
-    tests = TEST_SETS[against]
+    tests = [t for t in TEST_SETS[against] if (source / t).exists()]
     prepare(workdir, modules, tests, source, extra)
     log = out / f"mutmut-{against}.log"
     equivalent = load_equivalent()
@@ -188,8 +193,17 @@ def run_set(against: str, modules: Sequence[str], size: int | None, workdir: Pat
             for name in score.survivors:
                 notes.write(f"## {name} ({statuses[name]})\n\n```diff\n{diff_of(workdir, name)}"
                             "\n```\n\n")
+        save(out / "scores.json", score)
         print(summary_line(score), flush=True)
     return scores
+
+
+def save(store: Path, score: ModuleScore) -> None:
+    """Merge one module's score into ``store`` (other modules' and runs' entries are kept)."""
+    kept = json.loads(store.read_text("utf-8")) if store.exists() else []
+    fresh = {**asdict(score), "killed": score.killed, "score": score.score}
+    merged = [s for s in kept if (s["module"], s["against"]) != (score.module, score.against)]
+    store.write_text(json.dumps([*merged, fresh], indent=2) + "\n", "utf-8")
 
 
 def summary_line(score: ModuleScore) -> str:
@@ -200,9 +214,45 @@ def summary_line(score: ModuleScore) -> str:
             f"{dict(sorted(score.statuses.items()))})")
 
 
+def pct(killed: int, counted: int) -> str:
+    return "n/a" if counted <= 0 else f"{killed * 100 / counted:.0f} % ({killed}/{counted})"
+
+
+def table(scores: Sequence[dict[str, object]]) -> str:
+    """Markdown: per module, the suites alone, the tests alone and both together (a mutant
+    killed by either set; the sample is the same for both, being chosen by name)."""
+    by_module: dict[str, dict[str, dict[str, object]]] = {}
+    for entry in scores:
+        by_module.setdefault(str(entry["module"]), {})[str(entry["against"])] = entry
+    lines = ["| module | mutants (sampled) | suites | tests | suites + tests |",
+             "|---|---|---|---|---|"]
+    for module, sets in by_module.items():
+        cells = []
+        survivors: set[str] | None = None
+        equivalent: set[str] = set()
+        sampled = generated = 0
+        for against in ("suites", "tests"):
+            entry = sets.get(against)
+            if entry is None:
+                cells.append("not run")
+                continue
+            sampled, generated = int(entry["sampled"]), int(entry["generated"])  # type: ignore[call-overload]
+            lost = set(entry["survivors"])  # type: ignore[call-overload]
+            equivalent |= set(entry["equivalent"])  # type: ignore[call-overload]
+            counted = sampled - len(set(entry["equivalent"]))  # type: ignore[call-overload]
+            cells.append(pct(counted - len(lost), counted))
+            survivors = lost if survivors is None else survivors & lost
+        counted = sampled - len(equivalent)
+        both = "n/a" if survivors is None else pct(counted - len(survivors), counted)
+        lines.append(f"| `{module}` | {generated} ({sampled}) | {cells[0]} | {cells[1]} | {both} |")
+    return "\n".join(lines)
+
+
 def main(argv: Sequence[str] | None = None) -> int:
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
-    parser.add_argument("modules", nargs="+", help="files to mutate, e.g. harness/client/sse.py")
+    parser.add_argument("modules", nargs="*", help="files to mutate, e.g. harness/client/sse.py")
+    parser.add_argument("--table", type=Path, metavar="SCORES_JSON",
+                        help="print the Markdown table of a scores.json and exit")
     parser.add_argument("--against", action="append", choices=sorted(TEST_SETS),
                         help="test set(s), each run separately (default: suites and tests)")
     parser.add_argument("--sample", type=int, default=None,
@@ -215,19 +265,15 @@ def main(argv: Sequence[str] | None = None) -> int:
     parser.add_argument("--workdir", type=Path, default=Path("/tmp/harness-mutation"))
     parser.add_argument("--out", type=Path, default=REPO / "reports" / "out" / "mutation")
     args = parser.parse_args(argv)
+    if args.table is not None:
+        print(table(json.loads(args.table.read_text("utf-8"))))
+        return 0
     args.out.mkdir(parents=True, exist_ok=True)
     results: list[ModuleScore] = []
     for against in args.against or ["suites", "tests"]:
         (args.out / f"mutmut-{against}.log").unlink(missing_ok=True)
         results += run_set(against, args.modules, args.sample, args.workdir / against, args.out,
                            args.source, args.pytest_arg)
-    # Scores of earlier invocations (other modules) are kept; this run's replace their own.
-    store = args.out / "scores.json"
-    kept = json.loads(store.read_text("utf-8")) if store.exists() else []
-    fresh = [{**asdict(s), "killed": s.killed, "score": s.score} for s in results]
-    done = {(s["module"], s["against"]) for s in fresh}
-    merged = [s for s in kept if (s["module"], s["against"]) not in done] + fresh
-    store.write_text(json.dumps(merged, indent=2) + "\n", "utf-8")
     print("\n".join(summary_line(s) for s in results))
     return 0
 

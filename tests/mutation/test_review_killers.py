@@ -1,0 +1,71 @@
+"""Tests written to kill the review modules' surviving mutants (docs/mutation.md).
+
+Each one pins a behaviour the existing tests let drift: the line numbers a location parses to
+(not only whether two locations match), the fix priority a merge keeps (by rank, not by the
+enum's string order), the similarity recorded for a member as it joined, alpha's default level,
+and phi on the smallest vectors it is defined for.
+"""
+
+from __future__ import annotations
+
+import pytest
+
+from harness.review.aggregate import merge_findings, parse_location
+from harness.review.agreement import krippendorff_alpha, phi
+from harness.review.models import Finding, Priority, Severity
+
+
+@pytest.mark.parametrize(("text", "path", "start", "end"), [
+    ("llm/client.py:320", "llm/client.py", 320, 320),
+    ("./A.py:10-20", "a.py", 10, 20),
+    ("`a.py` line ~180", "a.py", 180, 180),
+    ("a.py", "a.py", None, None),
+])
+def test_a_location_parses_to_its_path_and_line_range(text: str, path: str, start: int | None,
+                                                      end: int | None) -> None:
+    location = parse_location(text)
+    assert location is not None
+    assert (location.path, location.start, location.end) == (path, start, end)
+
+
+def finding(title: str, severity: Severity, priority: Priority | None = None,
+            location: str | None = "a.py:10") -> Finding:
+    return Finding(severity=severity, title=title, priority=priority, location=location)
+
+
+def test_a_merge_keeps_the_most_urgent_priority_by_rank() -> None:
+    """"nice_to_have" > "high" > "critical" as strings: only the rank gets this right."""
+    merged = merge_findings(
+        [("r1", [finding("Retry storm on 429", Severity.MAJOR, Priority.HIGH)]),
+         ("r2", [finding("Retry storm on 429", Severity.MAJOR, Priority.NICE_TO_HAVE)])],
+        panel_size=2)
+    assert len(merged) == 1 and merged[0].priority is Priority.HIGH
+    merged = merge_findings(
+        [("r1", [finding("Retry storm on 429", Severity.MAJOR, Priority.CRITICAL)]),
+         ("r2", [finding("Retry storm on 429", Severity.MAJOR, Priority.HIGH)])],
+        panel_size=2)
+    assert merged[0].priority is Priority.CRITICAL
+
+
+def test_a_joining_member_records_its_similarity_to_one_decimal() -> None:
+    merged = merge_findings(
+        [("r1", [finding("Retries ignore the Retry-After header", Severity.MAJOR)]),
+         ("r2", [finding("Retry-After header ignored by retries!", Severity.MAJOR)])],
+        panel_size=2)
+    assert len(merged) == 1
+    first, joined = merged[0].sources
+    assert first.similarity is None
+    assert joined.similarity == 89.2  # token-set ratio 89.189...
+
+
+def test_alpha_defaults_to_the_nominal_level() -> None:
+    units = [[1, 1], [1, 2], [2, 3], [3, 3], [1, 3]]
+    nominal = krippendorff_alpha(units, "nominal")
+    assert krippendorff_alpha(units) == nominal == pytest.approx(0.15625)
+    assert krippendorff_alpha(units, "ordinal") != nominal
+
+
+def test_phi_is_defined_for_two_observations() -> None:
+    assert phi([0, 1], [0, 1]) == pytest.approx(1.0)
+    assert phi([0, 1], [1, 0]) == pytest.approx(-1.0)
+    assert phi([1], [1]) is None and phi([0, 1], [0, 1, 1]) is None
