@@ -115,7 +115,10 @@ async def test_concurrent_calls_on_three_models_each_answered_by_its_own(
         records = Truth(target.control).settled("/v1/chat/completions", expect=24)
         for record in records:
             assert instance_model(record["instance_id"]) == record["model_requested"], record
-            assert not record["model_substituted"] and not record["cancelled"], record
+            # generated to the end (a disconnect noticed after the last frame is no cut-off;
+            # on a busy machine the server can see the client close right after [DONE])
+            assert not record["model_substituted"] and not record["cut_off"], record
+            assert record["finish_reason"] == "stop", record
     record_property("evidence", f"24 concurrent calls over {', '.join(models)} with 12 default "
                                 "switches: each answered by its pinned model")
 
