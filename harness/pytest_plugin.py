@@ -101,8 +101,9 @@ MARKERS = {
     "vcr(*cassettes, **config)": "record/replay this test's HTTP with a cassette "
                                  "(--record-mode)",
     "target_needs(*capabilities, models=0)": "the target must offer these (faults, truth, "
-                                             "realtime, emulator, native_v0, native_v1, "
-                                             "load_unload, auth, stream_usage, tools, "
+                                             "realtime, emulator, concurrent, native_v0, "
+                                             "native_v1, load_unload, auth, stream_usage, "
+                                             "tools, "
                                              "reasoning) and this many chat models",
 }
 TARGET_ERROR_EXIT = pytest.ExitCode.USAGE_ERROR  # a target that cannot be used is bad input
