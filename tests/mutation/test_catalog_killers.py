@@ -84,14 +84,23 @@ def test_model_not_found_names_the_closest_ids_or_else_the_first_five() -> None:
     assert far.value.available == ids[:5]
 
 
+def test_a_loose_name_still_gets_its_near_miss() -> None:
+    """"gemma" is a 0.3-0.6 match for "google/gemma-3-12b": named, not the first five ids."""
+    ids = ("qwen/qwen3-4b", "google/gemma-3-12b", "a/x", "b/y", "c/z", "d/w")
+    with pytest.raises(ModelNotFound) as info:
+        ModelCatalog(fetch=lambda: listing(*ids)).validate_model("gemma")
+    assert info.value.available == ("google/gemma-3-12b",)
+
+
 def test_each_catalog_refuses_the_other_shells_calls() -> None:
-    with pytest.raises(RuntimeError, match="amodels"):
+    with pytest.raises(RuntimeError,
+                       match=r"^this catalog belongs to an AsyncClient: use await amodels\(\)$"):
         ModelCatalog(afetch=None).models()
 
     async def sync_only() -> None:
         await ModelCatalog(fetch=list).amodels()
 
-    with pytest.raises(RuntimeError, match=r"models\(\)"):
+    with pytest.raises(RuntimeError, match=r"^this catalog belongs to a Client: use models\(\)$"):
         asyncio.run(sync_only())
 
 
