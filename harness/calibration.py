@@ -10,7 +10,9 @@ for, and ``concurrency()`` sizes load to the server's real width. The report sta
 
 The probe: one warm streamed answer (TTFT, tokens/s), then ``width`` identical ones at once. If
 the server ran them side by side they take about as long as one; if it queued them, ``width``
-times as long. ``parallel = round(width * single / together)``, between 1 and ``width``.
+times as long. ``parallel = round(width * single / together)``, between 1 and ``width``. A
+server that cuts the running stream off when another request arrives (llama-cpp-python's
+``interrupt_requests``, on by default) runs one at a time and says so: ``cuts_running``.
 """
 
 from __future__ import annotations
@@ -23,6 +25,7 @@ from typing import Any
 
 from harness.capabilities import StreamSample, stream_sample
 from harness.client import Client, RetryPolicy, Timeouts
+from harness.client.errors import StreamInterrupted
 
 # What the suites' limits were tuned for: a 10 s idle limit is 20x this TTFT, and a 60 s
 # deadline holds a few hundred tokens at this speed.
@@ -40,6 +43,7 @@ class Calibration:
     parallel: int | None = None  # None: not measured (the emulator says how many slots it has)
     time_scale: float = 1.0
     source: str = "not measured"
+    cuts_running: bool = False  # a new request ended a running stream early
 
     def seconds(self, limit: float) -> float:
         """A time limit tuned on the emulator, stretched for this target."""
@@ -68,8 +72,9 @@ class Calibration:
             return f"time scale x{self.time_scale:g} ({self.source})"
         ttft = f"TTFT {self.ttft_s * 1000:.0f} ms" if self.ttft_s is not None else "TTFT ?"
         tps = f"{self.tokens_per_s:.0f} tokens/s" if self.tokens_per_s else "tokens/s ?"
+        cuts = "; a new request cuts the running stream off" if self.cuts_running else ""
         return (f"time scale x{self.time_scale:g} ({self.source}: {ttft}, {tps}, "
-                f"{self.parallel} request(s) at once)")
+                f"{self.parallel} request(s) at once{cuts})")
 
 
 UNSCALED = Calibration(source="emulator-tuned limits, unscaled")
@@ -101,17 +106,25 @@ def calibrate(base_url: str, model: str, api_token: str | None = None, *, width:
                 timeout=timeouts) as client:
         stream_sample(client, model, max_tokens=4)  # warm-up: a JIT load is not speed
         single = stream_sample(client, model, max_tokens=max_tokens)
+
+        def one(_: int) -> StreamSample | None:
+            try:
+                return stream_sample(client, model, max_tokens=max_tokens)
+            except StreamInterrupted:  # cut off by one of the others
+                return None
+
         started = time.perf_counter()
         with ThreadPoolExecutor(width) as pool:
-            together: list[StreamSample] = list(pool.map(
-                lambda _: stream_sample(client, model, max_tokens=max_tokens), range(width)))
+            outcomes = list(pool.map(one, range(width)))
         together_s = time.perf_counter() - started
+    together = [s for s in outcomes if s is not None]
+    cuts = len(together) < width
     slowest_ttft = max((s.ttft_s for s in together if s.ttft_s is not None), default=None)
-    parallel = parallel_from(single.total_s, together_s, width)
+    parallel = 1 if cuts else parallel_from(single.total_s, together_s, width)
     # The scale covers the worst a test meets: the first token of a request queued behind
     # the server's full width, as measured, not only an idle server's.
     ttft = max(t for t in (single.ttft_s, slowest_ttft) if t is not None) \
         if single.ttft_s is not None or slowest_ttft is not None else None
     return Calibration(ttft_s=single.ttft_s, tokens_per_s=single.tokens_per_s,
                        parallel=parallel, time_scale=scale_for(ttft, single.tokens_per_s),
-                       source=f"measured on {model}")
+                       source=f"measured on {model}", cuts_running=cuts)

@@ -17,7 +17,12 @@ from rich.console import Console
 from rich.table import Table
 
 from harness.client import Client, ModelInfo, RetryPolicy, TextDelta, Timeouts
-from harness.client.errors import AuthenticationError, LMStudioError, TransportError
+from harness.client.errors import (
+    AuthenticationError,
+    HTTPStatusError,
+    LMStudioError,
+    TransportError,
+)
 from harness.client.validation import normalize_base_url
 from harness.reporting.terminal import console as safe_console
 from harness.reporting.terminal import term
@@ -98,8 +103,13 @@ def run_probes(base_url: str, *, api_token: str | None = None, model: str | None
         _endpoint_probes(report, client)
         if report.models:
             loaded = [m.id for m in report.models if _is_loaded(m)]
-            report.add("models", "ok", f"{len(report.models)} listed, {len(loaded)} loaded"
-                       + (f": {', '.join(loaded)}" if loaded else " (JIT loads on first use)"))
+            if not any(m.state or m.loaded_instances for m in report.models):
+                report.add("models", "ok", f"{len(report.models)} listed (the server does not "
+                                           "say which are loaded)")
+            else:
+                report.add("models", "ok", f"{len(report.models)} listed, {len(loaded)} loaded"
+                           + (f": {', '.join(loaded)}" if loaded
+                              else " (JIT loads on first use)"))
         llm = _pick_model(report, model)
         if llm is None:
             report.add("stream", "skip" if model is None else "fail",
@@ -127,6 +137,14 @@ def _endpoint_probes(report: CheckReport, client: Client) -> None:
             elapsed = time.perf_counter() - started
         except TransportError as exc:
             report.add(name, "fail", str(exc))
+            continue
+        except HTTPStatusError as exc:
+            if severity != "fail" and exc.status in (404, 405):
+                # Optional: llama.cpp, vLLM, Ollama and gateways serve only the OpenAI API.
+                report.add(name, "skip", f"absent (HTTP {exc.status}): not LM Studio, or one "
+                                         "before this API; optional")
+            else:
+                report.add(name, severity, f"broken: {exc}")
             continue
         except LMStudioError as exc:
             report.add(name, severity, f"missing or broken (older LM Studio?): {exc}")

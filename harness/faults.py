@@ -67,7 +67,7 @@ Scope = Literal["any", "stream", "reply"]
 
 
 class _Action(BaseModel):
-    model_config = ConfigDict(frozen=True, extra="forbid")
+    model_config = ConfigDict(frozen=True, extra="forbid", defer_build=True)
 
     #: ``stream``: only acts inside a streamed response; ``reply``: rewrites the planned reply
     #: (emulator only); ``any``: before the headers or on any request.
@@ -284,13 +284,16 @@ FaultAction = Annotated[
     | PrefillPauseFault,
     Field(discriminator="kind"),
 ]
-_ACTION_ADAPTER: TypeAdapter[FaultAction] = TypeAdapter(FaultAction)
+# Built on first use, not at import: 21 action models made ``import harness.faults`` cost
+# ~100 ms of the emulator's start-up (target < 1 s), paid again by every CLI command.
+_ACTION_ADAPTER: TypeAdapter[FaultAction] = TypeAdapter(
+    FaultAction, config=ConfigDict(defer_build=True))
 
 
 class FaultMatch(BaseModel):
     """Which requests a rule applies to. Every given condition must hold."""
 
-    model_config = ConfigDict(frozen=True, extra="forbid")
+    model_config = ConfigDict(frozen=True, extra="forbid", defer_build=True)
 
     endpoint: str = "*"
     method: str | None = None
@@ -301,7 +304,7 @@ class FaultMatch(BaseModel):
 
 
 class FaultRule(BaseModel):
-    model_config = ConfigDict(frozen=True, extra="forbid")
+    model_config = ConfigDict(frozen=True, extra="forbid", defer_build=True)
 
     name: str | None = None
     match: FaultMatch = Field(default_factory=FaultMatch)
@@ -311,7 +314,7 @@ class FaultRule(BaseModel):
 class FaultPlan(BaseModel):
     """An ordered list of fault rules plus the seed of their probability draws."""
 
-    model_config = ConfigDict(frozen=True, extra="forbid")
+    model_config = ConfigDict(frozen=True, extra="forbid", defer_build=True)
 
     seed: int = 0
     rules: tuple[FaultRule, ...] = ()

@@ -10,8 +10,9 @@ Fault actions that need the server's cooperation are done the way a client could
 ``wrong_model`` rewrites the request's ``model`` field to another model the upstream has (a
 loaded one first, from its ``/api/v1/models``, else any it lists), ``evict`` posts the answering
 model's instance id to the upstream's ``/api/v1/models/unload`` mid-stream. Semantic actions
-(``empty_reply``, ``drop_tool_calls``...) and ``prefill_pause`` need the model itself: the proxy
-forwards such requests untouched and its truth records no fault. A fault is recorded only once
+(``empty_reply``, ``drop_tool_calls``...) rewrite ``/v1/chat/completions`` answers in flight
+(``harness.semantic_wire``); elsewhere, and for ``prefill_pause`` (which needs the model), the
+proxy forwards the request untouched and its truth records no fault. A fault is recorded only once
 it fired, as in the emulator: ``wrong_model`` only when the upstream really answered with a
 model other than the one requested.
 """
@@ -22,7 +23,7 @@ import asyncio
 import json
 import logging
 import time
-from collections.abc import AsyncIterator
+from collections.abc import AsyncIterator, Callable
 from typing import Any, cast
 
 import httpx
@@ -43,6 +44,7 @@ from harness.faults import (
     inject_stream,
 )
 from harness.secrets import redact, redact_url
+from harness.semantic_wire import ChatRewriter, applies_on_wire
 from harness.studio.app import header_value, read_body, send_response
 from harness.studio.requests import BadRequest
 from harness.studio.streaming import watch_disconnect
@@ -153,6 +155,8 @@ class ProxyApp:
                     body = json.dumps(parsed).encode()
                     wrong_model = other
         stream_fault = fault if fault is not None and fault.scope == "stream" else None
+        rewriter = ChatRewriter(fault) if fault is not None and applies_on_wire(
+            fault, scope["path"]) else None
         query = scope.get("query_string", b"").decode("latin-1")
         url = state.upstream + scope["path"] + (f"?{query}" if query else "")
         headers = [(k, v) for k, v in scope["headers"]
@@ -183,6 +187,8 @@ class ProxyApp:
                         state.upstream + "/api/v1/models/unload",
                         json={"instance_id": instance["id"]})
 
+                if rewriter is not None:
+                    source = _rewrite(source, rewriter, fired)
                 source = _observe(source, instance, record)
                 if stream_fault is not None:
                     source = inject_stream(stream_fault, source, evict,
@@ -190,6 +196,8 @@ class ProxyApp:
                 else:
                     source = inject_stream(fault if isinstance(fault, LatencyFault) else None,
                                            source, on_fire=fired)
+            elif rewriter is not None and upstream.status_code == 200:
+                source = _rewrite_body(source, rewriter, fired)
             body_seen: list[bytes] = []
             try:
                 async for chunk in source:
@@ -238,6 +246,26 @@ class ProxyApp:
             if candidate.split(":", 1)[0] != base:
                 return candidate
         return None
+
+
+async def _rewrite(frames: AsyncIterator[bytes], rewriter: ChatRewriter,
+                   fired: Callable[[], None]) -> AsyncIterator[bytes]:
+    """A semantic fault applied to each frame; the truth names it once something changed."""
+    async for frame in frames:
+        out = rewriter.frame(frame)
+        if rewriter.fired:
+            fired()
+        yield out
+
+
+async def _rewrite_body(chunks: AsyncIterator[bytes], rewriter: ChatRewriter,
+                        fired: Callable[[], None]) -> AsyncIterator[bytes]:
+    """A plain answer, read whole, then rewritten (it is one JSON document)."""
+    body = b"".join([chunk async for chunk in chunks])
+    out = rewriter.body(body)
+    if rewriter.fired:
+        fired()
+    yield out
 
 
 async def _frames(chunks: AsyncIterator[bytes]) -> AsyncIterator[bytes]:

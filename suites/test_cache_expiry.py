@@ -20,7 +20,7 @@ from harness.client import AsyncClient, Client, ModelCatalog
 from harness.client.errors import ModelNotFound
 from harness.evaluate.target import Target, Truth
 
-pytestmark = pytest.mark.cache
+pytestmark = [pytest.mark.cache, pytest.mark.harness_api]  # ModelCatalog is harness API
 
 MODELS = "/v1/models"
 
@@ -96,6 +96,7 @@ def test_single_flight_across_32_threads(target: Target, client: Client,
     record_property("evidence", "32 threads, 1 upstream listing")
 
 
+@pytest.mark.target_needs("load_unload")
 async def test_invalidated_on_load_unload_and_model_not_found(
         target: Target, aclient: AsyncClient, record_property: Any) -> None:
     """Gap: model cache expiration not implemented ("false negatives: model not found"). Loading

@@ -12,8 +12,7 @@ through a context variable the shell sets around each blocking step. Async and s
 from __future__ import annotations
 
 import contextvars
-from collections.abc import Iterator
-from contextlib import contextmanager
+from types import TracebackType
 from typing import Any
 
 import httpcore
@@ -26,6 +25,11 @@ from harness.client.stream import ResponseReader, TransportKind
 #: The reader whose limits bound the socket operations running in this context.
 CURRENT: contextvars.ContextVar[ResponseReader | None] = contextvars.ContextVar(
     "harness_client_reader", default=None)
+
+
+#: After a stream's end signal, how long to wait for the end of its HTTP body (a server that
+#: keeps the response open after ``[DONE]`` costs this much, then the connection is closed).
+DRAIN_S = 0.2
 
 
 def default_limits() -> httpx.Limits:
@@ -51,22 +55,29 @@ _TABLE: tuple[tuple[type[Exception], TransportKind], ...] = (
 )
 
 
-@contextmanager
-def transport_errors(reader: ResponseReader) -> Iterator[None]:
+class transport_errors:
     """Run one blocking step of ``reader``'s attempt: its limit bounds the socket, and an httpx
-    exception leaves as the error the reader builds for it."""
-    token = CURRENT.set(reader)
-    try:
-        yield
-    except LMStudioError:
-        raise
-    except Exception as exc:
-        for kind_type, kind in _TABLE:
+    exception leaves as the error the reader builds for it (one table, ``_TABLE``).
+
+    A class rather than ``@contextmanager``: it runs once per network read."""
+
+    __slots__ = ("_reader", "_token")
+
+    def __init__(self, reader: ResponseReader) -> None:
+        self._reader = reader
+
+    def __enter__(self) -> None:
+        self._token = CURRENT.set(self._reader)
+
+    def __exit__(self, kind: type[BaseException] | None, exc: BaseException | None,
+                 tb: TracebackType | None) -> None:
+        CURRENT.reset(self._token)
+        if exc is None or isinstance(exc, LMStudioError) or not isinstance(exc, Exception):
+            return
+        for kind_type, name in _TABLE:
             if isinstance(exc, kind_type):
-                raise reader.transport_failure(kind, str(exc) or type(exc).__name__) from None
-        raise
-    finally:
-        CURRENT.reset(token)
+                raise self._reader.transport_failure(name, str(exc) or type(exc).__name__
+                                                     ) from None
 
 
 def timeout_for(reader: ResponseReader) -> httpx.Timeout:
@@ -77,25 +88,17 @@ def timeout_for(reader: ResponseReader) -> httpx.Timeout:
                          write=min(limits.write, read), pool=reader.pool_timeout() or 0.001)
 
 
-def _bounded(timeout: float | None) -> float | None:
-    """A read's timeout: the attempt's ``read_by`` (headers, body or next event)."""
+def _bounded(timeout: float | None, *, read: bool = True) -> float | None:
+    """A socket operation's timeout within the current attempt's limit: a read must return by
+    the attempt's ``read_by`` (headers, body or next event); a connect or a write only within
+    the call's deadline (httpx's own ``connect``/``write`` limits still apply)."""
     reader = CURRENT.get()
     if reader is None:
         return timeout
-    left = reader.timeout()
+    left = reader.timeout() if read else reader.deadline_left()
     if left <= 0:
-        raise httpcore.ReadTimeout("time limit passed")
-    return left if timeout is None or left < timeout else timeout
-
-
-def _within_deadline(timeout: float | None) -> float | None:
-    """A connect's or write's timeout: httpx's own, within the call's deadline."""
-    reader = CURRENT.get()
-    if reader is None:
-        return timeout
-    left = reader.deadline_left()
-    if left <= 0:
-        raise httpcore.WriteTimeout("call deadline passed")
+        raise httpcore.ReadTimeout("time limit passed") if read else \
+            httpcore.WriteTimeout("call deadline passed")
     return left if timeout is None or left < timeout else timeout
 
 
@@ -113,7 +116,7 @@ class _Stream(httpcore.NetworkStream):
         return self._inner.read(max_bytes, _bounded(timeout))
 
     def write(self, buffer: bytes, timeout: float | None = None) -> None:
-        self._inner.write(buffer, _within_deadline(timeout))
+        self._inner.write(buffer, _bounded(timeout, read=False))
         _wrote()
 
     def close(self) -> None:
@@ -135,7 +138,7 @@ class _AsyncStream(httpcore.AsyncNetworkStream):
         return await self._inner.read(max_bytes, _bounded(timeout))
 
     async def write(self, buffer: bytes, timeout: float | None = None) -> None:
-        await self._inner.write(buffer, _within_deadline(timeout))
+        await self._inner.write(buffer, _bounded(timeout, read=False))
         _wrote()
 
     async def aclose(self) -> None:
@@ -156,7 +159,7 @@ class LimitedBackend(httpcore.NetworkBackend):
     def connect_tcp(self, host: str, port: int, timeout: float | None = None,
                     local_address: str | None = None, socket_options: Any = None
                     ) -> httpcore.NetworkStream:
-        return _Stream(self._inner.connect_tcp(host, port, _within_deadline(timeout),
+        return _Stream(self._inner.connect_tcp(host, port, _bounded(timeout, read=False),
                                                local_address, socket_options))
 
     def connect_unix_socket(self, path: str, timeout: float | None = None,
@@ -175,7 +178,7 @@ class AsyncLimitedBackend(httpcore.AsyncNetworkBackend):
                           local_address: str | None = None, socket_options: Any = None
                           ) -> httpcore.AsyncNetworkStream:
         return _AsyncStream(await self._inner.connect_tcp(
-            host, port, _within_deadline(timeout), local_address, socket_options))
+            host, port, _bounded(timeout, read=False), local_address, socket_options))
 
     async def connect_unix_socket(self, path: str, timeout: float | None = None,
                                   socket_options: Any = None) -> httpcore.AsyncNetworkStream:

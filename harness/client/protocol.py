@@ -28,7 +28,7 @@ import json
 import re
 import time
 from collections.abc import Mapping
-from typing import Any
+from typing import Any, NoReturn
 
 from harness.client.errors import (
     AuthenticationError,
@@ -72,9 +72,10 @@ except ImportError:  # pragma: no cover - orjson is a dependency; json stays the
 
 
 
-def _lenient_loads(data: str) -> Any:
+def _lenient_loads(data: str | bytes) -> Any:
     """What orjson refused, read by the stdlib: a lone-surrogate escape (``"\\ud800"``, sent by a
-    broken tokenizer) is valid JSON text, so the chunk is kept with U+FFFD in its place."""
+    broken tokenizer) is valid JSON text, so the chunk is kept with U+FFFD in its place; so are
+    NaN and integers over 64 bits. None when the stdlib refuses it too."""
     try:
         return scrub_data(json.loads(data))
     except (ValueError, RecursionError):
@@ -216,16 +217,21 @@ def _listed_models(message: str) -> tuple[str, ...]:
     return tuple(line.strip(" -\t") for line in tail.splitlines() if line.strip(" -\t"))[:10]
 
 
+def _not_json(ctx: RequestContext, headers: Mapping[str, str], body: bytes) -> NoReturn:
+    if _looks_html(body, headers.get("content-type", "")):
+        raise BadResponse(_html_summary(body), context=ctx, status=200)
+    snippet = body[:120].decode("utf-8", "replace")
+    raise BadResponse(f"response is not JSON: {snippet!r}", context=ctx, status=200)
+
+
 def json_body(ctx: RequestContext, headers: Mapping[str, str], body: bytes) -> dict[str, Any]:
     """Decode a 2xx body, refusing the 200s that are really errors."""
-    content_type = headers.get("content-type", "")
     try:
-        parsed = json.loads(body)
-    except (ValueError, UnicodeDecodeError):
-        if _looks_html(body, content_type):
-            raise BadResponse(_html_summary(body), context=ctx, status=200) from None
-        snippet = body[:120].decode("utf-8", "replace")
-        raise BadResponse(f"response is not JSON: {snippet!r}", context=ctx, status=200) from None
+        parsed = _loads(body)
+    except ValueError:
+        parsed = _lenient_loads(body)
+        if parsed is None:
+            parsed = _not_json(ctx, headers, body)
     if not isinstance(parsed, dict):
         raise BadResponse(f"expected a JSON object, got {type(parsed).__name__}", context=ctx)
     if parsed.get("error"):
@@ -250,11 +256,11 @@ def check_model(ctx: RequestContext, answered: str | None, partial: PartialOutpu
 
 
 def _usage(raw: Any) -> Usage | None:
-    if not isinstance(raw, Mapping):
+    if not isinstance(raw, dict):
         return None
     usage = Usage.model_validate(raw)
     details = raw.get("completion_tokens_details")
-    if isinstance(details, Mapping):
+    if isinstance(details, dict):
         usage.reasoning_tokens = int(details.get("reasoning_tokens") or 0)
     return usage
 
@@ -279,11 +285,11 @@ def chat_result(ctx: RequestContext, body: dict[str, Any], timings: Timings, *,
     Complete only with a ``finish_reason``: without one the answer was cut off (an unload or a
     JIT auto-evict), and ``IncompleteAnswer`` keeps the partial text instead of returning it."""
     choices = body.get("choices")
-    if not isinstance(choices, list) or not choices or not isinstance(choices[0], Mapping):
+    if not isinstance(choices, list) or not choices or not isinstance(choices[0], dict):
         raise BadResponse("response has no choices", context=ctx, status=200)
     choice = choices[0]
     message = choice.get("message")
-    if isinstance(message, Mapping):
+    if isinstance(message, dict):
         text = message.get("content") or ""
         reasoning = message.get("reasoning_content") or message.get("reasoning") or ""
         calls = _tool_calls(message.get("tool_calls"))
@@ -296,11 +302,11 @@ def chat_result(ctx: RequestContext, body: dict[str, Any], timings: Timings, *,
         reasoning += inline
     model = body.get("model") or ""
     finish = choice.get("finish_reason")
-    partial = PartialOutput(text=text, reasoning=reasoning,
-                            tool_calls=[c.to_message() for c in calls], chunks=1, model=model,
-                            finish_reason=finish)
-    check_model(ctx, model, partial)
-    if not finish:
+    if not finish or (ctx.model and model and not same_model(ctx.model, model)):
+        partial = PartialOutput(text=text, reasoning=reasoning,
+                                tool_calls=[c.to_message() for c in calls], chunks=1,
+                                model=model, finish_reason=finish)
+        check_model(ctx, model, partial)
         raise IncompleteAnswer("answer has no finish_reason: cut off mid-generation (a model "
                                "unload or JIT auto-evict)", context=ctx, status=200,
                                partial=partial)
@@ -331,15 +337,11 @@ def check_answer(ctx: RequestContext, result: ChatResult, *, tools_offered: bool
 
     A ``finish_reason`` of ``length`` is left alone: the caller capped the tokens and the
     answer says so itself."""
-    partial = PartialOutput(text=result.text, reasoning=result.reasoning,
-                            tool_calls=[c.to_message() for c in result.tool_calls],
-                            chunks=result.timings.chunks, model=result.model,
-                            finish_reason=result.finish_reason)
     if result.tool_calls:
         if check_ids and any(not call.id for call in result.tool_calls):
             names = ", ".join(repr(c.name) for c in result.tool_calls if not c.id)
             raise BlankToolCallId(f"tool call {names} has a blank id (echoing it back fails)",
-                                  context=ctx, status=200, partial=partial)
+                                  context=ctx, status=200, partial=_as_partial(result))
         return
     if result.finish_reason == "length":
         return
@@ -347,13 +349,21 @@ def check_answer(ctx: RequestContext, result: ChatResult, *, tools_offered: bool
         if result.reasoning.strip():
             raise ReasoningOnly(
                 f"reasoning only ({len(result.reasoning)} chars), then an empty answer",
-                context=ctx, status=200, partial=partial)
+                context=ctx, status=200, partial=_as_partial(result))
         raise EmptyAnswer("empty answer: no text, reasoning or tool call (LM Studio's GGUF "
                           "engine answers a prompt over the context this way)",
-                          context=ctx, status=200, partial=partial)
+                          context=ctx, status=200, partial=_as_partial(result))
     if tools_offered and _TOOL_TEXT.search(result.text):
         raise ToolCallsAsText("tools were offered and the tool call came back as plain text, "
-                              "not tool_calls", context=ctx, status=200, partial=partial)
+                              "not tool_calls", context=ctx, status=200,
+                              partial=_as_partial(result))
+
+
+def _as_partial(result: ChatResult) -> PartialOutput:
+    return PartialOutput(text=result.text, reasoning=result.reasoning,
+                         tool_calls=[c.to_message() for c in result.tool_calls],
+                         chunks=result.timings.chunks, model=result.model,
+                         finish_reason=result.finish_reason)
 
 
 _OPEN, _CLOSE = "<think>", "</think>"
@@ -574,8 +584,20 @@ class ChatStreamAssembler(_Assembler):
         if not choices:
             return []
         choice = choices[0]
-        out: list[StreamEvent] = []
         delta = choice.get("delta")
+        # The hot path: a delta that is one piece of content and nothing else.
+        if delta is not None and len(delta) == 1 and choice.get("finish_reason") is None \
+                and self._think.state == InlineThink.CONTENT:
+            text = delta.get("content")
+            if text and text.__class__ is str:
+                acc._text.append(text)
+                if acc.first_at is None:
+                    acc.first_at = now
+                else:
+                    acc.gaps.append(now - acc.last_at)  # type: ignore[operator]
+                acc.last_at = now
+                return [TextDelta(text)]
+        out: list[StreamEvent] = []
         if delta is None:  # text_completion chunk
             text = choice.get("text")
             if text:

@@ -90,11 +90,14 @@ class SSEDecoder:
         for raw in lines:
             if not raw:
                 if data:
-                    joined = "\n".join(data)
+                    joined = data[0] if len(data) == 1 else "\n".join(data)
                     if joined:  # the spec dispatches nothing for empty data
                         events.append(SSEEvent(joined, self._event or "message", self._id))
                     data = self._data = []
                 self._event = None
+                continue
+            if raw.startswith(b"data: "):  # the common case, one C call
+                data.append(raw[6:].decode("utf-8", "replace"))
                 continue
             if raw[:5] == b"data:":
                 value = raw[6:] if raw[5:6] == b" " else raw[5:]

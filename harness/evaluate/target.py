@@ -31,14 +31,18 @@ from harness.capabilities import PROBED, ServerProfile, TargetSetupError, discov
 from harness.control import ControlClient, ControlError
 from harness.faults import FaultAction, FaultPlan
 
-CAPABILITIES = ("faults", "truth", "realtime", "emulator", *PROBED)
+# ``concurrent``: concurrent requests all complete (side by side or queued); a server whose new
+# request cuts the running stream off (llama-cpp-python's default) lacks it (calibration).
+CAPABILITIES = ("faults", "truth", "realtime", "emulator", "concurrent", *PROBED)
 # What the emulator offers: everything, with its scripted tools and reasoning models.
 EMULATOR_CAPABILITIES = frozenset(CAPABILITIES)
 # How to get what a live server lacks, for the skip reason.
 _HOW = {"faults": "--via-proxy puts the harness fault proxy in front of a live server",
         "truth": "--via-proxy puts the harness fault proxy in front of a live server",
         "emulator": "only the embedded emulator scripts this",
-        "realtime": "needs a live socket (not --record / --replay)"}
+        "realtime": "needs a live socket (not --record / --replay)",
+        "concurrent": "a new request cuts the running stream off on this server "
+                      "(llama-cpp-python: interrupt_requests; --llama-cpp-queue turns it off)"}
 DEFAULT_EMULATOR_MODELS = ("qwen/qwen3-4b", "google/gemma-3-12b", "qwen/qwen3-coder-30b")
 REPLAY_BASE_URL = "http://lmstudio.replay:1234"
 
@@ -269,8 +273,9 @@ def live_target(base_url: str, api_token: str | None, models: tuple[str, ...], *
     """A live server: real timing, no faults or truth, the capabilities it was found to have."""
     profile, measured = open_live(base_url, api_token, models, generate=generate)
     server = "LM Studio (live)" if profile.has("native_v0") else "OpenAI-compatible server (live)"
+    extra = {"realtime"} if measured.cuts_running else {"realtime", "concurrent"}
     return Target("live", base_url, profile.chat_models, api_token,
-                  profile.capabilities | {"realtime"}, None,
+                  profile.capabilities | extra, None,
                   {**profile_info(profile, server), "calibration": measured.describe()},
                   measured)
 

@@ -89,7 +89,8 @@ def line_chart(title: str, x_label: str, y_label: str,
         parts.append(f'<text x="{MARGIN_L - 5}" y="{y + 4:.1f}" font-size="11" '
                      f'text-anchor="end">{escape(_fmt(tick))}</text>')
     x_values = sorted(set(xs))
-    shown = x_values if len(x_values) <= 8 and not step else _ticks(x_lo, x_hi, 5)
+    crowded = any(sx(b) - sx(a) < 40 for a, b in itertools.pairwise(x_values))
+    shown = x_values if len(x_values) <= 8 and not step and not crowded else _ticks(x_lo, x_hi, 5)
     for tick in shown:
         label = 2 ** tick if log_x else tick
         parts.append(f'<text x="{sx(tick):.1f}" y="{bottom + 14}" font-size="11" '
@@ -118,9 +119,11 @@ def line_chart(title: str, x_label: str, y_label: str,
                 parts.extend(f'<circle cx="{x:.1f}" cy="{y:.1f}" r="3" fill="{colour}"/>'
                              for x, y in coords)
             if labels is not None and index < len(labels):
+                right = MARGIN_L + plot_w * 0.8
                 parts.extend(
-                    f'<text x="{x + 4:.1f}" y="{y - 5:.1f}" font-size="10" fill="{colour}">'
-                    f'{escape(text)}</text>'
+                    f'<text x="{x + (-4 if x > right else 4):.1f}" y="{y - 6:.1f}" '
+                    f'font-size="11" fill="{colour}" '
+                    f'text-anchor="{"end" if x > right else "start"}">{escape(text)}</text>'
                     for (x, y), text in zip(coords, labels[index], strict=False))
         row, col = divmod(index, LEGEND_COLUMNS)
         lx = 4 + col * column_w

@@ -100,8 +100,8 @@ class StampClock:
         return time.perf_counter() if now is None else now
 
 
-def execute(conn: Connection, req: PreparedRequest, *, intended: float | None = None
-            ) -> RequestRecord:
+def execute(conn: Connection, req: PreparedRequest, *, intended: float | None = None,
+            read_batch_s: float = 0.0) -> RequestRecord:
     """Send ``req`` and measure it. Never raises for server behaviour: failures are records
     (``ok=False`` with the client's typed error's class and one-line message)."""
     call = req.call(conn.base_url)
@@ -127,7 +127,7 @@ def execute(conn: Connection, req: PreparedRequest, *, intended: float | None = 
             record.status = response.status
             reader.head(response.status, response.headers)
             if reader.streaming:
-                _stream(response, reader, clock, record)
+                _stream(response, reader, clock, record, read_batch_s)
             else:
                 _plain(response, reader, clock, req, record)
         except TransportFailure as failure:
@@ -160,9 +160,14 @@ _INVISIBLE = (ReasoningDelta, ProgressEvent)
 
 
 def _stream(response: Any, reader: ResponseReader, clock: StampClock,
-            record: RequestRecord) -> None:
+            record: RequestRecord, read_batch_s: float = 0.0) -> None:
     """Feed a stream's reads to the reader on their arrival stamps; the record keeps the first
-    token, the first visible one, the last one and every gap between token-bearing reads."""
+    token, the first visible one, the last one and every gap between token-bearing reads.
+
+    With ``read_batch_s``, once the first token is in, the next read waits that long (the
+    socket buffers the chunks; one wake-up reads them all): a worker spends one wake-up per
+    batch instead of one per chunk. The last read's stamp is its newest packet, the last token
+    (or the end frames right after it), so E2E and TPOT stay right; single gaps do not."""
     first: float | None = None
     first_visible: float | None = None
     last: float | None = None
@@ -192,6 +197,9 @@ def _stream(response: Any, reader: ResponseReader, clock: StampClock,
                 # fell behind, and TCP stamps merged packets with the newest one's time).
                 record.first_read_tokens = token_events
             tokens += token_events
+            if read_batch_s and first is not None and not reader.done:
+                record.paced = True
+                time.sleep(read_batch_s)  # gevent's sleep in a Locust process
         reader.eof()
     finally:
         record.chunks = tokens

@@ -60,6 +60,7 @@ class RequestRecord:
     warmup: bool = False
     first_read_tokens: int = 1  # token events in the read that carried the first token
     request_id: str | None = None  # sent as X-Request-Id: pairs the record with server truth
+    paced: bool = False  # reads after the first token were batched: single gaps are not kept
 
     def to_json(self) -> dict[str, Any]:
         """``dataclasses.asdict`` without its per-value ``deepcopy`` (one call per request on the
@@ -188,4 +189,6 @@ class Distribution:
 
 
 def pooled_gaps(records: Iterable[RequestRecord]) -> list[float]:
-    return [g for r in records for g in r.gaps]
+    """Every inter-chunk gap, from records whose reads were not batched (a batched read holds
+    several chunks at one stamp, so its single gaps are not the server's)."""
+    return [g for r in records if not r.paced for g in r.gaps]

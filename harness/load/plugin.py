@@ -566,7 +566,9 @@ class LLMUser(User):
 
     def execute_request(self, req: PreparedRequest, intended: float | None) -> RequestRecord:
         assert self.conn is not None
-        return execute(self.conn, req, intended=intended)
+        scenario = STATE.scenario
+        batch = scenario.load.read_batch_ms / 1000 if scenario is not None else 0.0
+        return execute(self.conn, req, intended=intended, read_batch_s=batch)
 
     def _idle(self) -> None:
         gevent.sleep(0.25)

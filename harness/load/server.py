@@ -81,7 +81,7 @@ class ServerSession:
     def __exit__(self, *exc: object) -> None:
         self.close()
 
-    def _call(self, method: str, path: str, body: Any = None) -> Any:
+    def _call(self, method: str, path: str, body: Any = None, *, optional: bool = False) -> Any:
         try:
             response = self._http.request(method, path, json=body)
         except httpx.HTTPError as exc:
@@ -89,6 +89,8 @@ class ServerSession:
                 redact(f"{method} {self.base_url}{path}: server unreachable ({exc!r})",
                        self._secrets)
             ) from None
+        if response.status_code in (404, 405) and optional:
+            return None  # an LM Studio-only endpoint this server lacks (llama.cpp, vLLM ...)
         if response.status_code >= 400:
             raise LoadRunError(redact(
                 f"{method} {self.base_url}{path}: HTTP {response.status_code}: "
@@ -113,7 +115,10 @@ class ServerSession:
                                 "messages": [{"role": "user", "content": "ping"}]}
         if ttl_s is not None:
             body["ttl"] = ttl_s
-        answer = self._call("POST", "/api/v0/chat/completions", body)
+        answer = self._call("POST", "/api/v0/chat/completions", body, optional=True)
+        if answer is None:  # no native API: the same tiny request on the OpenAI endpoint
+            body.pop("ttl", None)
+            answer = self._call("POST", "/v1/chat/completions", body)
         if isinstance(answer, dict) and answer.get("error"):
             raise LoadRunError(f"preloading {model!r} at {self.base_url} failed: "
                                f"{answer['error']}")
@@ -122,7 +127,7 @@ class ServerSession:
     def model_metadata(self) -> dict[str, dict[str, Any]]:
         """Per model key: quantisation, state and ``parallel`` of each loaded instance."""
         out: dict[str, dict[str, Any]] = {}
-        listing = self._call("GET", "/api/v1/models")
+        listing = self._call("GET", "/api/v1/models", optional=True)
         for item in listing.get("models") or () if isinstance(listing, dict) else ():
             key = item.get("key")
             if not key:

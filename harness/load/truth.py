@@ -134,7 +134,7 @@ def compare_with_truth(records: list[RequestRecord], truth: Iterable[dict[str, A
             server_ttft += intake
         ttft_errors.append(client_ttft - server_ttft)
         truth_gaps = _token_gaps_s(tru)
-        if len(truth_gaps) == len(rec.gaps):
+        if not rec.paced and len(truth_gaps) == len(rec.gaps):
             icl_errors.extend(c - s for c, s in zip(rec.gaps, truth_gaps, strict=True))
     result.paired = len(ttft_errors)
     result.late_first_tokens = sum(e * 1000 > late_ms for e in ttft_errors)

@@ -33,7 +33,8 @@ from harness.faults import (
     delay_before_headers,
 )
 from harness.studio.engine import Engine, EngineError, ModelUnloaded
-from harness.studio.requests import BadRequest
+from harness.studio.generation import SchemaUnsupported
+from harness.studio.requests import BadRequest, parse_body
 from harness.studio.streaming import Receive, Send
 from harness.studio.stress import STRESS_HEADER, Stress, choose_stress
 from harness.studio.truth import RequestTruth
@@ -247,7 +248,7 @@ class _Api:
                 declared = header_value(scope, b"content-length")
                 raw = await read_body(receive, engine.options.max_body_bytes,
                                        int(declared) if declared and declared.isdigit() else None)
-                ctx.body = _parse_json(raw)
+                ctx.body = parse_body(raw)
         except BadRequest as exc:
             await ctx.send_json(exc.status, self._error(exc.status, exc.message))
             return
@@ -276,9 +277,12 @@ class _Api:
                     status = prepared.status
                     return
             status = await handler(ctx)
-        except FaultPlanError as exc:
+        except (FaultPlanError, SchemaUnsupported) as exc:
             status = 400
             await ctx.send_json(400, self._error(400, str(exc)))
+        except RecursionError:  # a schema or message structure too deep to walk
+            status = 400
+            await ctx.send_json(400, self._error(400, "Request is nested too deeply"))
         except BadRequest as exc:
             status = exc.status
             indent = 4 if exc.body is not None else None
@@ -302,18 +306,6 @@ class _Api:
                 await ctx.send_json(500, {"error": f"Internal emulator error: {exc!r}"})
         finally:
             engine.close_truth(record, status)
-
-
-def _parse_json(raw: bytes) -> dict[str, Any]:
-    if not raw.strip():
-        raise BadRequest("Request body is empty; expected a JSON object")
-    try:
-        value = json.loads(raw)
-    except (json.JSONDecodeError, UnicodeDecodeError) as exc:
-        raise BadRequest(f"Invalid JSON in request body: {exc}") from exc
-    if not isinstance(value, dict):
-        raise BadRequest(f"Request body must be a JSON object, got {type(value).__name__}")
-    return value
 
 
 class StudioApp:

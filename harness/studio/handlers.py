@@ -207,7 +207,7 @@ async def _generate(
                 await asyncio.sleep(min(delay, 0.05))
             watcher.cancel()
             if record.cut_off:
-                return await _non_stream_cut_off(ctx, reply, instance, timing, body_for)
+                return await _non_stream_cut_off(ctx, reply, instance, timing, body_for, wire)
             if record.disconnect_seen:
                 record.finish_reason = None
                 return 499
@@ -277,12 +277,14 @@ async def _overflow(ctx: Ctx, wire: Wire, stream: bool, reply: Reply, inst: Inst
 
 
 async def _non_stream_cut_off(ctx: Ctx, reply: Reply, instance: Instance, timing: Timing,
-                              body_for: BodyFor) -> int:
+                              body_for: BodyFor, wire: Wire) -> int:
     assert ctx.record is not None
     ctx.record.finish_reason = None
     style = ctx.engine.options.cutoff_style
     if style == "error":
-        await ctx.send_json(500, {"error": {"message": UNLOADED_MESSAGE}})
+        body = ({"error": {"message": UNLOADED_MESSAGE}} if wire.dialect is OPENAI
+                else wire.error_body(500, UNLOADED_MESSAGE, "unknown"))
+        await ctx.send_json(500, body)
         return 500
     done = max(0, int((time.monotonic() - timing.t_first) / timing.interval))
     partial = replace(reply_prefix(reply, done), finish_reason="stop")

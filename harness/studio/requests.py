@@ -6,6 +6,7 @@ does the same and names the field, so a bad request is always a clear 400 and ne
 
 from __future__ import annotations
 
+import json
 from collections.abc import Mapping
 from typing import Any
 
@@ -21,6 +22,29 @@ class BadRequest(Exception):
         self.message = message
         self.status = status
         self.body = body
+
+
+def parse_body(raw: bytes) -> dict[str, Any]:
+    """The request body as a JSON object, or a :class:`BadRequest` for anything else.
+
+    Every way a body can be wrong is a 400 in LM Studio's shape, never a 500: empty, not UTF-8,
+    not JSON, nested deeper than the parser recurses (``RecursionError``), a number too large
+    for a float, or not an object. Lone-surrogate escapes are kept as U+FFFD.
+    """
+    from harness.untrusted import scrub_data
+
+    if not raw.strip():
+        raise BadRequest("Request body is empty; expected a JSON object")
+    try:
+        value = json.loads(raw)
+    except (ValueError, UnicodeDecodeError) as exc:  # JSONDecodeError is a ValueError
+        raise BadRequest(f"Invalid JSON in request body: {exc}") from None
+    except RecursionError:
+        raise BadRequest("Invalid JSON in request body: nested too deeply") from None
+    if not isinstance(value, dict):
+        raise BadRequest(f"Request body must be a JSON object, got {type(value).__name__}")
+    cleaned: dict[str, Any] = scrub_data(value)
+    return cleaned
 
 
 def _type_name(value: Any) -> str:
@@ -172,6 +196,9 @@ def responses_input(body: Mapping[str, Any]) -> list[dict[str, Any]]:
             out.append({"role": "assistant", "content": "", "tool_calls": [item]})
         elif kind in ("message", "input_text", "text"):
             role = item.get("role", "user")
+            if role not in ("system", "user", "assistant", "developer"):
+                raise BadRequest(f"'input[{i}].role' must be one of system, user, assistant, "
+                                 f"developer; got {role!r}")
             content = item.get("content", item.get("text", ""))
             if isinstance(content, list):
                 content = "\n".join(

@@ -71,3 +71,31 @@ def test_the_load_user_sends_the_clients_call(emulator_url: str, suffix: str) ->
         assert rec.ok, rec.error
         assert str(uuid.UUID(rec.request_id or "")) == rec.request_id
         assert rec.request_id in truth and not rec.usage_missing
+
+
+@pytest.mark.timeout(30)
+def test_batched_reads_keep_ttft_tpot_and_the_mean_itl(emulator_url: str) -> None:
+    """Reading every 100 ms after the first token (fewer wake-ups): the kernel's stamps of the
+    first and the last packet keep TTFT, TPOT and each request's mean ITL; chunk gaps are
+    merged, so the record says it was paced and pooled ICL leaves it out."""
+    from harness.load.metrics import pooled_gaps
+
+    conn = Connection(emulator_url)
+    req = prepare(RequestShape(max_tokens=24), "qwen/qwen3-4b")
+    try:
+        execute(conn, req)  # connect and load the model first
+        plain = execute(conn, req)
+        paced = execute(conn, req, read_batch_s=0.1)
+    finally:
+        conn.close()
+    assert plain.ok and paced.ok and paced.paced and not plain.paced
+    assert paced.chunks == plain.chunks == paced.n_server
+    assert paced.ttft is not None and plain.ttft is not None
+    # Orders, not milliseconds (a busy machine makes the emulator itself late): a broken
+    # batching would time the first token at the batch's end (>= 100 ms) and find a mean ITL
+    # near 0 or near the batch interval, not the emulator's 10 ms a token.
+    assert paced.ttft < 0.1
+    assert paced.itl is not None and plain.itl is not None
+    assert 0.7 * plain.itl < paced.itl < 1.3 * plain.itl
+    assert sum(g == 0.0 for g in paced.gaps) > len(paced.gaps) // 2  # merged reads
+    assert pooled_gaps([paced]) == [] and pooled_gaps([plain]) == plain.gaps

@@ -4,10 +4,6 @@ errors typed) and ``/api/v1/chat`` streams that keep ``response_id`` and the too
 from __future__ import annotations
 
 import json
-import subprocess
-import sys
-from collections.abc import Iterator
-from pathlib import Path
 
 import pytest
 
@@ -27,7 +23,6 @@ from harness.studio.testing import StudioHandle, running_studio
 MODEL = "qwen/qwen3-4b"
 THINKER = "qwen/qwen3-4b-thinking-2507"
 HELLO = [{"role": "user", "content": "hello"}]
-CALCULATOR = Path(__file__).resolve().parents[2] / "fixtures" / "mcp" / "calculator.py"
 DIRECTIVE = 'Add. [[tools: [[{"name": "add", "arguments": {"a": 1, "b": 2}}]]]]'
 
 
@@ -88,20 +83,6 @@ def test_messages_failures_are_typed(fresh: StudioHandle) -> None:
         with pytest.raises(StreamInterrupted), client.stream_messages(HELLO) as stream:
             stream.result()
         fresh.clear_faults()
-
-
-@pytest.fixture(scope="module")
-def calculator_url() -> Iterator[str]:
-    proc = subprocess.Popen([sys.executable, str(CALCULATOR), "--http", "--port", "0"],
-                            stdout=subprocess.PIPE, stderr=subprocess.DEVNULL, text=True)
-    try:
-        assert proc.stdout is not None
-        line = proc.stdout.readline().strip()
-        assert line.startswith("READY http://127.0.0.1:"), line
-        yield line.split(" ", 1)[1]
-    finally:
-        proc.terminate()
-        proc.wait(timeout=10)
 
 
 async def test_native_stream_keeps_response_id_and_tool_events(calculator_url: str) -> None:

@@ -4,12 +4,15 @@
 from __future__ import annotations
 
 import json
+import threading
+import time
 from collections.abc import Iterator
 
 import anthropic
 import httpx
 import pytest
 
+from harness.studio.catalog import load_catalog
 from harness.studio.testing import StudioHandle, running_studio
 
 MODEL = "qwen/qwen3-4b"
@@ -144,3 +147,23 @@ def test_x_api_key_and_bearer() -> None:
         r = httpx.get(s.base_url + "/v1/models", headers={"x-api-key": token})
         assert r.status_code == 200
         assert httpx.get(s.base_url + "/v1/models").status_code == 401
+
+
+def test_unload_mid_message_is_an_anthropic_500() -> None:
+    slow = load_catalog().with_speed(tokens_per_s=50.0)
+    with running_studio(catalog=slow, cutoff_style="error", preload=(MODEL,)) as s, \
+            httpx.Client(base_url=s.base_url, timeout=10) as c:
+        got: list[httpx.Response] = []
+        t = threading.Thread(target=lambda: got.append(c.post("/v1/messages", json={
+            "model": MODEL, "max_tokens": 40, "messages": HELLO})))
+        t.start()
+        deadline = time.monotonic() + 5
+        while not any(r["endpoint"] == "/v1/messages" and r["instance_id"] for r in s.truth()) \
+                and time.monotonic() < deadline:
+            time.sleep(0.01)
+        time.sleep(0.1)
+        assert c.post("/api/v1/models/unload", json={"instance_id": MODEL}).status_code == 200
+        t.join(10)
+    assert got[0].status_code == 500
+    assert got[0].json() == {"type": "error", "error": {"type": "api_error",
+                                                        "message": "Model is unloaded."}}

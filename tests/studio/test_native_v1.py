@@ -5,12 +5,8 @@ from __future__ import annotations
 
 import json
 import re
-import subprocess
-import sys
 import threading
 import time
-from collections.abc import Iterator
-from pathlib import Path
 
 import httpx
 import pytest
@@ -20,7 +16,6 @@ from harness.studio.testing import StudioHandle, running_studio
 
 MODEL = "qwen/qwen3-4b"
 THINKER = "qwen/qwen3-4b-thinking-2507"
-CALCULATOR = Path(__file__).resolve().parents[2] / "fixtures" / "mcp" / "calculator.py"
 
 
 class FakeClock:
@@ -221,20 +216,6 @@ def test_cut_off_sends_error_then_chat_end(fresh: StudioHandle, http: httpx.Clie
     assert partial == streamed and partial
 
 
-@pytest.fixture(scope="module")
-def calculator_url() -> Iterator[str]:
-    proc = subprocess.Popen([sys.executable, str(CALCULATOR), "--http", "--port", "0"],
-                            stdout=subprocess.PIPE, stderr=subprocess.DEVNULL, text=True)
-    try:
-        assert proc.stdout is not None
-        line = proc.stdout.readline().strip()
-        assert line.startswith("READY http://127.0.0.1:"), line
-        yield line.split(" ", 1)[1]
-    finally:
-        proc.terminate()
-        proc.wait(timeout=10)
-
-
 TOOL_INPUT = ('Compute. [[tools: [[{"name": "add", "arguments": {"a": 1, "b": 2}}], '
               '[{"name": "open_browser", "arguments": {}}]]]]')
 
@@ -303,3 +284,12 @@ def test_catalog_context_is_the_default(http: httpx.Client) -> None:
     listed = next(m for m in http.get("/api/v1/models").json()["models"] if m["key"] == spec.key)
     assert listed["loaded_instances"][0]["config"]["context_length"] == \
         spec.loaded_context_length
+
+
+@pytest.mark.parametrize("path", ["/api/v1/chat", "/api/v1/models/load",
+                                  "/api/v1/models/download", "/api/v1/models/unload"])
+def test_malformed_json_gets_the_native_400(path: str, http: httpx.Client) -> None:
+    for raw in (b"{not json", b"[1, 2]", b""):
+        r = http.post(path, content=raw, headers={"content-type": "application/json"})
+        assert r.status_code == 400, (path, raw)
+        assert r.json()["error"]["type"] == "invalid_request"

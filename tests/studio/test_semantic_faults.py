@@ -245,6 +245,55 @@ def test_proxy_wrong_model_really_answers_with_another_model(
         ("wrong_model", THINKER), (None, MODEL)]
 
 
+@pytest.mark.parametrize("stream", [False, True])
+def test_proxy_applies_semantic_faults_to_chat_answers(
+        stream: bool, two_model_proxy: tuple[StudioHandle, BackgroundServer]) -> None:
+    """In front of a live server the proxy rewrites the answer itself: what the client gets is
+    what the emulator would have produced (read through the openai SDK)."""
+    _, proxy = two_model_proxy
+
+    def ask(sdk: openai.OpenAI, kind: str, model: str = MODEL,
+            content: str = "hi") -> tuple[str, str, list, str | None]:
+        msgs = [{"role": "user", "content": content}]
+        headers = fault({"kind": kind})
+        if not stream:
+            r = sdk.chat.completions.create(model=model, messages=msgs, extra_headers=headers)
+            m = r.choices[0].message
+            return (m.content or "", (m.model_extra or {}).get("reasoning_content") or "",
+                    m.tool_calls or [], r.choices[0].finish_reason)
+        text, reasoning, calls, finish = "", "", [], None
+        for chunk in sdk.chat.completions.create(model=model, messages=msgs, stream=True,
+                                                 extra_headers=headers):
+            if not chunk.choices:
+                continue
+            delta = chunk.choices[0].delta
+            text += delta.content or ""
+            reasoning += (delta.model_extra or {}).get("reasoning_content") or ""
+            calls += delta.tool_calls or []
+            finish = chunk.choices[0].finish_reason or finish
+        return text, reasoning, calls, finish
+
+    with openai.OpenAI(base_url=proxy.base_url + "/v1", api_key="x", max_retries=0) as sdk:
+        text, reasoning, calls, finish = ask(sdk, "content_to_reasoning")
+        assert text == "" and reasoning and finish == "stop"
+        text, reasoning, calls, finish = ask(sdk, "empty_reply")
+        assert (text, reasoning, calls, finish) == ("", "", [], "stop")
+        text, _, calls, finish = ask(sdk, "drop_tool_calls", content=TOOLS)
+        assert not calls and finish == "stop"
+        text, _, calls, finish = ask(sdk, "tool_calls_as_text", content=TOOLS)
+        assert "<tool_call>" in text and '"name": "add"' in text and not calls
+        _, _, calls, finish = ask(sdk, "blank_tool_id", content=TOOLS)
+        assert calls and all(c.id in ("", None) for c in calls) and finish == "tool_calls"
+        assert any(c.id == "" for c in calls)
+        text, reasoning, _, _ = ask(sdk, "inline_think", model=THINKER)
+        assert text.startswith("<think>") and "</think>" in text and reasoning == ""
+        ask(sdk, "drop_tool_calls")  # nothing to drop: not fired
+    records = httpx.get(proxy.base_url + "/_harness/truth").json()["records"]
+    assert [r["fault"] for r in records[-7:]] == [
+        "content_to_reasoning", "empty_reply", "drop_tool_calls", "tool_calls_as_text",
+        "blank_tool_id", "inline_think", None]
+
+
 def test_proxy_error_frame_and_unfired_stream_faults(
         two_model_proxy: tuple[StudioHandle, BackgroundServer]) -> None:
     _, proxy = two_model_proxy

@@ -1,0 +1,329 @@
+"""Call-layer suite: the failures outside measurement found in clients that pass the other
+suites (issue 11): a non-streamed answer cut off by an auto-evict taken as complete, a deadline
+that trickling stretches, ``Retry-After`` undercut, a request re-run after its response had
+started, and the semantic failures LM Studio users report (empty and reasoning-only replies, an
+overflow error frame in a 200 stream, inline ``<think>``, tool calls as text or without ids).
+
+Every test judges the *subject* (``--subject``), with the emulator, raw sockets and the ground
+truth as the judge: the adapter passes errors through untouched, so "raised" means the client
+itself refused the answer. A client that hands such an answer over as a success fails.
+"""
+
+from __future__ import annotations
+
+import json
+import socket
+import threading
+import time
+from collections.abc import Callable, Iterator
+from contextlib import contextmanager
+from typing import Any
+
+import httpx
+import pytest
+
+from harness.evaluate.support import prompt
+from harness.evaluate.target import Faults, Target, Truth
+from harness.faults import (
+    BlankToolIdFault,
+    ContentToReasoningFault,
+    EmptyReplyFault,
+    ErrorFrameFault,
+    InlineThinkFault,
+    StatusFault,
+    ToolCallsAsTextFault,
+)
+from harness.studio.catalog import Catalog, load_catalog
+from harness.subjects import Answer, acollect, collect
+
+pytestmark = pytest.mark.errors
+
+CHAT = "/v1/chat/completions"
+HELLO = prompt("hello")
+SCRIPTED_TOOL = [{"role": "user", "content": 'Add them. [[tools: [[{"name": "add", '
+                                              '"arguments": {"a": 1, "b": 2}}]]]]'}]
+TOOLS = [{"type": "function", "function": {"name": "add", "parameters": {
+    "type": "object", "properties": {"a": {"type": "number"}, "b": {"type": "number"}}}}}]
+
+
+def outcome(run: Callable[[], Any], limit: float) -> tuple[Any, BaseException | None, float]:
+    """Run a subject call in a thread for at most ``limit`` seconds: (value, error, seconds).
+    A call still running at the limit is reported as such, never waited for."""
+    box: dict[str, Any] = {}
+
+    def target() -> None:
+        try:
+            box["value"] = run()
+        except BaseException as exc:  # the subject's own error, judged by the caller
+            box["error"] = exc
+
+    started = time.monotonic()
+    thread = threading.Thread(target=target, daemon=True)
+    thread.start()
+    thread.join(limit)
+    took = time.monotonic() - started
+    if thread.is_alive():
+        pytest.fail(f"the call was still running after {limit:g}s", pytrace=False)
+    return box.get("value"), box.get("error"), took
+
+
+def refused(value: Any, error: BaseException | None, what: str) -> str:
+    """Pass when the subject raised; fail naming what it handed over as an answer."""
+    if error is None:
+        shown = value if not isinstance(value, Answer) else (
+            f"Answer(text={value.text[:60]!r}, finish_reason={value.finish_reason!r}, "
+            f"tool_calls={len(value.tool_calls)})")
+        pytest.fail(f"{what}, returned as a success: {shown}", pytrace=False)
+    return f"{type(error).__name__}: {str(error)[:200]}"
+
+
+# -- a non-streamed answer cut off by a JIT auto-evict -----------------------------------------
+def slow_catalog(key: str, *, tokens: int, per_s: float) -> Catalog:
+    """The packaged catalog with ``key`` answering ``tokens`` tokens at ``per_s``."""
+    catalog = load_catalog()
+    models = tuple(m.model_copy(update={"tokens_per_s": per_s, "reply_tokens": (tokens, tokens)})
+                   if m.key == key else m for m in catalog.models)
+    return catalog.model_copy(update={"models": models})
+
+
+@pytest.mark.subject_needs("sync")
+def test_nonstreamed_answer_cut_by_auto_evict_is_not_an_answer(
+        target: Target, private_studio: Any, make_subject: Any, record_property: Any) -> None:
+    """LM Studio answers a non-streamed request whose model is unloaded mid-generation with a
+    200, the partial text and ``finish_reason: null``. A client must not return that as the
+    answer (the first-generation harness did, 8 times in one concurrency run)."""
+    first, second = "qwen/qwen3-4b", "google/gemma-3-12b"
+    # LM Studio's defaults (JIT, auto-evict cancels the running call); a 5 s answer to cut.
+    studio = private_studio(catalog=slow_catalog(first, tokens=250, per_s=50.0))
+    subject = make_subject(studio.base_url, model=first, timeout=30)
+    subject.chat(HELLO, model=first, max_tokens=1)  # JIT-load the first model
+    story = [{"role": "user", "content": "Tell me a very long story."}]
+    box: dict[str, Any] = {}
+
+    def long_call() -> None:
+        try:
+            box["value"] = subject.chat(story, model=first, max_tokens=4000)
+        except Exception as exc:  # the subject's own error: what is judged
+            box["error"] = exc
+
+    thread = threading.Thread(target=long_call, daemon=True)
+    thread.start()
+    time.sleep(1.0)  # the long call is generating (it would take 5 s)
+    httpx.post(studio.base_url + CHAT, json={"model": second, "messages": HELLO,
+                                            "max_tokens": 1}, timeout=30)
+    thread.join(60)
+    assert not thread.is_alive(), "the cut-off call was still running after 60 s"
+    cut = [r for r in studio.truth() if r["endpoint"] == CHAT and r["cut_off"]]
+    assert cut, "the emulator did not cut the long call off (nothing to judge)"
+    record_property("evidence", refused(box.get("value"), box.get("error"),
+                                        "a non-streamed answer cut off by an auto-evict"))
+
+
+# -- the deadline holds whatever the server trickles ---------------------------------------------
+HEAD = b"HTTP/1.1 200 OK\r\ncontent-type: application/json\r\ncontent-length: 100000\r\n\r\n"
+
+
+def _trickle(conn: socket.socket, data: bytes, every: float, until: float) -> None:
+    end = time.monotonic() + until
+    for i in range(len(data)):
+        if time.monotonic() > end:
+            return
+        conn.sendall(data[i:i + 1])
+        time.sleep(every)
+
+
+TRICKLES: dict[str, Callable[[socket.socket], None]] = {
+    "slow-headers": lambda conn: _trickle(conn, HEAD, 0.1, 15),
+    "slow-body": lambda conn: (conn.sendall(HEAD), _trickle(conn, b'{"choices": [' + b" " * 5000,
+                                                           0.1, 15)),
+    "keepalive-whitespace": lambda conn: (conn.sendall(HEAD), _trickle(conn, b" " * 5000, 0.1,
+                                                                       15)),
+}
+
+
+@contextmanager
+def trickling_server(script: Callable[[socket.socket], None]) -> Iterator[tuple[str, list[int]]]:
+    """A raw loopback server answering every request with ``script``; yields (url, hits)."""
+    listener = socket.create_server(("127.0.0.1", 0))
+    listener.settimeout(0.1)
+    hits: list[int] = []
+    stop = threading.Event()
+
+    def serve(conn: socket.socket) -> None:
+        with conn:
+            try:
+                conn.settimeout(5)
+                data = b""
+                while b"\r\n\r\n" not in data:
+                    piece = conn.recv(65536)
+                    if not piece:
+                        return
+                    data += piece
+                hits.append(1)
+                script(conn)
+            except OSError:
+                pass  # the client hung up: what the test provokes
+
+    def accept() -> None:
+        while not stop.is_set():
+            try:
+                conn, _ = listener.accept()
+            except OSError:
+                continue
+            threading.Thread(target=serve, args=(conn,), daemon=True).start()
+
+    acceptor = threading.Thread(target=accept, daemon=True)
+    acceptor.start()
+    try:
+        yield f"http://127.0.0.1:{listener.getsockname()[1]}", hits
+    finally:
+        stop.set()
+        listener.close()
+        acceptor.join(2)
+
+
+@pytest.mark.subject_needs("sync")
+@pytest.mark.parametrize("trickle", sorted(TRICKLES))
+def test_sync_deadline_holds_while_the_server_trickles(make_subject: Any, trickle: str,
+                                                       record_property: Any) -> None:
+    """A server that sends a byte every 0.1 s never trips a per-read timeout; the call must
+    still end near its own time budget (2 s here), not when the server stops (15 s)."""
+    with trickling_server(TRICKLES[trickle]) as (url, _):
+        subject = make_subject(url, model="qwen/qwen3-4b", timeout=1.0)
+        value, error, took = outcome(lambda: subject.chat(HELLO, model="qwen/qwen3-4b"), 12)
+    assert took < 8.0, f"the call ran {took:.1f}s against a trickle (budget ~2 s)"
+    record_property("evidence", f"ended after {took:.1f}s: "
+                                + refused(value, error, "a trickled non-answer"))
+
+
+@pytest.mark.subject_needs("async")
+@pytest.mark.parametrize("trickle", sorted(TRICKLES))
+async def test_async_deadline_holds_while_the_server_trickles(make_subject: Any, trickle: str,
+                                                              record_property: Any) -> None:
+    """The same for the subject's async API."""
+    import asyncio
+
+    with trickling_server(TRICKLES[trickle]) as (url, _):
+        subject = make_subject(url, model="qwen/qwen3-4b", timeout=1.0)
+        started = time.monotonic()
+        task = asyncio.ensure_future(subject.achat(HELLO, model="qwen/qwen3-4b"))
+        done, _ = await asyncio.wait({task}, timeout=12)
+        took = time.monotonic() - started
+        if not done:
+            task.cancel()
+            pytest.fail("the call was still running after 12s", pytrace=False)
+        error = task.exception()
+        value = None if error is not None else task.result()
+    assert took < 8.0, f"the call ran {took:.1f}s against a trickle (budget ~2 s)"
+    record_property("evidence", f"ended after {took:.1f}s: "
+                                + refused(value, error, "a trickled non-answer"))
+
+
+# -- Retry-After above a client's cap is never undercut -----------------------------------------
+@pytest.mark.subject_needs("sync")
+def test_retry_after_above_the_cap_is_not_undercut(subject: Any, target: Target, faults: Faults,
+                                                   truth: Truth, record_property: Any) -> None:
+    """A server asking for 20 s (over the harness's 15 s cap) must not see the next attempt
+    sooner: waiting it out or giving up at once are both fine; retrying early is not."""
+    since = truth.mark()
+    faults.set(StatusFault(status=429, retry_after=20), endpoint=CHAT, nth=(1,))
+    _, error, _ = outcome(lambda: subject.chat(HELLO, model=target.model(0)), 40)
+    attempts = truth.settled(CHAT, since=since)
+    times = [r["received_at_s"] for r in attempts]
+    early = [round(b - times[0], 2) for b in times[1:] if b - times[0] < 20.0]
+    assert not early, f"attempts {early} s after a 429 asking for 20 s"
+    record_property("evidence", f"{len(attempts)} attempt(s); "
+                                + (f"gave up: {type(error).__name__}" if error else
+                                   "waited the full Retry-After"))
+
+
+# -- a request whose response had started is never silently re-run -----------------------------
+@pytest.mark.subject_needs("sync")
+def test_body_cut_after_headers_is_not_re_run(make_subject: Any, record_property: Any) -> None:
+    """A non-streamed body cut after the headers means the generation ran; sending it again
+    runs it again (the first-generation harness ran it five times)."""
+    body = json.dumps({"id": "x", "object": "chat.completion", "model": "qwen/qwen3-4b",
+                       "choices": [{"index": 0, "finish_reason": "stop", "message": {
+                           "role": "assistant", "content": "a long answer " * 20}}]}).encode()
+
+    def script(conn: socket.socket) -> None:
+        conn.sendall(HEAD.replace(b"100000", str(len(body)).encode()) + body[:60])
+
+    with trickling_server(script) as (url, hits):
+        subject = make_subject(url, model="qwen/qwen3-4b", timeout=5)
+        value, error, _ = outcome(lambda: subject.chat(HELLO, model="qwen/qwen3-4b"), 60)
+    assert len(hits) == 1, f"the request was sent {len(hits)} times after its response started"
+    record_property("evidence", refused(value, error, "half a body"))
+
+
+# -- semantic failures: complete on the wire, not an answer -------------------------------------
+SEMANTIC = [
+    (EmptyReplyFault(), "an empty reply (LM Studio's GGUF context overflow)"),
+    (ContentToReasoningFault(), "a reasoning-only reply with empty content"),
+]
+
+
+@pytest.mark.subject_needs("sync")
+@pytest.mark.parametrize(("action", "what"), SEMANTIC, ids=["empty_reply", "reasoning_only"])
+def test_semantic_non_answers_are_refused(subject: Any, target: Target, faults: Faults,
+                                          action: Any, what: str, record_property: Any) -> None:
+    """A reply with no content (BT#2339, BT#1602) is not an answer, streamed or not."""
+    faults.set(action, endpoint=CHAT)
+    value, error, _ = outcome(lambda: subject.chat(HELLO, model=target.model(0)), 30)
+    evidence = [refused(value, error, what)]
+    if "stream" in subject.capabilities:
+        value, error, _ = outcome(lambda: collect(subject.stream_chat(
+            HELLO, model=target.model(0)))[1], 30)
+        evidence.append(refused(value, error, what + " (streamed)"))
+    record_property("evidence", "; ".join(evidence))
+
+
+@pytest.mark.subject_needs("stream")
+def test_overflow_error_frame_in_a_200_stream_is_refused(subject: Any, target: Target,
+                                                         faults: Faults,
+                                                         record_property: Any) -> None:
+    """LM Studio 0.4.21 reports a prompt over the context as ``event: error`` inside a 200
+    stream (BT#2322); a client that ignores ``event:`` lines sees an empty reply."""
+    faults.set(ErrorFrameFault(message="Input does not fit in context length. The input has "
+                                       "31430 tokens, but the context length only supports "
+                                       "30000 tokens."), endpoint=CHAT)
+    if "sync" in subject.capabilities:
+        value, error, _ = outcome(lambda: collect(subject.stream_chat(
+            HELLO, model=target.model(0)))[1], 30)
+    else:
+        import asyncio
+        value, error, _ = outcome(lambda: asyncio.run(acollect(subject.astream_chat(
+            HELLO, model=target.model(0))))[1], 30)
+    record_property("evidence", refused(value, error, "an overflow error frame"))
+
+
+@pytest.mark.subject_needs("sync")
+def test_inline_think_is_not_left_in_the_answer(subject: Any, target: Target, faults: Faults,
+                                                record_property: Any) -> None:
+    """Without LM Studio's "separate reasoning_content" setting the reasoning arrives inline as
+    ``<think>...</think>`` in ``content`` (BT#863): it is not part of the answer."""
+    model = "qwen/qwen3-4b-thinking-2507"
+    if model not in target.models:
+        target.require("emulator")  # the emulator JIT-loads any model of its catalog
+    faults.set(InlineThinkFault(), endpoint=CHAT)
+    value, error, _ = outcome(lambda: subject.chat(HELLO, model=model), 30)
+    if error is not None:
+        raise error
+    assert "<think>" not in value.text and "</think>" not in value.text, value.text[:200]
+    record_property("evidence", f"answer without the think block: {value.text[:80]!r}")
+
+
+TOOL_FAULTS = [(ToolCallsAsTextFault(), "a tool call returned as plain text"),
+               (BlankToolIdFault(), "a tool call with a blank id")]
+
+
+@pytest.mark.subject_needs("sync", "tools")
+@pytest.mark.parametrize(("action", "what"), TOOL_FAULTS, ids=["as_text", "blank_id"])
+def test_broken_tool_calls_are_flagged(subject: Any, target: Target, faults: Faults,
+                                       action: Any, what: str, record_property: Any) -> None:
+    """With tools offered, a call that came back as text (BT#2115) or with an empty id, which
+    the next turn cannot echo back (BT#830), must not pass as a good answer."""
+    faults.set(action, endpoint=CHAT)
+    value, error, _ = outcome(lambda: subject.chat(SCRIPTED_TOOL, model=target.model(0),
+                                                   tools=TOOLS), 30)
+    record_property("evidence", refused(value, error, what))
