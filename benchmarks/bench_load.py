@@ -156,19 +156,38 @@ def ladder(url: str, scenario: Path, levels: list[int], user_class: str, work: P
 
 
 def guidellm(url: str, binary: str, users: int, seconds: float, work: Path) -> dict[str, Any]:
-    """GuideLLM at ``users`` concurrent streams; its reported TTFT against the truth."""
+    """GuideLLM (0.8 CLI) at ``users`` concurrent streams for ``seconds`` against the emulator:
+    its reported TTFT against the truth of the same window, and its CPU (all its processes)."""
+    import psutil
+
     control = ControlClient(url)
     since = control.truth_last_id()
+    prompts = work / "guidellm-prompts.json"
+    prompts.write_text(json.dumps([{"prompt": "Write a short paragraph about load testing."}]
+                                  * max(1000, users * 20)))
     out = work / f"guidellm-{users}.json"
-    cmd = [*_pin(1), binary, "benchmark", "run", "--target", url + "/v1", "--profile",
-           "concurrent", "--rate", str(users), "--max-seconds", str(seconds), "--data",
-           "prompt_tokens=16,output_tokens=32", "--output-path", str(out)]
-    done = subprocess.run(cmd, capture_output=True, text=True, timeout=seconds + 300)
+    cmd = [*_pin(1), binary, "run", "--backend", f"kind=openai_http,target={url}",
+           "--profile", f"kind=concurrent,streams={users}",
+           "--constraint", f"kind=max_duration,seconds={seconds:g}",
+           "--data", f"kind=json_file,path={prompts}", "--output", f"kind=json,path={out}",
+           "--disable-console"]
+    started = time.time()
+    proc = subprocess.Popen(cmd, cwd=work, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE)
+    tree = [psutil.Process(proc.pid)]
+    cpu = 0.0
+    while proc.poll() is None:
+        time.sleep(0.5)
+        try:
+            tree = [tree[0], *tree[0].children(recursive=True)]
+            cpu = sum(p.cpu_times().user + p.cpu_times().system for p in tree)
+        except psutil.Error:
+            pass
+    wall = time.time() - started
     truth = [t for t in generation_truth(control.truth(since, page=500))
              if t.get("status") == 200 and t.get("stream")]
     control.close()
-    if done.returncode != 0 or not out.exists():
-        return {"error": (done.stderr or done.stdout)[-600:]}
+    if proc.returncode != 0 or not out.exists():
+        return {"error": (proc.stderr.read().decode() if proc.stderr else "")[-600:]}
     true_ttfts = []
     for t in truth:
         sent, target = t.get("sent_chunk_times_s") or [], t.get("scheduled_ttft_s")
@@ -177,30 +196,15 @@ def guidellm(url: str, binary: str, users: int, seconds: float, work: Path) -> d
                      None)
         if first is not None:
             true_ttfts.append(first * 1000)
-    report = json.loads(out.read_text())
-    reported = _guidellm_ttfts(report)
-    return {"requests": len(reported), "truth_requests": len(true_ttfts),
-            "reported_ttft_p50_ms": percentile(reported, 50),
-            "true_ttft_p50_ms": percentile(true_ttfts, 50)}
-
-
-def _guidellm_ttfts(report: Any) -> list[float]:
-    """Every per-request TTFT (ms) found in GuideLLM's JSON (its layout changes by version)."""
-    found: list[float] = []
-
-    def walk(node: Any) -> None:
-        if isinstance(node, dict):
-            for key, value in node.items():
-                if key in ("time_to_first_token_ms", "ttft_ms") and isinstance(value, int | float):
-                    found.append(float(value))
-                else:
-                    walk(value)
-        elif isinstance(node, list):
-            for item in node:
-                walk(item)
-
-    walk(report.get("benchmarks", report))
-    return found
+    reported = [r["time_to_first_token_ms"]
+                for b in json.loads(out.read_text()).get("benchmarks", [])
+                for r in b.get("requests", {}).get("successful", [])
+                if isinstance(r.get("time_to_first_token_ms"), int | float)]
+    rep, tru = percentile(reported, 50), percentile(true_ttfts, 50)
+    return {"streams": users, "requests": len(reported), "truth_requests": len(true_ttfts),
+            "reported_ttft_p50_ms": rep, "true_ttft_p50_ms": tru,
+            "ttft_p50_error_ms": None if rep is None or tru is None else rep - tru,
+            "cpu_pct_whole_run": 100 * cpu / wall if wall else None}
 
 
 def main() -> None:
@@ -219,6 +223,7 @@ def main() -> None:
                              "waits for its one core behind everything else scheduled there")
     parser.add_argument("--guidellm", action="store_true")
     parser.add_argument("--guidellm-bin", default=shutil.which("guidellm") or "guidellm")
+    parser.add_argument("--guidellm-streams", default="50,100,200")
     args = parser.parse_args()
     global PIN
     PIN = not args.no_pin
@@ -241,9 +246,10 @@ def main() -> None:
                 if runs > 1:
                     print(f"{name}: sustained per run {results}", flush=True)
             if args.guidellm:
-                users = best.get("openai") or 50
-                print(f"guidellm at {users} users: "
-                      f"{guidellm(emulator.url, args.guidellm_bin, users, args.seconds, work)}")
+                for users in [int(x) for x in args.guidellm_streams.split(",")]:
+                    print(f"guidellm streams={users}: "
+                          f"{guidellm(emulator.url, args.guidellm_bin, users, args.seconds, work)}",
+                          flush=True)
     print("max sustained users at 20 tok/s with |TTFT error| p95 <= 5 ms (one worker process,"
           " every run):")
     for name, users in best.items():

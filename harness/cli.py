@@ -347,6 +347,9 @@ def evaluate(
     select: Annotated[str | None, typer.Option("-k", help="pytest -k expression")] = None,
     api_token: TokenOption = None,
     api_token_file: TokenFileOption = None,
+    subject: Annotated[list[str] | None, typer.Option(
+        help="client to judge: harness (default), openai, litellm, module:factory; repeat to "
+             "compare them in one matrix")] = None,
 ) -> None:
     """Run the evaluation suites against a target and write Markdown, HTML and JSON reports."""
     from harness.evaluate.command import run_evaluate
@@ -359,7 +362,7 @@ def evaluate(
     token = _token(api_token, api_token_file)
     raise typer.Exit(run_evaluate(
         base_url=base_url, out=out, models=models, via_proxy=via_proxy, replay=replay,
-        suites=suites, select=select, api_token=token))
+        suites=suites, select=select, api_token=token, subjects=tuple(subject or ())))
 
 
 @app.command()

@@ -302,7 +302,9 @@ def suite_timeouts(target: Target | None = None) -> Any:
     """The suites' client time limits, stretched by the target's calibration scale."""
     from harness.calibration import UNSCALED
 
-    return (target.calibration if target is not None else UNSCALED).timeouts()
+    # connect 5 s: a busy 2-core machine running the suites in parallel took over 2 s to accept
+    # one of 200 concurrent connections
+    return (target.calibration if target is not None else UNSCALED).timeouts(connect=5.0)
 
 
 @pytest.fixture
@@ -341,13 +343,14 @@ class SubjectMaker:
         self.made: list[Any] = []
 
     def __call__(self, base_url: str | None = None, *, api_token: str | None = None,
-                 model: str | None = None, timeout: float = 15.0) -> Any:
+                 model: str | None = None, timeout: float | None = None) -> Any:
         from harness.subjects import SubjectConfig, SubjectError, missing_capabilities
 
         config = SubjectConfig(base_url or self.target.base_url,
                                api_token if base_url else (api_token or self.target.api_token),
                                model or (self.target.models[0] if self.target.models else None),
-                               timeout)
+                               timeout if timeout is not None
+                               else self.target.calibration.seconds(15.0))
         try:
             subject = self.spec.build(config)
         except SubjectError as exc:
@@ -375,8 +378,10 @@ def _needs(request: pytest.FixtureRequest) -> tuple[str, ...]:
 @async_fixture
 async def make_subject(request: pytest.FixtureRequest, subject_spec: SubjectSpec,
                        target: Target) -> AsyncIterator[SubjectMaker]:
-    """``make_subject(base_url=None, api_token=None, model=None, timeout=15)``: the subject
-    under evaluation on another server (a closed port, a token-protected emulator ...)."""
+    """``make_subject(base_url=None, api_token=None, model=None, timeout=None)``: the subject
+    under evaluation on another server (a closed port, a token-protected emulator ...). The
+    default timeout (15 s) is stretched by the target's calibration like the suites' limits;
+    one given is taken as it is."""
     maker = SubjectMaker(subject_spec, target, _needs(request))
     yield maker
     await maker.aclose()

@@ -20,7 +20,7 @@ from harness.client import AsyncClient, Client, ModelCatalog
 from harness.client.errors import ModelNotFound
 from harness.evaluate.target import Target, Truth
 
-pytestmark = pytest.mark.cache
+pytestmark = [pytest.mark.cache, pytest.mark.harness_api]  # ModelCatalog is harness API
 
 MODELS = "/v1/models"
 

@@ -5,7 +5,9 @@ a model parameter overwritten by another request, and timeouts under thread cont
 tests put 200 concurrent async calls and 32 threads on one client in front of a server with 4
 parallel slots: every call completes or fails with a typed error, every answer is the answer to
 its own request (each prompt carries a tag the emulator echoes back), connections stay bounded,
-and nothing is leaked: no socket, no task, no thread.
+and nothing is leaked: no socket, no task, no thread. The ``subject`` tests judge any client by
+its tagged answers and the model that answered; the ``harness_api`` test checks the harness's own
+pool limit and leaks.
 """
 
 from __future__ import annotations
@@ -21,11 +23,18 @@ import pytest
 from harness.client import AsyncClient, ChatResult, Client, RetryPolicy
 from harness.client.errors import LMStudioError
 from harness.evaluate.support import (
+    Outcome,
+    acall_outcome,
+    astream_outcome,
+    bare_model,
+    call_outcome,
     client_connections,
     echo_answer,
     echo_messages,
+    load_models,
     prompt,
     socket_fds,
+    stream_outcome,
 )
 from harness.evaluate.target import Faults, Target, Truth
 from harness.faults import DisconnectFault, FaultMatch, FaultPlan, FaultRule, StatusFault
@@ -63,6 +72,111 @@ async def _one(client: AsyncClient, tag: str, stream: bool, bound: dict[str, Any
     return await client.chat(tagged(tag, bound), **bound)
 
 
+def judge(target: Target, tag: str, outcome: Outcome, model: str) -> None:
+    """A tagged call's outcome: its own answer, from its own model, complete."""
+    assert outcome.answer is not None, f"{tag}: {outcome.describe()}"
+    answer = outcome.answer
+    assert bare_model(answer.model) == model, f"{tag}: answered by {answer.model}"
+    finished = ("stop",) if target.can("emulator") else ("stop", "length")  # live: max_tokens
+    assert answer.finish_reason in finished, f"{tag}: {outcome.describe()}"
+    if target.can("emulator"):
+        assert answer.text == echo_answer(tag), f"cross-talk: {tag} got {answer.text!r}"
+
+
+async def _subject_one(subject: Any, tag: str, model: str, stream: bool,
+                       bound: dict[str, Any]) -> Outcome:
+    if stream:
+        return await astream_outcome(subject, tagged(tag, bound), model=model, **bound)
+    return await acall_outcome(subject.achat, tagged(tag, bound), model=model, **bound)
+
+
+@pytest.mark.target_needs("concurrent")
+@pytest.mark.subject_needs("async", "stream")
+async def test_200_concurrent_calls_each_get_their_own_answer(
+        target: Target, subject: Any, record_property: Any) -> None:
+    """Gap: no async/await safety. 200 concurrent async calls (half streamed) on one client,
+    4 server slots: every call completes with the answer to its own request (each carries a
+    tag the emulator echoes back) from its own model; the server saw 200 successes."""
+    model = target.model(0)
+    count = target.calibration.concurrency(200)
+    bound = {} if target.can("emulator") else LIVE_BOUND
+    await subject.achat(tagged("warm-up", bound), model=model, **bound)  # JIT load first
+    tags = [f"req-{i:03d}" for i in range(count)]
+    outcomes = await asyncio.gather(*(_subject_one(subject, tag, model, i % 2 == 0, bound)
+                                      for i, tag in enumerate(tags)))
+    for tag, outcome in zip(tags, outcomes, strict=True):
+        judge(target, tag, outcome, model)
+    if target.can("truth"):
+        assert target.control is not None
+        records = Truth(target.control).settled("/v1/chat/completions", expect=count + 1)
+        assert len(records) == count + 1 and all(r["status"] == 200 for r in records)
+    record_property("evidence", f"{count}/{count} concurrent answers matched their own tags "
+                                "and model")
+
+
+@pytest.mark.target_needs("concurrent")
+@pytest.mark.subject_needs("sync", "stream")
+def test_32_threads_share_one_client(target: Target, subject: Any,
+                                     record_property: Any) -> None:
+    """Gap: no async/await safety ("thread contention -> model parameter overwrite"). 32
+    threads on one client, half of the calls on a second model: every answer belongs to its
+    request and to the model that request named."""
+    models = [target.model(0), target.model(1)]
+    if target.can("load_unload"):
+        load_models(target, models)
+    calls = target.calibration.concurrency(96)
+    bound = {} if target.can("emulator") else LIVE_BOUND
+
+    def work(i: int) -> tuple[str, str, Outcome]:
+        tag, model = f"thread-{i:02d}", models[i % 2]
+        messages = tagged(tag, bound)
+        if i % 4 < 2:
+            return tag, model, stream_outcome(subject, messages, model=model, **bound)
+        return tag, model, call_outcome(subject.chat, messages, model=model, **bound)
+
+    with ThreadPoolExecutor(max_workers=min(32, calls)) as pool:
+        outcomes = list(pool.map(work, range(calls)))
+    for tag, model, outcome in outcomes:
+        judge(target, tag, outcome, model)
+    record_property("evidence", f"{calls} calls from {min(32, calls)} threads on one client: "
+                                "every answer matched its tag and model")
+
+
+@pytest.mark.needs_faults
+@pytest.mark.subject_needs("async", "stream")
+async def test_failures_under_faults_stay_with_their_own_call(
+        target: Target, subject: Any, faults: Faults, record_property: Any) -> None:
+    """Gap: no async/await safety. Under random 503s and dropped streams, 100 concurrent calls
+    each either return their own complete answer or raise: no failure becomes a wrong or
+    truncated answer, and none leaks into another call."""
+    model = target.model(0)
+    bound = {} if target.can("emulator") else LIVE_BOUND
+    await subject.achat(tagged("warm-up", bound), model=model, **bound)
+    faults.set(FAULTY)
+    tags = [f"faulty-{i:03d}" for i in range(target.calibration.concurrency(100, per_slot=16))]
+    outcomes = await asyncio.gather(*(_subject_one(subject, tag, model, i % 2 == 0, bound)
+                                      for i, tag in enumerate(tags)))
+    ok = failed = 0
+    for tag, outcome in zip(tags, outcomes, strict=True):
+        if outcome.raised:
+            failed += 1
+        else:
+            judge(target, tag, outcome, model)
+            ok += 1
+    assert ok and failed, f"faults did not mix outcomes: {ok} ok, {failed} failed"
+    record_property("evidence", f"{ok} answered correctly, {failed} raised "
+                                "(503 / dropped stream)")
+
+
+FAULTY = FaultPlan(seed=7, rules=(
+    FaultRule(match=FaultMatch(endpoint="/v1/chat/completions", probability=0.15),
+              action=StatusFault(status=503)),
+    FaultRule(match=FaultMatch(endpoint="/v1/chat/completions", probability=0.15),
+              action=DisconnectFault(after_chunks=2)),
+))
+
+
+@pytest.mark.harness_api
 @pytest.mark.target_needs("concurrent")
 async def test_200_concurrent_async_calls_no_cross_talk(target: Target,
                                                         record_property: Any) -> None:
@@ -137,6 +251,7 @@ async def _settles(baseline: int, timeout: float = 2.0) -> bool:
     return False
 
 
+@pytest.mark.harness_api
 @pytest.mark.target_needs("concurrent")
 def test_32_threads_share_one_sync_client(target: Target, client: Client,
                                           record_property: Any) -> None:
@@ -171,6 +286,7 @@ def test_32_threads_share_one_sync_client(target: Target, client: Client,
                                 "every answer matched its tag and pinned model")
 
 
+@pytest.mark.harness_api
 @pytest.mark.needs_faults
 async def test_concurrent_calls_fail_typed_under_faults(target: Target, faults: Faults,
                                                         record_property: Any) -> None:

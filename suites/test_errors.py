@@ -4,9 +4,11 @@ Hierarchy Alignment" (major issue 4) and "Logging Enhancements" (minor issue 5).
 The review quoted "Chat completion failed: Could not connect to LM Studio." (no URL, no host) and a
 timeout that did not say which request timed out. Here every failure a client meets in practice
 (refused, unresolvable, connect and read timeouts, a gateway's HTML page, LM Studio's
-200-with-error, an unknown model, a missing token) raises a typed error whose one-line message
-names the method, the URL, the model and the attempt, and no token ever shows up in a message or a
-log record.
+200-with-error, an unknown model, a missing token) must raise an error whose message names the
+server and the model, and no token may ever show up in a message. The ``subject`` tests judge any
+client on ``str(err)`` of whatever it raised (a value returned for a failed request is judged as an
+answer: there was none); the ``harness_api`` tests check the harness's own error tree and fields
+(method, attempt, phase, log records).
 """
 
 from __future__ import annotations
@@ -22,7 +24,12 @@ import pytest
 
 from harness.client import AsyncClient, Client, RetryPolicy, Timeouts
 from harness.client import errors as E
-from harness.evaluate.support import prompt
+from harness.evaluate.support import (
+    assert_failure_names_request,
+    call_outcome,
+    load_models,
+    prompt,
+)
 from harness.evaluate.target import Faults, Target
 from harness.faults import ErrorBody200Fault, HtmlErrorFault, LatencyFault
 from harness.pytest_plugin import fast_retry
@@ -72,6 +79,100 @@ def full_backlog() -> Iterator[int]:
     listener.close()
 
 
+@pytest.mark.subject_needs("sync")
+def test_refused_connection_names_server_and_model(make_subject: Any, closed_port: int,
+                                                   record_property: Any) -> None:
+    """Gap: error messages need more context ("Could not connect to LM Studio" with no URL).
+    A refused connection raises an error naming the server (host:port) and the model."""
+    base = f"http://127.0.0.1:{closed_port}"
+    subject = make_subject(base, model=MODEL)
+    outcome = call_outcome(subject.chat, HELLO, model=MODEL)
+    record_property("evidence", assert_failure_names_request(outcome, base, MODEL))
+
+
+@pytest.mark.subject_needs("sync")
+def test_unresolvable_host_names_server_and_model(make_subject: Any,
+                                                  record_property: Any) -> None:
+    """Gap: error messages need more context. An unresolvable host raises an error naming the
+    host and the model."""
+    base = "http://no-such-lmstudio-host.invalid:1234"
+    outcome = call_outcome(make_subject(base, model=MODEL, timeout=3.0).chat, HELLO,
+                           model=MODEL)
+    record_property("evidence", assert_failure_names_request(outcome, base, MODEL))
+
+
+@pytest.mark.needs_faults
+@pytest.mark.subject_needs("sync")
+def test_read_timeout_names_server_and_model(target: Target, faults: Faults, make_subject: Any,
+                                             record_property: Any) -> None:
+    """Gap: error messages need more context ("Timeout doesn't specify which request timed
+    out"). A server that accepts but does not answer in time: the timeout names the server and
+    the model (client timeout 0.3 s, answer after 1 s)."""
+    faults.set(LatencyFault(before_headers_s=1.0), endpoint="/v1/chat/completions")
+    model = target.model(0)
+    outcome = call_outcome(make_subject(timeout=0.3).chat, HELLO, model=model)
+    record_property("evidence", assert_failure_names_request(outcome, target.base_url, model))
+
+
+@pytest.mark.needs_faults
+@pytest.mark.subject_needs("sync")
+def test_html_gateway_page_names_server_and_model(target: Target, faults: Faults,
+                                                  subject: Any, record_property: Any) -> None:
+    """Gap: error messages need more context. A proxy's HTML 502 page raises an error naming
+    the server and the model, without the page's markup."""
+    faults.set(HtmlErrorFault(status=502), endpoint="/v1/chat/completions")
+    model = target.model(0)
+    outcome = call_outcome(subject.chat, HELLO, model=model)
+    evidence = assert_failure_names_request(outcome, target.base_url, model)
+    assert "<html" not in str(outcome.error).lower(), str(outcome.error)[:300]
+    record_property("evidence", evidence)
+
+
+@pytest.mark.needs_faults
+@pytest.mark.subject_needs("sync")
+def test_200_with_error_body_is_an_error_naming_server_and_model(
+        target: Target, faults: Faults, subject: Any, record_property: Any) -> None:
+    """Gap: error messages need more context. LM Studio's HTTP 200 carrying ``{"error": ...}``
+    is a failure, not an (empty) answer: it raises naming the server and the model."""
+    faults.set(ErrorBody200Fault(), endpoint="/v1/chat/completions")
+    model = target.model(0)
+    outcome = call_outcome(subject.chat, HELLO, model=model)
+    record_property("evidence", assert_failure_names_request(outcome, target.base_url, model))
+
+
+@pytest.mark.subject_needs("sync")
+def test_unknown_model_names_server_and_model(target: Target, subject: Any,
+                                              record_property: Any) -> None:
+    """Gap: error messages need more context. A model the server does not have (two others
+    loaded, so LM Studio cannot substitute) raises an error naming the server and the model."""
+    load_models(target, [target.model(0), target.model(1)])
+    wanted = "qwen/qwen3-4b-typo"
+    outcome = call_outcome(subject.chat, HELLO, model=wanted)
+    record_property("evidence", assert_failure_names_request(outcome, target.base_url, wanted))
+
+
+@pytest.mark.subject_needs("sync")
+def test_401_names_server_and_no_token_leaks(target: Target, private_studio: Any,
+                                             make_subject: Any, record_property: Any) -> None:
+    """Gap: error messages need more context, and the token must never leak. A server that
+    requires a token refuses a client without one or with a wrong one: the error names the
+    server and the model, and the token is in no message (``str`` or ``repr``)."""
+    studio = private_studio(api_token=SECRET)
+    texts = []
+    for token in (None, SECRET + "-wrong"):
+        subject = make_subject(studio.base_url, api_token=token, model=MODEL)
+        outcome = call_outcome(subject.chat, HELLO, model=MODEL)
+        texts.append(assert_failure_names_request(outcome, studio.base_url, MODEL))
+        texts.append(repr(outcome.error))
+    right = make_subject(studio.base_url, api_token=SECRET, model=MODEL, timeout=0.001)
+    texts.append(call_outcome(right.chat, HELLO, model=MODEL).describe(400))
+    for text in texts:
+        assert SECRET not in text and "TOPSECRET" not in text, text
+    record_property("evidence", f"401 -> {texts[0][:140]}; token absent from {len(texts)} "
+                                "messages")
+
+
+@pytest.mark.harness_api
 def test_connection_refused_names_host_port_and_attempts(closed_port: int,
                                                          record_property: Any) -> None:
     """Gap: error messages need more context ("Could not connect to LM Studio" with no URL).
@@ -85,6 +186,7 @@ def test_connection_refused_names_host_port_and_attempts(closed_port: int,
     record_property("evidence", text)
 
 
+@pytest.mark.harness_api
 def test_unresolvable_host_is_named(record_property: Any) -> None:
     """Gap: error messages need more context. An unresolvable host is reported as such, with
     the host name, not as a generic connection failure."""
@@ -97,6 +199,7 @@ def test_unresolvable_host_is_named(record_property: Any) -> None:
     record_property("evidence", text)
 
 
+@pytest.mark.harness_api
 async def test_connect_timeout_says_which_phase(full_backlog: int, record_property: Any) -> None:
     """Gap: error messages need more context ("Timeout doesn't specify which request timed
     out"). A connect timeout names the request, the phase and the limit."""
@@ -112,6 +215,7 @@ async def test_connect_timeout_says_which_phase(full_backlog: int, record_proper
     record_property("evidence", text)
 
 
+@pytest.mark.harness_api
 @pytest.mark.needs_faults
 def test_read_timeout_says_which_phase(target: Target, faults: Faults,
                                        record_property: Any) -> None:
@@ -129,6 +233,7 @@ def test_read_timeout_says_which_phase(target: Target, faults: Faults,
     record_property("evidence", text)
 
 
+@pytest.mark.harness_api
 @pytest.mark.needs_faults
 def test_html_gateway_page_is_summarised(target: Target, faults: Faults,
                                          record_property: Any) -> None:
@@ -146,6 +251,7 @@ def test_html_gateway_page_is_summarised(target: Target, faults: Faults,
     record_property("evidence", text)
 
 
+@pytest.mark.harness_api
 @pytest.mark.needs_faults
 def test_200_with_error_body_is_not_an_answer(target: Target, faults: Faults,
                                               record_property: Any) -> None:
@@ -162,6 +268,7 @@ def test_200_with_error_body_is_not_an_answer(target: Target, faults: Faults,
     record_property("evidence", text)
 
 
+@pytest.mark.harness_api
 def test_unknown_model_names_the_closest(target: Target, client: Client,
                                          record_property: Any) -> None:
     """Gap: error messages need more context. An unknown model raises ``ModelNotFound`` naming
@@ -193,6 +300,7 @@ def test_unknown_model_names_the_closest(target: Target, client: Client,
     record_property("evidence", text)
 
 
+@pytest.mark.harness_api
 def test_401_without_token_and_no_token_anywhere(
         target: Target, private_studio: Any, caplog: pytest.LogCaptureFixture,
         record_property: Any) -> None:
@@ -228,6 +336,7 @@ def test_401_without_token_and_no_token_anywhere(
                                 f"{len(messages)} messages and {len(logged)} log records")
 
 
+@pytest.mark.harness_api
 def test_error_tree_aligns_with_python_exceptions() -> None:
     """Gap: exception hierarchy alignment. Every harness error is an ``Exception`` under one
     root, timeouts are also ``TimeoutError``, validation errors also ``ValueError``, and errors

@@ -3,7 +3,10 @@
 The review found no streaming support at all and warned that streams could end incomplete and be
 taken for whole answers. These tests prove the client delivers tokens as they arrive, agrees with
 the non-streamed answer, keeps reasoning and tool calls apart, frees the server when it stops
-reading, and never returns a broken stream as a success (the partial output is kept on the error).
+reading, and never returns a broken stream as a success. They drive the ``subject`` (any client,
+see ``harness.subjects``) and judge what it returned or raised against the server's truth; the
+tests of the harness's own stream API (reasoning and tool-call deltas, the partial output kept on
+``StreamInterrupted``) are marked ``harness_api``.
 """
 
 from __future__ import annotations
@@ -18,10 +21,12 @@ from harness.client.errors import StreamInterrupted, StreamStalled
 from harness.client.retry import RetryPolicy
 from harness.evaluate.support import (
     TOOLS,
+    bare_model,
     prompt,
     reasoning_models,
     require_emulator_behaviour,
     scripted_tool_call,
+    stream_outcome,
 )
 from harness.evaluate.target import Faults, Target, Truth
 from harness.faults import (
@@ -33,74 +38,81 @@ from harness.faults import (
     StallFault,
     TruncatedJsonFault,
 )
+from harness.subjects import Answer, collect
 
 pytestmark = pytest.mark.streaming
 
 STORY = prompt("Tell a short story about a local model server.")
 
 
-async def test_tokens_arrive_incrementally(target: Target, aclient: AsyncClient,
-                                           record_property: Any) -> None:
-    """Gap: no streaming model handling. The first chunk reaches the caller well before the
-    last one: the client streams instead of buffering the whole answer."""
+def live_bound(target: Target) -> dict[str, Any]:
+    """A live model's answer is bounded (it would run to its context's end); the emulator's is
+    short and compared whole."""
+    return {} if target.can("emulator") else {"max_tokens": 48}
+
+
+@pytest.mark.subject_needs("sync", "stream")
+def test_tokens_arrive_incrementally(target: Target, subject: Any,
+                                     record_property: Any) -> None:
+    """Gap: no streaming model handling. The first text piece reaches the caller well before
+    the last one: the client streams instead of buffering the whole answer."""
     target.require("realtime")
-    await aclient.chat(prompt("warm up"), max_tokens=1)  # a JIT load is not what is measured
+    model = target.model(0)
+    subject.chat(prompt("warm up"), model=model, max_tokens=1)  # a JIT load is not measured
     arrivals: list[float] = []
-    started = time.perf_counter()
+    answer: Answer | None = None
     live = not target.can("emulator")
-    async with aclient.stream_chat(STORY, seed=3, **({"max_tokens": 48} if live else {})) \
-            as stream:
-        async for event in stream:
-            if isinstance(event, TextDelta) and event.text:
-                arrivals.append(time.perf_counter() - started)
-        result = await stream.result()
-    assert result.finish_reason in (("stop", "length") if live else ("stop",))
-    assert len(arrivals) >= 5, f"only {len(arrivals)} text chunks for a whole story"
+    started = time.perf_counter()
+    for item in subject.stream_chat(STORY, model=model, seed=3, **live_bound(target)):
+        if isinstance(item, Answer):
+            answer = item
+        elif item:
+            arrivals.append(time.perf_counter() - started)
+    assert answer is not None, "the stream ended without an answer"
+    assert answer.finish_reason in (("stop", "length") if live else ("stop",)), answer
+    assert len(arrivals) >= 5, f"only {len(arrivals)} text pieces for a whole story"
     first, last = arrivals[0], arrivals[-1]
-    assert first < last / 2, f"first chunk at {first:.3f}s is not well before the last {last:.3f}s"
-    assert result.timings.ttft is not None and result.timings.ttft <= first + 0.01
-    record_property("evidence", f"{len(arrivals)} chunks; first at {first * 1000:.0f} ms, "
+    assert first < last / 2, f"first piece at {first:.3f}s is not well before the last {last:.3f}s"
+    record_property("evidence", f"{len(arrivals)} pieces; first at {first * 1000:.0f} ms, "
                                 f"last at {last * 1000:.0f} ms")
 
 
-def test_stream_and_non_stream_agree(target: Target, client: Client,
+@pytest.mark.subject_needs("sync", "stream")
+def test_stream_and_non_stream_agree(target: Target, subject: Any,
                                      record_property: Any) -> None:
-    """Gap: no streaming model handling. A deterministic request (fixed seed, temperature 0)
-    gives the same text, finish reason and usage streamed and not streamed."""
-    # Bounded on a live model, whose answer would otherwise run to its context's end.
-    bound = {} if target.can("emulator") else {"max_tokens": 48}
-    whole = client.chat(STORY, seed=7, temperature=0, **bound)
-    with client.stream_chat(STORY, seed=7, temperature=0, **bound) as stream:
-        pieces = [e.text for e in stream if isinstance(e, TextDelta)]
-        streamed = stream.result()
+    """Gap: no streaming model handling. A deterministic request gives the same text, finish
+    reason, model and token count streamed and not streamed."""
+    model = target.model(0)
+    bound = live_bound(target)
+    whole = subject.chat(STORY, model=model, seed=7, temperature=0, **bound)
+    pieces, streamed = collect(subject.stream_chat(STORY, model=model, seed=7, temperature=0,
+                                                   **bound), subject.name)
     assert "".join(pieces) == streamed.text == whole.text
     assert streamed.finish_reason == whole.finish_reason
     assert whole.finish_reason in (("stop",) if target.can("emulator") else ("stop", "length"))
-    assert streamed.model == whole.model == client.model
-    assert whole.usage is not None
-    if target.can("stream_usage"):  # llama.cpp's server never streams usage
-        assert streamed.usage is not None
-        assert streamed.usage.completion_tokens == whole.usage.completion_tokens
-    record_property("evidence", f"{len(pieces)} deltas reassemble the {len(whole.text)}-char "
+    assert bare_model(streamed.model) == bare_model(whole.model) == model
+    if (target.can("stream_usage")  # llama.cpp's server never streams usage
+            and streamed.completion_tokens is not None and whole.completion_tokens is not None):
+        assert streamed.completion_tokens == whole.completion_tokens
+    record_property("evidence", f"{len(pieces)} pieces reassemble the {len(whole.text)}-char "
                                 "non-streamed answer exactly")
 
 
 @pytest.mark.needs_truth
-async def test_stream_usage_and_finish_reason_match_truth(target: Target, aclient: AsyncClient,
-                                                          truth: Truth,
-                                                          record_property: Any) -> None:
-    """Gap: no streaming model handling. The streamed usage and finish_reason are what the
-    server really produced (ground truth), including a length cut-off."""
+@pytest.mark.subject_needs("sync", "stream")
+def test_stream_finish_reason_matches_truth(target: Target, subject: Any, truth: Truth,
+                                            record_property: Any) -> None:
+    """Gap: no streaming model handling. The streamed finish_reason (and token count, where
+    the client reports one) is what the server really produced, including a length cut-off."""
     target.require("emulator")  # only the emulator's truth knows what it generated
     for max_tokens, expected in ((None, "stop"), (5, "length")):
-        async with aclient.stream_chat(STORY, seed=5, max_tokens=max_tokens) as stream:
-            result = await stream.result()
+        _, answer = collect(subject.stream_chat(STORY, model=target.model(0), seed=5,
+                                                max_tokens=max_tokens), subject.name)
         record = truth.settled("/v1/chat/completions")[-1]
-        assert result.finish_reason == record["finish_reason"] == expected
-        assert result.usage is not None
-        assert result.usage.completion_tokens == record["completion_tokens"]
-    record_property("evidence", "finish_reason stop and length and completion_tokens equal "
-                                "the server's truth")
+        assert answer.finish_reason == record["finish_reason"] == expected
+        if answer.completion_tokens is not None:
+            assert answer.completion_tokens == record["completion_tokens"]
+    record_property("evidence", "finish_reason stop and length equal the server's truth")
 
 
 async def test_reasoning_is_kept_apart_from_the_answer(target: Target, aclient: AsyncClient,
@@ -147,17 +159,21 @@ async def test_tool_call_deltas_assemble_to_valid_json(target: Target, aclient: 
 
 
 @pytest.mark.needs_truth
-async def test_closing_early_frees_the_server_slot(target: Target, aclient: AsyncClient,
-                                                   truth: Truth, record_property: Any) -> None:
-    """Gap: no streaming model handling. A caller that stops reading closes the connection: the
-    server sees the disconnect, stops generating, and the slot serves the next request at once."""
+@pytest.mark.subject_needs("sync", "stream")
+def test_closing_early_frees_the_server_slot(target: Target, subject: Any, truth: Truth,
+                                             record_property: Any) -> None:
+    """Gap: no streaming model handling. A caller that stops reading (closes the stream
+    iterator) closes the connection: the server sees the disconnect, stops generating, and the
+    slot serves the next request at once."""
     target.require("realtime", "emulator")  # disconnects and slots are engine-side truth
     slots = 4
+    model = target.model(0)
     for _ in range(slots):
-        async with aclient.stream_chat(STORY, seed=9) as stream:
-            async for event in stream:
-                if isinstance(event, TextDelta) and event.text:
-                    break
+        stream = subject.stream_chat(STORY, model=model, seed=9)
+        for item in stream:
+            if isinstance(item, str) and item:
+                break
+        stream.close()
     records = truth.settled("/v1/chat/completions", expect=slots)
     for record in records:
         assert record["disconnect_seen"], record
@@ -165,8 +181,8 @@ async def test_closing_early_frees_the_server_slot(target: Target, aclient: Asyn
     state = truth.state()
     assert all(i["active"] == 0 and i["queued"] == 0 for i in state.get("instances", [])), state
     mark = truth.mark()
-    results = [await aclient.chat(STORY, seed=s) for s in range(slots)]
-    assert all(r.finish_reason == "stop" for r in results)
+    answers = [subject.chat(STORY, model=model, seed=s) for s in range(slots)]
+    assert all(a.finish_reason == "stop" for a in answers)
     after = truth.settled("/v1/chat/completions", since=mark)
     assert [r["queue_wait_s"] for r in after] == [0.0] * slots
     record_property("evidence", f"{slots} early closes: server saw each disconnect after "
@@ -183,8 +199,41 @@ STREAM_FAULTS: list[tuple[str, FaultAction]] = [
     ("done-without-finish", EarlyEndFault(after_chunks=3)),
     ("stall", StallFault(after_chunks=3, seconds=1.0)),
 ]
+# A stall is about the client's idle timeout, which each client configures: not judged here.
+BROKEN_STREAMS = [(n, f) for n, f in STREAM_FAULTS if n != "stall"]
 
 
+@pytest.mark.needs_faults
+@pytest.mark.needs_truth
+@pytest.mark.subject_needs("sync", "stream")
+@pytest.mark.parametrize("name,fault", BROKEN_STREAMS, ids=[n for n, _ in BROKEN_STREAMS])
+def test_broken_stream_is_never_a_complete_answer(
+        target: Target, subject: Any, faults: Faults, truth: Truth, name: str,
+        fault: FaultAction, record_property: Any) -> None:
+    """Gap: no streaming model handling ("incomplete streams taken for whole answers"). A
+    stream the server broke (cut off, no ``[DONE]``, no finish_reason, a torn frame) must not
+    come back as an answer: the client raises, or returns something that is not the server's
+    text. Judged against the server's truth of what it sent."""
+    target.require("realtime")  # a recording proxy (vcrpy) would read the break before we do
+    model = target.model(0)
+    bound = {**live_bound(target), **({} if target.can("emulator") else {"temperature": 0})}
+    whole = subject.chat(STORY, model=model, seed=21, **bound)
+    faults.set(fault, endpoint="/v1/chat/completions")
+    mark = truth.mark()
+    outcome = stream_outcome(subject, STORY, model=model, seed=21, **bound)
+    [record] = truth.settled("/v1/chat/completions", since=mark)
+    assert record["fault"], f"the fault was not applied: {record}"
+    sent = (f"server applied {record['fault']} after {record['chunks_sent']} chunks "
+            f"({record['completion_tokens']} tokens generated)")
+    if outcome.answer is not None:
+        text = outcome.answer.text
+        assert not whole.text.startswith(text), (
+            f"{name}: {sent}, and the client {outcome.describe()} "
+            f"({len(text)} of the {len(whole.text)} chars of the real answer)")
+    record_property("evidence", f"{name}: {sent}; client {outcome.describe(120)}")
+
+
+@pytest.mark.harness_api
 @pytest.mark.needs_faults
 @pytest.mark.parametrize("name,fault", STREAM_FAULTS, ids=[n for n, _ in STREAM_FAULTS])
 def test_broken_stream_raises_typed_error_with_partial_output(

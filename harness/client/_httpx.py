@@ -27,6 +27,11 @@ CURRENT: contextvars.ContextVar[ResponseReader | None] = contextvars.ContextVar(
     "harness_client_reader", default=None)
 
 
+#: After a stream's end signal, how long to wait for the end of its HTTP body (a server that
+#: keeps the response open after ``[DONE]`` costs this much, then the connection is closed).
+DRAIN_S = 0.2
+
+
 def default_limits() -> httpx.Limits:
     """Sized for ``DOCUMENTED_CONCURRENCY`` calls at once. Idle connections expire before LM
     Studio's 5 s keep-alive does, so reuse rarely races a close."""
@@ -83,25 +88,17 @@ def timeout_for(reader: ResponseReader) -> httpx.Timeout:
                          write=min(limits.write, read), pool=reader.pool_timeout() or 0.001)
 
 
-def _bounded(timeout: float | None) -> float | None:
-    """A read's timeout: the attempt's ``read_by`` (headers, body or next event)."""
+def _bounded(timeout: float | None, *, read: bool = True) -> float | None:
+    """A socket operation's timeout within the current attempt's limit: a read must return by
+    the attempt's ``read_by`` (headers, body or next event); a connect or a write only within
+    the call's deadline (httpx's own ``connect``/``write`` limits still apply)."""
     reader = CURRENT.get()
     if reader is None:
         return timeout
-    left = reader.timeout()
+    left = reader.timeout() if read else reader.deadline_left()
     if left <= 0:
-        raise httpcore.ReadTimeout("time limit passed")
-    return left if timeout is None or left < timeout else timeout
-
-
-def _within_deadline(timeout: float | None) -> float | None:
-    """A connect's or write's timeout: httpx's own, within the call's deadline."""
-    reader = CURRENT.get()
-    if reader is None:
-        return timeout
-    left = reader.deadline_left()
-    if left <= 0:
-        raise httpcore.WriteTimeout("call deadline passed")
+        raise httpcore.ReadTimeout("time limit passed") if read else \
+            httpcore.WriteTimeout("call deadline passed")
     return left if timeout is None or left < timeout else timeout
 
 
@@ -119,7 +116,7 @@ class _Stream(httpcore.NetworkStream):
         return self._inner.read(max_bytes, _bounded(timeout))
 
     def write(self, buffer: bytes, timeout: float | None = None) -> None:
-        self._inner.write(buffer, _within_deadline(timeout))
+        self._inner.write(buffer, _bounded(timeout, read=False))
         _wrote()
 
     def close(self) -> None:
@@ -141,7 +138,7 @@ class _AsyncStream(httpcore.AsyncNetworkStream):
         return await self._inner.read(max_bytes, _bounded(timeout))
 
     async def write(self, buffer: bytes, timeout: float | None = None) -> None:
-        await self._inner.write(buffer, _within_deadline(timeout))
+        await self._inner.write(buffer, _bounded(timeout, read=False))
         _wrote()
 
     async def aclose(self) -> None:
@@ -162,7 +159,7 @@ class LimitedBackend(httpcore.NetworkBackend):
     def connect_tcp(self, host: str, port: int, timeout: float | None = None,
                     local_address: str | None = None, socket_options: Any = None
                     ) -> httpcore.NetworkStream:
-        return _Stream(self._inner.connect_tcp(host, port, _within_deadline(timeout),
+        return _Stream(self._inner.connect_tcp(host, port, _bounded(timeout, read=False),
                                                local_address, socket_options))
 
     def connect_unix_socket(self, path: str, timeout: float | None = None,
@@ -181,7 +178,7 @@ class AsyncLimitedBackend(httpcore.AsyncNetworkBackend):
                           local_address: str | None = None, socket_options: Any = None
                           ) -> httpcore.AsyncNetworkStream:
         return _AsyncStream(await self._inner.connect_tcp(
-            host, port, _within_deadline(timeout), local_address, socket_options))
+            host, port, _bounded(timeout, read=False), local_address, socket_options))
 
     async def connect_unix_socket(self, path: str, timeout: float | None = None,
                                   socket_options: Any = None) -> httpcore.AsyncNetworkStream:

@@ -9,13 +9,20 @@ from __future__ import annotations
 
 import asyncio
 from collections.abc import AsyncIterator, Awaitable, Callable
+from contextlib import suppress
 from types import TracebackType
 from typing import Any
 
 import httpx
 
 from harness.client import protocol, request
-from harness.client._httpx import async_transport, default_limits, timeout_for, transport_errors
+from harness.client._httpx import (
+    DRAIN_S,
+    async_transport,
+    default_limits,
+    timeout_for,
+    transport_errors,
+)
 from harness.client.catalog import ModelCatalog
 from harness.client.config import Timeouts, derive_options
 from harness.client.endpoints import ClientRules
@@ -142,8 +149,9 @@ class AsyncClient(ClientRules):
         return reader, response
 
     async def _read(self, reader: ResponseReader, response: httpx.Response,
-                    reading: _Reading | None = None) -> AsyncIterator[StreamEvent]:
-        """The body through the reader, each read bounded by the reader's limit."""
+                    reading: _Reading | None = None) -> AsyncIterator[list[StreamEvent]]:
+        """The body through the reader, each read bounded by the reader's limit; yields the
+        events of each read as one list (one hop per read, not per event, on the hot path)."""
         raw = response.aiter_raw()
         timeout = response.request.extensions["timeout"]
         try:
@@ -159,10 +167,19 @@ class AsyncClient(ClientRules):
                     finally:
                         if reading is not None:
                             reading.now = False
-                for event in reader.feed(data):
-                    yield event
-            for event in reader.eof():
-                yield event
+                events = reader.feed(data)
+                if events:
+                    yield events
+            events = reader.eof()
+            if reader.streaming_ended:
+                # The end signal arrived: read the body's own end too (briefly), so the server
+                # sees a finished response, not a disconnect, and the connection is reused.
+                timeout["read"] = DRAIN_S
+                with suppress(Exception), transport_errors(reader):
+                    async for _ in raw:
+                        pass
+            if events:
+                yield events
         finally:
             await raw.aclose()  # type: ignore[attr-defined]
 
@@ -342,8 +359,9 @@ class AsyncChatStream:
             entry.cancel_hook = hook
         try:
             try:
-                async for event in self._client._read(reader, response, self._reading):
-                    yield event
+                async for events in self._client._read(reader, response, self._reading):
+                    for event in events:
+                        yield event
             except asyncio.CancelledError:
                 if entry is not None and entry.cancelled and task is not None \
                         and task.uncancel() == 0:

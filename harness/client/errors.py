@@ -47,7 +47,7 @@ nothing is patched onto an exception after it was raised.
 
 from __future__ import annotations
 
-from dataclasses import dataclass, field, replace
+from dataclasses import dataclass, field
 from typing import Any
 
 from harness.secrets import redact as _redact
@@ -73,11 +73,11 @@ class RequestContext:
     waited: float = 0.0  # seconds spent in backoff before this attempt
 
     def at(self, *, attempt: int | None = None, elapsed: float | None = None) -> RequestContext:
-        return replace(
-            self,
-            attempt=self.attempt if attempt is None else attempt,
-            elapsed=self.elapsed if elapsed is None else elapsed,
-        )
+        # Spelled out rather than dataclasses.replace: this runs several times per call.
+        return RequestContext(self.method, self.url, self.model,
+                              self.attempt if attempt is None else attempt, self.max_attempts,
+                              self.elapsed if elapsed is None else elapsed, self.request_id,
+                              self.waited)
 
 
 @dataclass(slots=True)

@@ -302,11 +302,11 @@ def chat_result(ctx: RequestContext, body: dict[str, Any], timings: Timings, *,
         reasoning += inline
     model = body.get("model") or ""
     finish = choice.get("finish_reason")
-    partial = PartialOutput(text=text, reasoning=reasoning,
-                            tool_calls=[c.to_message() for c in calls], chunks=1, model=model,
-                            finish_reason=finish)
-    check_model(ctx, model, partial)
-    if not finish:
+    if not finish or (ctx.model and model and not same_model(ctx.model, model)):
+        partial = PartialOutput(text=text, reasoning=reasoning,
+                                tool_calls=[c.to_message() for c in calls], chunks=1,
+                                model=model, finish_reason=finish)
+        check_model(ctx, model, partial)
         raise IncompleteAnswer("answer has no finish_reason: cut off mid-generation (a model "
                                "unload or JIT auto-evict)", context=ctx, status=200,
                                partial=partial)
@@ -337,15 +337,11 @@ def check_answer(ctx: RequestContext, result: ChatResult, *, tools_offered: bool
 
     A ``finish_reason`` of ``length`` is left alone: the caller capped the tokens and the
     answer says so itself."""
-    partial = PartialOutput(text=result.text, reasoning=result.reasoning,
-                            tool_calls=[c.to_message() for c in result.tool_calls],
-                            chunks=result.timings.chunks, model=result.model,
-                            finish_reason=result.finish_reason)
     if result.tool_calls:
         if check_ids and any(not call.id for call in result.tool_calls):
             names = ", ".join(repr(c.name) for c in result.tool_calls if not c.id)
             raise BlankToolCallId(f"tool call {names} has a blank id (echoing it back fails)",
-                                  context=ctx, status=200, partial=partial)
+                                  context=ctx, status=200, partial=_as_partial(result))
         return
     if result.finish_reason == "length":
         return
@@ -353,13 +349,21 @@ def check_answer(ctx: RequestContext, result: ChatResult, *, tools_offered: bool
         if result.reasoning.strip():
             raise ReasoningOnly(
                 f"reasoning only ({len(result.reasoning)} chars), then an empty answer",
-                context=ctx, status=200, partial=partial)
+                context=ctx, status=200, partial=_as_partial(result))
         raise EmptyAnswer("empty answer: no text, reasoning or tool call (LM Studio's GGUF "
                           "engine answers a prompt over the context this way)",
-                          context=ctx, status=200, partial=partial)
+                          context=ctx, status=200, partial=_as_partial(result))
     if tools_offered and _TOOL_TEXT.search(result.text):
         raise ToolCallsAsText("tools were offered and the tool call came back as plain text, "
-                              "not tool_calls", context=ctx, status=200, partial=partial)
+                              "not tool_calls", context=ctx, status=200,
+                              partial=_as_partial(result))
+
+
+def _as_partial(result: ChatResult) -> PartialOutput:
+    return PartialOutput(text=result.text, reasoning=result.reasoning,
+                         tool_calls=[c.to_message() for c in result.tool_calls],
+                         chunks=result.timings.chunks, model=result.model,
+                         finish_reason=result.finish_reason)
 
 
 _OPEN, _CLOSE = "<think>", "</think>"

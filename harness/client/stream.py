@@ -222,6 +222,12 @@ class ResponseReader:
         return self.mode == _STREAM
 
     @property
+    def streaming_ended(self) -> bool:
+        """The stream's end signal arrived and ``eof`` was called (what follows is only the
+        end of the HTTP body, worth reading so the connection can be reused)."""
+        return self.mode == _DONE and self._assembler is not None and self._assembler.done
+
+    @property
     def done(self) -> bool:
         """The stream's end signal arrived (the rest of the body is not needed)."""
         return self._assembler is not None and self._assembler.done

@@ -10,13 +10,20 @@ from __future__ import annotations
 
 import time
 from collections.abc import Callable, Iterator
+from contextlib import suppress
 from types import TracebackType
 from typing import Any
 
 import httpx
 
 from harness.client import protocol, request
-from harness.client._httpx import default_limits, sync_transport, timeout_for, transport_errors
+from harness.client._httpx import (
+    DRAIN_S,
+    default_limits,
+    sync_transport,
+    timeout_for,
+    transport_errors,
+)
 from harness.client.catalog import ModelCatalog
 from harness.client.config import Timeouts, derive_options
 from harness.client.endpoints import ClientRules
@@ -114,8 +121,10 @@ class Client(ClientRules):
             raise
         return reader, response
 
-    def _read(self, reader: ResponseReader, response: httpx.Response) -> Iterator[StreamEvent]:
-        """The body through the reader, each read bounded by the reader's limit."""
+    def _read(self, reader: ResponseReader, response: httpx.Response
+              ) -> Iterator[list[StreamEvent]]:
+        """The body through the reader, each read bounded by the reader's limit; yields the
+        events of each read as one list (one hop per read, not per event, on the hot path)."""
         raw = response.iter_raw()
         timeout = response.request.extensions["timeout"]
         while not reader.done:
@@ -126,8 +135,17 @@ class Client(ClientRules):
                 break
             events = reader.feed(data)
             if events:
-                yield from events
-        yield from reader.eof()
+                yield events
+        events = reader.eof()
+        if reader.streaming_ended:
+            # The end signal arrived: read the body's own end too (briefly), so the server sees a
+            # finished response, not a disconnect, and the connection goes back to the pool.
+            timeout["read"] = DRAIN_S
+            with suppress(Exception), transport_errors(reader):
+                while next(raw, None) is not None:
+                    pass
+        if events:
+            yield events
 
     def _json(self, call: Call) -> JSONAnswer:
         def attempt(ctx: RequestContext, attempts: Attempts, entry: Inflight) -> JSONAnswer:
@@ -304,7 +322,8 @@ class ChatStream:
         reader, response = self._reader, self._response
         assert reader is not None and response is not None
         try:
-            yield from self._client._read(reader, response)
+            for events in self._client._read(reader, response):
+                yield from events
             self._result = reader.result
         except LMStudioError as err:
             self._error = err

@@ -4,7 +4,8 @@ A cassette is committed to the repo, so nothing secret may land in it: the ``Aut
 ``x-api-key`` headers are dropped, and every occurrence of the API token (in a URL, a request body
 or a response body) is replaced before the exchange is written. Recordings are made host-neutral
 (requests are matched on method, path, query and body, never host or port) because the embedded
-emulator listens on a different free port every run.
+emulator listens on a different free port every run. The harness's own control calls
+(``/_harness/`` faults, truth, reset) are never recorded: they go to the live judge either way.
 """
 
 from __future__ import annotations
@@ -14,8 +15,10 @@ from collections.abc import Iterator
 from contextlib import contextmanager
 from pathlib import Path
 from typing import Any
+from urllib.parse import urlsplit
 
 REDACTED = "***"
+CONTROL_PREFIX = "/_harness/"  # faults, truth, reset: the test's judge, not the app's traffic
 SECRET_HEADERS = ("authorization", "x-api-key", "proxy-authorization", "cookie", "set-cookie")
 _BEARER = re.compile(rb"(Bearer\s+)[^\s\"',;]+", re.IGNORECASE)
 
@@ -80,6 +83,8 @@ def make_vcr(root: Path, mode: str, secrets: tuple[str, ...] = (),
     theirs_response = options.pop("before_record_response", None)
 
     def request_hook(request: Any) -> Any:
+        if urlsplit(request.uri).path.startswith(CONTROL_PREFIX):
+            return None  # the judge's own control calls pass through, never recorded
         request = theirs_request(request) if theirs_request else request
         return None if request is None else before_record_request(request)
 

@@ -32,7 +32,7 @@ class EvaluationCollector:
     def __init__(self, progress: Any = None) -> None:
         self.progress = progress
         self._task: Any = None
-        self.meta: dict[str, tuple[str | None, str]] = {}
+        self.meta: dict[str, tuple[str | None, str, str | None]] = {}
         self.results: dict[str, TestEvidence] = {}
         self.problems: list[str] = []
         self.target: TargetInfo | None = None
@@ -53,19 +53,19 @@ class EvaluationCollector:
             markers = {m.name for m in item.iter_markers()}
             gap = gap_of(markers)
             doc = _first_paragraph(getattr(getattr(item, "obj", None), "__doc__", None))
-            self.meta[item.nodeid] = (gap.marker if gap else None, doc)
+            self.meta[item.nodeid] = (gap.marker if gap else None, doc, _subject_of(item))
         if self.progress is not None:
             self._task = self.progress.add_task("evaluating", total=len(session.items))
 
     # -- outcomes --------------------------------------------------------------------------------
     @pytest.hookimpl
     def pytest_runtest_logreport(self, report: pytest.TestReport) -> None:
-        gap, doc = self.meta.get(report.nodeid, (None, ""))
+        gap, doc, subject = self.meta.get(report.nodeid, (None, "", None))
         current = self.results.get(report.nodeid)
         if current is None:
             current = self.results[report.nodeid] = TestEvidence(
                 nodeid=report.nodeid, name=report.nodeid.split("::")[-1], gap=gap,
-                outcome="passed", doc=doc)
+                outcome="passed", doc=doc, subject=subject)
         current.duration_s = round(current.duration_s + report.duration, 4)
         for name, value in report.user_properties:
             if name == "evidence":
@@ -102,6 +102,18 @@ class EvaluationCollector:
         order = list(self.meta)
         return sorted(self.results.values(),
                       key=lambda t: order.index(t.nodeid) if t.nodeid in self.meta else 1 << 30)
+
+
+def _subject_of(item: pytest.Item) -> str | None:
+    """The subject a test judged: its ``subject`` parameter, ``harness`` for a test of the
+    harness's own API, None for a test of no particular client."""
+    params = getattr(getattr(item, "callspec", None), "params", {})
+    spec = params.get("subject_spec")
+    if spec is not None:
+        return str(spec.name)
+    if item.get_closest_marker("harness_api") is not None:
+        return "harness"
+    return None
 
 
 def _short(report: Any) -> str:

@@ -1,8 +1,11 @@
-"""The committed example report (``reports/examples/evaluation.*``): how it is made and checked.
+"""The committed example reports: how they are made and checked.
 
-``regenerate`` runs the full suites against the embedded emulator and writes the *normalised*
-report (no timestamps, ports or measured timings), so the example changes only when the suites,
-the gaps or the templates do. ``python -m harness.evaluate.example`` regenerates it.
+``reports/examples/evaluation.*`` is the default run (subject ``harness``);
+``reports/examples/comparison.*`` judges ``harness`` and the ``openai`` SDK side by side (the
+gap x subject matrix). ``regenerate`` runs the full suites against the embedded emulator and
+writes the *normalised* reports (no timestamps, ports or measured timings), so the examples change
+only when the suites, the gaps or the templates do. ``python -m harness.evaluate.example``
+regenerates both.
 """
 
 from __future__ import annotations
@@ -14,6 +17,8 @@ from harness.evaluate.report import EvaluationReport, normalised, write_evaluati
 from harness.evaluate.runner import EvaluationOptions, locate_suites, run_suites
 
 EXAMPLE_NAME = "evaluation"
+COMPARISON_NAME = "comparison"
+COMPARED = ("harness", "openai")
 
 
 def example_dir() -> Path:
@@ -21,14 +26,18 @@ def example_dir() -> Path:
 
 
 def regenerate(out_dir: Path | None = None) -> EvaluationReport:
+    """Both examples; returns the default one."""
+    directory = out_dir or example_dir()
     report, _ = run_suites(EvaluationOptions())
     example = normalised(report)
-    write_evaluation(example, out_dir or example_dir())
+    write_evaluation(example, directory)
+    compared, _ = run_suites(EvaluationOptions(subjects=COMPARED))
+    write_evaluation(normalised(compared), directory, name=COMPARISON_NAME)
     return example
 
 
-def load_example(directory: Path | None = None) -> EvaluationReport:
-    path = (directory or example_dir()) / f"{EXAMPLE_NAME}.json"
+def load_example(directory: Path | None = None, name: str = EXAMPLE_NAME) -> EvaluationReport:
+    path = (directory or example_dir()) / f"{name}.json"
     return EvaluationReport.model_validate_json(path.read_text(encoding="utf-8"))
 
 

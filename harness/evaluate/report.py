@@ -19,6 +19,7 @@ from harness.evaluate.gaps import GAPS
 
 Outcome = Literal["passed", "failed", "skipped", "error"]
 Status = Literal["PASS", "FAIL", "SKIP"]
+CellStatus = Literal["PASS", "FAIL", "SKIP", "N/A"]
 
 
 class _Model(BaseModel):
@@ -38,6 +39,32 @@ class TestEvidence(_Model):
     doc: str = ""
     evidence: str = ""
     message: str = ""
+    subject: str | None = None  # the subject it judged; None: a test of no particular client
+
+
+class CellEvidence(_Model):
+    test: str  # the test's name without the subject's id
+    outcome: Outcome
+    detail: str = ""
+
+
+class MatrixCell(_Model):
+    """One gap for one subject: PASS / FAIL / SKIP, or N/A when no test applies to it (a gap
+    proved only through the harness's own API, for another client)."""
+
+    subject: str
+    status: CellStatus
+    passed: int = 0
+    failed: int = 0
+    skipped: int = 0
+    evidence: list[CellEvidence] = Field(default_factory=list)
+
+
+class MatrixRow(_Model):
+    marker: str
+    title: str
+    cells: list[MatrixCell]
+    tests: list[str] = Field(default_factory=list)  # every test shown in the row, in order
 
 
 class GapResult(_Model):
@@ -91,6 +118,8 @@ class EvaluationReport(_Model):
     other_tests: list[TestEvidence] = Field(default_factory=list)
     problems: list[str] = Field(default_factory=list)
     target_error: str | None = None  # the target could not be used: nothing was evaluated
+    subjects: list[str] = Field(default_factory=lambda: ["harness"])
+    matrix: list[MatrixRow] = Field(default_factory=list)
 
     @property
     def failed_gaps(self) -> list[GapResult]:
@@ -113,9 +142,45 @@ def _counts(tests: list[TestEvidence]) -> dict[str, int]:
             "skipped": sum(t.outcome == "skipped" for t in tests)}
 
 
+def display_name(test: TestEvidence) -> str:
+    """``test_x[openai-missing-done]`` -> ``test_x[missing-done]``: the subject is the column."""
+    if test.subject is None:
+        return test.name
+    name = test.name.replace(f"[{test.subject}]", "")
+    return name.replace(f"[{test.subject}-", "[").replace(f"-{test.subject}]", "]")
+
+
+def cell_status(tests: list[TestEvidence]) -> CellStatus:
+    return gap_status(tests) if tests else "N/A"
+
+
+def applies(test: TestEvidence, subject: str) -> bool:
+    return test.subject is None or test.subject == subject
+
+
+def build_matrix(tests: list[TestEvidence], subjects: list[str]) -> list[MatrixRow]:
+    """Gap x subject: each cell over the tests that judged that subject (or no client)."""
+    rows = []
+    for gap in GAPS:
+        cells = []
+        for subject in subjects:
+            mine = [t for t in tests if t.gap == gap.marker and applies(t, subject)
+                    and not (t.outcome == "skipped" and t.message.startswith("not applicable"))]
+            cells.append(MatrixCell(
+                subject=subject, status=cell_status(mine), **_counts(mine),
+                evidence=[CellEvidence(test=display_name(t), outcome=t.outcome,
+                                       detail=(t.evidence or t.message) if t.outcome == "passed"
+                                       else (t.message or t.evidence))
+                          for t in mine]))
+        names = list(dict.fromkeys(e.test for c in cells for e in c.evidence))
+        rows.append(MatrixRow(marker=gap.marker, title=gap.title, cells=cells, tests=names))
+    return rows
+
+
 def build_report(tests: list[TestEvidence], target: TargetInfo | None, *, duration_s: float,
                  problems: list[str] | None = None, now: datetime | None = None,
-                 target_error: str | None = None) -> EvaluationReport:
+                 target_error: str | None = None, subjects: list[str] | None = None
+                 ) -> EvaluationReport:
     from harness import __version__
 
     gaps = []
@@ -134,7 +199,8 @@ def build_report(tests: list[TestEvidence], target: TargetInfo | None, *, durati
         generated_at=(now or datetime.now(UTC)).isoformat(timespec="seconds"),
         harness_version=__version__, verdict="FAIL" if failed else "PASS", target=target,
         totals=totals, gaps=gaps, other_tests=[t for t in tests if t.gap is None],
-        problems=problems, target_error=target_error,
+        problems=problems, target_error=target_error, subjects=list(subjects or ["harness"]),
+        matrix=build_matrix(tests, list(subjects or ["harness"])),
     )
 
 
@@ -167,15 +233,20 @@ def normalised(report: EvaluationReport) -> EvaluationReport:
         test.duration_s = 0.0
         test.evidence = _scrub(test.evidence)
         test.message = _scrub(test.message)
+    for cell in (c for row in data.matrix for c in row.cells):
+        for item in cell.evidence:
+            item.detail = _scrub(item.detail)
     data.problems = [_scrub(p) for p in data.problems]
     if data.target is not None and data.target.calibration:
         data.target.calibration = _scrub(data.target.calibration)
     return data
 
 
-def write_evaluation(report: EvaluationReport, out_dir: Path | str) -> dict[str, Path]:
-    """``evaluation.md``, ``evaluation.html`` and ``evaluation.json`` in ``out_dir``."""
+def write_evaluation(report: EvaluationReport, out_dir: Path | str, name: str = "evaluation"
+                     ) -> dict[str, Path]:
+    """``<name>.md``, ``<name>.html`` and ``<name>.json`` in ``out_dir`` (the evaluation
+    templates whatever the name)."""
     from harness.reporting.env import write_report
 
-    written = write_report(report, "evaluation", out_dir)
+    written = write_report(report, name, out_dir, template="evaluation")
     return dict(written.paths)

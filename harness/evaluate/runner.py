@@ -88,10 +88,24 @@ def pytest_args(options: EvaluationOptions, suites: Path) -> list[str]:
     return [*args, *options.extra_args]
 
 
+def check_subjects(names: tuple[str, ...]) -> None:
+    """Unknown names and failing imports stop the run before it starts, in one line."""
+    from harness.subjects import SubjectError, resolve
+
+    if len(set(names)) != len(names):
+        raise EvaluationError(f"a subject is named twice: {', '.join(names)}")
+    for name in names:
+        try:
+            resolve(name, (str(Path.cwd()),))
+        except SubjectError as exc:
+            raise EvaluationError(str(exc)) from None
+
+
 def run_suites(options: EvaluationOptions, progress: Any = None
                ) -> tuple[EvaluationReport, int]:
     """Run the suites in this process; returns the report and pytest's exit code."""
     suites = locate_suites(options.suites)
+    check_subjects(options.subjects)
     collector = EvaluationCollector(progress)
     saved = os.environ.get(TOKEN_ENV)
     if options.api_token:  # passed by environment so it never shows in an argv listing
@@ -112,7 +126,8 @@ def run_suites(options: EvaluationOptions, progress: Any = None
         if not collector.results:
             problems.append("no suite test ran")
     report = build_report(collector.tests, collector.target, duration_s=collector.duration_s,
-                          problems=problems, target_error=collector.target_error)
+                          problems=problems, target_error=collector.target_error,
+                          subjects=list(options.subjects or ("harness",)))
     return report, int(code)
 
 

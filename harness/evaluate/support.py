@@ -6,12 +6,15 @@ the same way in a checkout and in an installation."""
 from __future__ import annotations
 
 import os
+from collections.abc import Awaitable, Callable
+from dataclasses import dataclass, field
 from typing import Any
 
 import pytest
 
 from harness.capabilities import PROBE_TOOL
 from harness.evaluate.target import Target
+from harness.subjects import Answer, SubjectError
 
 REASONING_MODELS = ("qwen/qwen3-4b-thinking-2507", "openai/gpt-oss-20b")
 TOOLS = [PROBE_TOOL]  # the tool the capability probe forces, so suites and probe agree
@@ -94,3 +97,131 @@ def socket_fds() -> int:
         except OSError:
             continue
     return count
+
+
+# -- judging a subject by what it did, not by its types ----------------------------------------
+@dataclass
+class Outcome:
+    """How one call of a subject ended: an answer it returned, or whatever it raised.
+
+    ``pieces`` are the text pieces a stream delivered before it ended either way."""
+
+    answer: Answer | None = None
+    error: BaseException | None = None
+    pieces: list[str] = field(default_factory=list)
+
+    @property
+    def raised(self) -> bool:
+        return self.error is not None
+
+    def take(self, item: str | Answer) -> bool:
+        """Record one item of a stream; True once it was the final answer."""
+        if isinstance(item, Answer):
+            self.answer = item
+            return True
+        self.pieces.append(item)
+        return False
+
+    def describe(self, limit: int = 160) -> str:
+        """Evidence: ``raised Type: message`` or ``returned N chars (finish_reason=..)``."""
+        if self.error is not None:
+            return f"raised {type(self.error).__name__}: {str(self.error)[:limit]}"
+        assert self.answer is not None
+        a = self.answer
+        return (f"returned {len(a.text)} chars as an answer (finish_reason={a.finish_reason}, "
+                f"model={a.model})")
+
+
+def call_outcome(call: Callable[..., Answer], *args: Any, **kwargs: Any) -> Outcome:
+    try:
+        return Outcome(answer=Answer.of(call(*args, **kwargs)))
+    except Exception as exc:  # judged, not handled: the suite asserts on what was raised
+        return Outcome(error=exc)
+
+
+async def acall_outcome(call: Callable[..., Awaitable[Answer]], *args: Any,
+                        **kwargs: Any) -> Outcome:
+    try:
+        return Outcome(answer=Answer.of(await call(*args, **kwargs)))
+    except Exception as exc:
+        return Outcome(error=exc)
+
+
+def _no_answer(subject: Any, method: str) -> SubjectError:
+    return SubjectError(f"{method} of subject {subject.name} ended without its final Answer")
+
+
+def stream_outcome(subject: Any, messages: list[dict[str, Any]], **kwargs: Any) -> Outcome:
+    outcome = Outcome()
+    try:
+        if not any(outcome.take(item) for item in subject.stream_chat(messages, **kwargs)):
+            raise _no_answer(subject, "stream_chat")
+    except SubjectError:
+        raise
+    except Exception as exc:  # judged, not handled
+        outcome.error = exc
+    return outcome
+
+
+async def astream_outcome(subject: Any, messages: list[dict[str, Any]], **kwargs: Any
+                          ) -> Outcome:
+    outcome = Outcome()
+    try:
+        async for item in subject.astream_chat(messages, **kwargs):
+            if outcome.take(item):
+                return outcome
+        raise _no_answer(subject, "astream_chat")
+    except SubjectError:
+        raise
+    except Exception as exc:
+        outcome.error = exc
+    return outcome
+
+
+def host_port(url: str) -> str:
+    """``http://127.0.0.1:1234/v1`` -> ``127.0.0.1:1234`` (what an error must name)."""
+    from urllib.parse import urlsplit
+
+    parts = urlsplit(url)
+    return f"{parts.hostname}:{parts.port}" if parts.port else str(parts.hostname)
+
+
+def unnamed(text: str, url: str, model: str | None) -> list[str]:
+    """What of (server address, model) a failure message leaves out."""
+    missing = []
+    if host_port(url) not in text:
+        missing.append(f"the server ({host_port(url)})")
+    if model and model not in text:
+        missing.append(f"the model ({model})")
+    return missing
+
+
+def assert_failure_names_request(outcome: Outcome, url: str, model: str | None) -> str:
+    """The subject must have raised, and ``str(error)`` must name the server and the model.
+
+    A value returned for a request that failed is judged as an answer: there was none."""
+    assert outcome.error is not None, (
+        f"the request failed on the server but the client {outcome.describe()}")
+    text = str(outcome.error)
+    missing = unnamed(text, url, model)
+    assert not missing, (f"{type(outcome.error).__name__} does not name "
+                         f"{' or '.join(missing)}: {text[:200]!r}")
+    return f"{type(outcome.error).__name__}: {text[:200]}"
+
+
+def bare_model(model: str | None) -> str | None:
+    """``qwen/qwen3-4b:2`` -> ``qwen/qwen3-4b`` (an instance suffix is the same model)."""
+    if model is None:
+        return None
+    head, sep, tail = model.rpartition(":")
+    return head if sep and tail.isdigit() else model
+
+
+def load_models(target: Target, models: list[str]) -> None:
+    """Load explicitly (not JIT) through the native API, so LM Studio's auto-evict cannot
+    unload one for another. Setup, not judgement: done with the harness's own client."""
+    from harness.client import Client
+
+    with Client(target.base_url, api_token=target.api_token) as client:
+        for model in models:
+            client.load_model(model)

@@ -11,6 +11,8 @@ from __future__ import annotations
 from collections.abc import AsyncIterator, Iterator
 from typing import Any
 
+from openai import AsyncOpenAI, OpenAI  # at import: a missing extra is reported when named
+
 from harness.subjects.base import Answer, Subject, SubjectConfig
 
 PASSED = ("temperature", "max_tokens", "seed", "top_p", "stop", "tools", "tool_choice")
@@ -76,8 +78,6 @@ class OpenAISubject(Subject):
     capabilities = frozenset({"sync", "async", "stream", "tools", "list_models"})
 
     def __init__(self, config: SubjectConfig) -> None:
-        from openai import AsyncOpenAI, OpenAI
-
         common: dict[str, Any] = {"base_url": config.openai_base_url,
                                   "api_key": config.api_token or "lm-studio",
                                   "timeout": config.timeout}

@@ -41,22 +41,12 @@ from harness.client.errors import (
 from harness.client.models import ChatResult
 from tests.client.rawserver import raw_server, repeat, trickle
 from tests.client.scripted import Reply, ScriptedServer, chunk, completion, json_reply, sse
+from tests.client.test_http import Sleeps
 
 CHAT = "/v1/chat/completions"
 MSG = [{"role": "user", "content": "hi"}]
 MODEL = "qwen/qwen3-4b"
 SHELLS = ["sync", "async"]
-
-
-class Sleeps:
-    def __init__(self) -> None:
-        self.waits: list[float] = []
-
-    def __call__(self, seconds: float) -> None:
-        self.waits.append(seconds)
-
-    async def asleep(self, seconds: float) -> None:
-        self.waits.append(seconds)
 
 
 def call(shell: str, url: str, *, stream: bool = False, sleeps: Sleeps | None = None,

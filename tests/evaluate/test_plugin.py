@@ -78,6 +78,11 @@ def test_live_target_skips_fault_tests_with_reason_and_records_no_token(tmp_path
                         str(cassettes), "-k", "test_client")
     assert replay.returncode == 0, replay.stdout + replay.stderr
     assert "1 passed" in replay.stdout
+    # A cassette that was never recorded: the test fails naming it, it is not skipped.
+    empty = run_pytest(tmp_path, "--lmstudio-replay", "--lmstudio-cassette-dir",
+                       str(tmp_path / "none"), "-k", "test_client")
+    assert empty.returncode == 1, empty.stdout + empty.stderr
+    assert f"no cassette {tmp_path / 'none' / 'test_probe'}" in empty.stdout, empty.stdout
 
 
 def test_via_proxy_brings_faults_and_truth_to_a_live_server(tmp_path: Path) -> None:

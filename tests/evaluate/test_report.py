@@ -12,7 +12,7 @@ import pytest
 from hypothesis import given
 from hypothesis import strategies as st
 
-from harness.evaluate.example import example_dir, load_example, regenerate
+from harness.evaluate.example import COMPARISON_NAME, example_dir, load_example, regenerate
 from harness.evaluate.gaps import GAPS, gap_of
 from harness.evaluate.report import (
     TargetInfo,
@@ -27,7 +27,8 @@ OUTCOMES = st.sampled_from(["passed", "failed", "skipped", "error"])
 
 
 def evidence(gap: str | None, outcome: Any, **kw: Any) -> TestEvidence:
-    return TestEvidence(nodeid=f"suites/x.py::t_{gap}_{outcome}", name="t", gap=gap,
+    kw.setdefault("name", "t")
+    return TestEvidence(nodeid=f"suites/x.py::t_{gap}_{outcome}_{kw['name']}", gap=gap,
                         outcome=outcome, **kw)
 
 
@@ -56,6 +57,33 @@ def test_every_gap_is_reported_and_one_failure_fails_the_verdict() -> None:
     passing = build_report([evidence("streaming", "passed")], None, duration_s=1.0)
     assert passing.verdict == "PASS"
     assert build_report([], None, duration_s=0, problems=["no suite test ran"]).verdict == "FAIL"
+
+
+def test_matrix_cells_judge_each_subject_on_its_own_tests() -> None:
+    """A subject's cell counts the tests that judged it and the tests of no particular client;
+    a gap with none of those is N/A for it (never PASS), and the test names lose the subject."""
+    tests = [
+        evidence("streaming", "passed", subject="harness", name="test_s[harness-cut]"),
+        evidence("streaming", "failed", subject="openai", name="test_s[openai-cut]",
+                 message="returned 3 chars"),
+        evidence("cache", "passed", subject="harness", name="test_cache"),
+        evidence("errors", "passed", subject=None, name="test_server_side"),
+        evidence("backoff", "skipped", subject="openai", name="test_b[openai]",
+                 message="subject openai does not offer: async"),
+        evidence("agent", "skipped", subject="harness", name="test_a",
+                 message="not applicable: tests the harness's own API"),
+    ]
+    report = build_report(tests, None, duration_s=1, subjects=["harness", "openai"])
+    cells = {row.marker: {c.subject: c for c in row.cells} for row in report.matrix}
+    assert cells["streaming"]["harness"].status == "PASS"
+    assert cells["streaming"]["openai"].status == "FAIL"
+    assert [e.test for e in cells["streaming"]["openai"].evidence] == ["test_s[cut]"]
+    assert cells["streaming"]["openai"].evidence[0].detail == "returned 3 chars"
+    assert cells["cache"]["openai"].status == "N/A" and cells["cache"]["harness"].status == "PASS"
+    assert cells["errors"]["openai"].status == cells["errors"]["harness"].status == "PASS"
+    assert cells["backoff"]["openai"].status == "SKIP"  # applies, but could not run
+    assert cells["agent"]["harness"].status == "N/A"  # a not-applicable skip proves nothing
+    assert report.matrix[0].tests == ["test_s[cut]"]
 
 
 def test_gap_of_uses_review_order() -> None:
@@ -106,3 +134,27 @@ def test_golden_example_report(tmp_path: Path) -> None:
     for fmt, path in paths.items():
         expected = (committed / f"evaluation.{fmt}").read_text(encoding="utf-8")
         assert path.read_text(encoding="utf-8") == expected, f"evaluation.{fmt} differs"
+
+
+def test_golden_comparison_report(tmp_path: Path) -> None:
+    """The committed comparison (harness vs the openai SDK) renders exactly as committed, and
+    says what the suites found: the SDK fails the truncated-stream and wrong-model gaps, the
+    harness passes every gap it claims, and gaps proved only through the harness's API are
+    N/A for the SDK. Regenerated with HARNESS_UPDATE_GOLDEN=1 (see the test above)."""
+    committed = example_dir()
+    if not (committed / f"{COMPARISON_NAME}.json").exists():
+        pytest.fail(f"no comparison report in {committed}; run with HARNESS_UPDATE_GOLDEN=1")
+    example = load_example(committed, COMPARISON_NAME)
+    assert example == normalised(example), "the committed comparison is not normalised"
+    assert example.subjects == ["harness", "openai"]
+    cells = {row.marker: {c.subject: c for c in row.cells} for row in example.matrix}
+    assert all(c["harness"].status == "PASS" for c in cells.values())
+    assert cells["streaming"]["openai"].status == "FAIL"
+    assert cells["switching"]["openai"].status == "FAIL"
+    failed = {e.test for e in cells["streaming"]["openai"].evidence if e.outcome == "failed"}
+    assert "test_broken_stream_is_never_a_complete_answer[missing-done]" in failed
+    assert cells["cache"]["openai"].status == cells["agent"]["openai"].status == "N/A"
+    paths = write_evaluation(example, tmp_path, name=COMPARISON_NAME)
+    for fmt, path in paths.items():
+        expected = (committed / f"{COMPARISON_NAME}.{fmt}").read_text(encoding="utf-8")
+        assert path.read_text(encoding="utf-8") == expected, f"{COMPARISON_NAME}.{fmt} differs"

@@ -74,3 +74,15 @@ def test_suites_are_found_next_to_the_package() -> None:
         assert "--suites" in str(exc)
     else:
         raise AssertionError("a missing suites directory must raise")
+
+
+def test_bad_subject_stops_the_evaluation_in_one_line(tmp_path: Path) -> None:
+    for args, message in ((["--subject", "nosuch"], "unknown subject 'nosuch'"),
+                          (["--subject", "no_such_module_qq:make"],
+                           "cannot import no_such_module_qq"),
+                          (["--subject", "openai", "--subject", "openai"], "named twice")):
+        result = CliRunner().invoke(app, ["evaluate", "--out", str(tmp_path), *args])
+        assert result.exit_code == 2, result.output
+        text = " ".join(result.output.split())  # rich wraps long lines
+        assert message in text and "Traceback" not in text, result.output
+    assert not (tmp_path / "evaluation.json").exists()

@@ -49,6 +49,35 @@ def test_builtin_subjects_answer_stream_and_list(name: str) -> None:
         subject.close()
 
 
+def test_litellm_subject_answers_and_streams() -> None:
+    """The optional ``litellm`` subject (extra ``litellm``, tox env ``litellm``)."""
+    pytest.importorskip("litellm", reason="litellm not installed: pip install "
+                                          "'lmstudio-harness[litellm]' or tox -e litellm")
+    with running_studio() as studio:
+        subject = resolve("litellm").build(SubjectConfig(studio.base_url, model=MODEL))
+        whole = subject.chat(HI, model=MODEL, seed=2)
+        pieces, streamed = collect(subject.stream_chat(HI, model=MODEL, seed=2))
+        assert whole.text and "".join(pieces) == streamed.text == whole.text
+        assert streamed.finish_reason == whole.finish_reason == "stop"
+
+        async def run() -> None:
+            answer = await subject.achat(HI, model=MODEL, seed=2)
+            _, astreamed = await acollect(subject.astream_chat(HI, model=MODEL, seed=2))
+            assert answer.text == astreamed.text == whole.text
+
+        asyncio.run(run())
+        subject.close()
+
+
+def test_litellm_missing_is_a_one_line_hint() -> None:
+    import importlib.util
+
+    if importlib.util.find_spec("litellm") is not None:
+        pytest.skip("litellm is installed here")
+    with pytest.raises(SubjectError, match=r"cannot import .*lmstudio-harness\[litellm\]"):
+        resolve("litellm")
+
+
 def test_answer_of_plain_values() -> None:
     assert Answer.of("Error: boom") == Answer("Error: boom")
     assert Answer.of(None) == Answer("")

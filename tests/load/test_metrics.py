@@ -6,7 +6,7 @@ import json
 import math
 from typing import Any
 
-from hypothesis import given
+from hypothesis import given, settings
 from hypothesis import strategies as st
 
 from harness.client import errors
@@ -67,6 +67,7 @@ timelines = st.tuples(
 
 
 @given(timelines)
+@settings(deadline=None)  # wall-clock deadlines fail on a busy 2-core machine
 def test_ttft_e2e_tpot_and_gaps_match_the_hand_computed_timeline(tl) -> None:  # type: ignore[no-untyped-def]
     role_at, empty_after, first_after, gaps, reasoning = tl
     t_send = 100.0

@@ -87,3 +87,25 @@ def test_cli_overrides() -> None:
         scenario.with_overrides(duration_s=1)
     open_loop = load_scenario(FIXTURES / "open_constant.toml").with_overrides(users=7)
     assert open_loop.load.max_concurrency == 7
+
+
+@pytest.mark.parametrize(("raw", "field", "bound"), [
+    ({"load": {"levels": [1e9]}}, "load", "over the bound of 20000 users"),
+    ({"load": {"level_duration_s": float("inf")}}, "load.level_duration_s", "finite number"),
+    ({"load": {"level_duration_s": 1e6}}, "load.level_duration_s", "less than or equal to 3600"),
+    ({"request": {"prompt": "x" * 1000, "prompt_repeat": 10_000_0}}, "request",
+     "over the bound of 4,000,000"),
+    ({"load": {"mode": "open", "levels": [float("nan")]}}, "load.levels.0", "finite number"),
+    ({"load": {"mode": "open", "levels": [5000], "level_duration_s": 3600}}, "load",
+     "over the bound of 2,000,000"),
+    ({"request": {"max_tokens": 10**9}}, "request.max_tokens", "131072"),
+    ({"load": {"max_concurrency": 10**6}}, "load.max_concurrency", "20000"),
+    ({"emulator": {"tokens_per_s": 0}}, "emulator.tokens_per_s", "greater than 0"),
+])
+def test_absurd_values_are_refused_in_one_line_naming_field_and_bound(
+        raw: dict, field: str, bound: str) -> None:  # type: ignore[type-arg]
+    with pytest.raises(ScenarioError) as caught:
+        parse_scenario({"name": "absurd", **raw})
+    message = str(caught.value)
+    assert "\n" not in message
+    assert f"{field}: " in message and bound in message, message

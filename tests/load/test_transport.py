@@ -91,8 +91,11 @@ def test_batched_reads_keep_ttft_tpot_and_the_mean_itl(emulator_url: str) -> Non
     assert plain.ok and paced.ok and paced.paced and not plain.paced
     assert paced.chunks == plain.chunks == paced.n_server
     assert paced.ttft is not None and plain.ttft is not None
-    assert abs(paced.ttft - plain.ttft) < 0.015  # both the emulator's 20 ms TTFT
+    # Orders, not milliseconds (a busy machine makes the emulator itself late): a broken
+    # batching would time the first token at the batch's end (>= 100 ms) and find a mean ITL
+    # near 0 or near the batch interval, not the emulator's 10 ms a token.
+    assert paced.ttft < 0.1
     assert paced.itl is not None and plain.itl is not None
-    assert abs(paced.itl - plain.itl) < 0.002  # 10 ms a token either way
+    assert 0.7 * plain.itl < paced.itl < 1.3 * plain.itl
     assert sum(g == 0.0 for g in paced.gaps) > len(paced.gaps) // 2  # merged reads
     assert pooled_gaps([paced]) == [] and pooled_gaps([plain]) == plain.gaps
