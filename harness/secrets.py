@@ -27,6 +27,7 @@ __all__ = [
     "TOKEN_ENV",
     "TOKEN_ENV_ALIASES",
     "redact",
+    "redact_registered",
     "redact_url",
     "register",
     "registered",
@@ -74,6 +75,15 @@ def redact(text: str, secrets: Iterable[str | None] = ()) -> str:
             text = text.replace(secret, MASK)
     for pattern, replacement in _PATTERNS:
         text = pattern.sub(replacement, text)
+    return text
+
+
+def redact_registered(text: str) -> str:
+    """``text`` without the registered token values (only those: for reports and files, where
+    the token *patterns* could also match ordinary prose about tokens)."""
+    for secret in registered():
+        if secret in text:
+            text = text.replace(secret, MASK)
     return text
 
 

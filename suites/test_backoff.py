@@ -22,7 +22,7 @@ from typing import Any
 import pytest
 
 from harness.client import AsyncClient, RetryPolicy, Timeouts
-from harness.client.errors import HTTPStatusError, RateLimited
+from harness.client.errors import HTTPStatusError, LMStudioTimeout, RateLimited
 from harness.evaluate.support import acall_outcome, call_outcome, prompt
 from harness.evaluate.target import Faults, Target, Truth
 from harness.faults import FaultMatch, FaultPlan, FaultRule, StatusFault
@@ -191,14 +191,19 @@ async def test_retries_stop_within_the_deadline(target: Target, faults: Faults, 
     started = time.perf_counter()
     async with client_for(target, asyncio.sleep,
                           timeout=Timeouts(connect=2, read=5, deadline=1.0)) as client:
-        with pytest.raises(RateLimited) as caught:
+        with pytest.raises((RateLimited, LMStudioTimeout)) as caught:
             await client.chat(HELLO)
     elapsed = time.perf_counter() - started
     attempts = len(truth.settled(CHAT))
     # The client's decisions, not the machine's speed: with 0.4 s hints and a 1 s deadline at
     # most 3 attempts fit (at 0, 0.4, 0.8 s), and the waits it took stay within the deadline.
-    assert attempts == caught.value.attempt <= 3
-    assert caught.value.total_waited <= 1.0, f"waited {caught.value.total_waited:.2f}s"
+    # It ends with the 429 when the next wait would cross the deadline or, when a busy machine
+    # made the last attempt itself run into the deadline, with the deadline timeout.
+    error = caught.value
+    assert isinstance(error, RateLimited) or (
+        isinstance(error, LMStudioTimeout) and error.phase == "deadline"), repr(error)
+    assert attempts == error.attempt <= 3
+    assert error.total_waited <= 1.0, f"waited {error.total_waited:.2f}s"
     assert elapsed < 2.0, f"gave up after {elapsed:.2f}s, far past the 1 s deadline"
     record_property("evidence", f"gave up after {attempts} attempts in {elapsed:.2f} s "
                                 "(deadline 1 s)")

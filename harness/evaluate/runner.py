@@ -20,7 +20,7 @@ from harness.evaluate.report import EvaluationReport, build_report, write_evalua
 from harness.secrets import TOKEN_ENV
 
 SUITE_FILES = ("test_streaming.py", "test_model_switching.py", "test_errors.py",
-               "test_agent.py", "test_cache_expiry.py", "test_backoff.py",
+               "test_call_layer.py", "test_agent.py", "test_cache_expiry.py", "test_backoff.py",
                "test_concurrency.py")
 DEFAULT_OUT = Path("reports") / "out"
 

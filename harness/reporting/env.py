@@ -54,6 +54,7 @@ from markupsafe import Markup
 from pydantic import BaseModel
 
 from harness.reporting.escaping import MdSafe, md_code, md_text, visible
+from harness.secrets import redact_registered
 
 __all__ = [
     "ReportPathError",
@@ -292,6 +293,7 @@ def write_report(
             text = render_template(f"{stem}.{fmt}.j2", **context)
         # backslashreplace: a lone surrogate left in the data becomes ``\udcff``, which inside
         # a JSON string is the standard escape, and elsewhere is the visible rule's spelling.
-        target.write_text(text, encoding="utf-8", errors="backslashreplace")
+        # The configured token never reaches a report, even if a server or model echoed it.
+        target.write_text(redact_registered(text), encoding="utf-8", errors="backslashreplace")
         written[fmt] = target
     return WrittenReport(paths=written)

@@ -109,3 +109,50 @@ def test_prompt_templates_are_not_escaped() -> None:
     """String templates (prompts sent to a model) are plain text: no Markdown escaping there."""
     template = report_environment().from_string("{{ x }}")
     assert template.render(x="a_b [c] <d>") == "a_b [c] <d>"
+
+
+def _evaluation_md(tmp_path: Path, text: str) -> str:
+    from harness.evaluate.report import TargetInfo, TestEvidence, build_report, write_evaluation
+
+    tests = [TestEvidence(nodeid=f"suites/x.py::t{i}", name=f"t{i}", gap=gap, outcome=outcome,
+                          duration_s=0.1, message=text, doc=text, evidence=text)
+             for i, (gap, outcome) in enumerate([("streaming", "failed"), ("cache", "passed"),
+                                                 (None, "failed")])]
+    target = TargetInfo(kind="live", base_url="http://h:1", server=text, version=text,
+                        used_models=[text])
+    report = build_report(tests, target, duration_s=1)
+    report.problems = [text]
+    return write_evaluation(report, tmp_path)["md"].read_text("utf-8")
+
+
+def test_evaluation_report_keeps_its_shape_under_hostile_text(tmp_path: Path) -> None:
+    benign = structure(_evaluation_md(tmp_path / "b", "plain words"))
+    for i, text in enumerate(t for t in HOSTILE if t.strip()):
+        md = _evaluation_md(tmp_path / str(i), text)
+        assert structure(md) == benign, text
+
+
+def test_load_report_keeps_its_shape_under_hostile_text(tmp_path: Path) -> None:
+    from harness.load.finalize import RunFacts, finalize
+    from harness.load.metrics import RequestRecord
+    from harness.load.scenario import load_scenario
+
+    def render(text: str, out: Path) -> str:
+        out.mkdir(parents=True)
+        scenario = load_scenario(ROOT / "fixtures" / "load" / "smoke.toml")
+        scenario = scenario.model_copy(update={"name": "smoke", "description": text})
+        record = RequestRecord(endpoint="/v1/chat/completions", model=MODEL, stream=True,
+                               t_intended=1.0, t_send=1.0, ok=False, error_kind="http",
+                               error=text, status=500)
+        (out / "requests.jsonl").write_text(json.dumps(record.to_json()) + "\n")
+        facts = RunFacts(t0=1.0, base_url="http://127.0.0.1:1", workers=1, cpu_max=None,
+                         cpu_warning=False, run_errors=[text], interrupted=text)
+        finalize(out, scenario, facts)
+        return (out / "report.md").read_text("utf-8")
+
+    MODEL = "qwen/qwen3-4b"
+    benign = structure(render("plain words", tmp_path / "benign"))
+    for i, text in enumerate(t for t in HOSTILE[::3] if t.strip()):  # one finalize each: slow
+        md = render(text, tmp_path / str(i))
+        assert structure(md) == benign, text
+        assert not any(ch in md for ch in "\x00\x1b\u202e")

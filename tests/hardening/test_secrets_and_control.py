@@ -191,3 +191,18 @@ def test_non_loopback_bind_warns_naming_what_is_exposed() -> None:
         process.wait(timeout=10)
     assert "warning: --host 0.0.0.0 exposes the emulator's API and /_harness/" in warning
     assert TOKEN not in warning
+
+
+def test_reports_never_carry_a_registered_token(tmp_path: Path) -> None:
+    """A model or server that echoes the token into its text: every report file drops it."""
+    from harness.evaluate.report import TargetInfo, TestEvidence, build_report, write_evaluation
+
+    secrets.register(ODD_TOKEN)
+    echoed = f"the server says your key is {ODD_TOKEN}"
+    report = build_report([TestEvidence(nodeid="suites/x.py::t", name="t", gap="streaming",
+                                        outcome="failed", duration_s=0.1, message=echoed)],
+                          TargetInfo(kind="live", base_url="http://h:1", server=echoed),
+                          duration_s=1)
+    for path in write_evaluation(report, tmp_path).values():
+        body = path.read_text("utf-8")
+        assert ODD_TOKEN not in body and "your key is ***" in body, path.name
