@@ -11,6 +11,8 @@ every stream reader gets right. A ``Stress`` makes a stream:
   generated free text; scripted, review and JSON-schema answers stay as they are, so tests that
   assert on them are unaffected;
 - send SSE **keep-alive** comments (``: keep-alive``) between frames;
+- end lines with **CRLF** (the SSE spec allows LF, CRLF and CR; a cut may fall between the CR
+  and its LF, so a reader must hold a trailing CR);
 - vary **chunk timing**: deadlines later by a random share of the token interval and short
   pauses between the pieces of a split write.
 
@@ -67,6 +69,7 @@ class Stress(BaseModel):
     keepalive_every: int = Field(default=4, ge=0)  # a comment after every Nth write; 0: none
     jitter: float = Field(default=0.5, ge=0.0, le=10.0)  # share of the token interval
     max_gap_s: float = Field(default=0.002, ge=0.0, le=0.1)  # pause between split pieces
+    crlf: bool = True  # CRLF line ends (SSE allows LF, CRLF and CR; a split may fall between)
 
     @classmethod
     def parse(cls, text: str) -> Stress | None:
@@ -123,11 +126,15 @@ def reschedule(stress: Stress, dues: array[float], interval: float, rng: random.
 
 
 def cuts(data: bytes, rng: random.Random) -> list[int]:
-    """Up to two cut positions, the first inside a multibyte character when there is one."""
+    """Up to three cut positions: one inside a multibyte character when there is one, often one
+    between a CR and its LF, and one anywhere."""
     if len(data) < 2:
         return []
     inner = [i for i in range(1, len(data)) if 0x80 <= data[i] <= 0xBF]
     chosen = {rng.choice(inner)} if inner else set()
+    after_cr = [i for i in range(1, len(data)) if data[i - 1] == 0x0D]
+    if after_cr and rng.random() < 0.5:
+        chosen.add(rng.choice(after_cr))
     for _ in range(rng.randint(0 if chosen else 1, 1)):
         chosen.add(rng.randrange(1, len(data)))
     return sorted(chosen)
@@ -173,6 +180,8 @@ class StressedWriter:
         if stress.keepalive_every and self.writes % stress.keepalive_every == 0:
             parts.insert(self.rng.randrange(len(parts) + 1), KEEPALIVE)
         data = b"".join(parts)
+        if stress.crlf:
+            data = data.replace(b"\n", b"\r\n")
         start = 0
         for cut in cuts(data, self.rng) if stress.split else []:
             await self.send({"type": "http.response.body", "body": data[start:cut],
