@@ -20,8 +20,10 @@ from harness.client._httpx import (
     DRAIN_S,
     async_transport,
     default_limits,
+    parsed_url,
     timeout_for,
     transport_errors,
+    without_cookies,
 )
 from harness.client.catalog import ModelCatalog
 from harness.client.config import Timeouts, derive_options
@@ -78,6 +80,7 @@ class AsyncClient(ClientRules):
         limits = limits or default_limits()
         self._http = httpx.AsyncClient(headers=request.base_headers(options.api_token),
                                        transport=transport or async_transport(limits))
+        without_cookies(self._http)
         self._pool_size = limits.max_connections
         self._sleep = sleep
         self._owner = True
@@ -136,7 +139,7 @@ class AsyncClient(ClientRules):
         reader = ResponseReader(call, ctx, self._options.timeouts,
                                 deadline_at=attempts.deadline_at, started=attempts.started,
                                 cancelled=lambda: entry.cancelled, pool_size=self._pool_size)
-        req = self._http.build_request(call.method, call.url, content=call.body,
+        req = self._http.build_request(call.method, parsed_url(call.url), content=call.body,
                                        headers=call.headers, timeout=timeout_for(reader))
         with transport_errors(reader):
             response = await self._http.send(req, stream=True,

@@ -24,7 +24,7 @@ import httpx
 import pytest
 
 from harness import AsyncClient, Client, RetryPolicy, Timeouts
-from harness.client._httpx import default_limits
+from harness.client._httpx import default_limits, parsed_url
 from harness.client.config import DOCUMENTED_CONCURRENCY
 from harness.client.errors import (
     ConnectError,
@@ -402,3 +402,33 @@ def test_stream_cut_after_the_headers_is_not_re_run(shell: str) -> None:
             call(shell, srv.url, stream=True, sleeps=Sleeps())
     assert info.value.partial.text == "par" and len(srv.requests) == 1
     assert not isinstance(info.value, ConnectError)
+
+
+# -- no state carried between calls by cookies ---------------------------------------------------
+@pytest.mark.parametrize("shell", SHELLS)
+def test_cookies_set_by_an_answer_are_not_sent_back(server: ScriptedServer, shell: str) -> None:
+    """The shells keep no cookie jar: a call's outcome must not depend on what an earlier
+    answer set (and skipping httpx's Set-Cookie parse is part of the small-call budget)."""
+    cookie = [("set-cookie", "session=abc; Path=/")]
+    server.script(CHAT, json_reply(completion("one"), headers=cookie),
+                  json_reply(completion("two"), headers=cookie))
+
+    async def twice_async() -> list[str]:
+        async with AsyncClient(server.url, model=MODEL) as c:
+            return [(await c.chat(MSG)).text for _ in range(2)]
+
+    if shell == "sync":
+        with Client(server.url, model=MODEL) as c:
+            texts = [c.chat(MSG).text for _ in range(2)]
+    else:
+        texts = asyncio.run(twice_async())
+    assert texts == ["one", "two"]
+    assert len(server.seen) == 2
+    assert all("cookie" not in seen.headers for seen in server.seen)
+
+
+def test_request_urls_are_parsed_once() -> None:
+    """``parsed_url`` hands back the same immutable ``httpx.URL`` for the same string."""
+    url = "http://127.0.0.1:1234/v1/chat/completions"
+    assert parsed_url(url) is parsed_url(url)
+    assert str(parsed_url(url)) == url
