@@ -22,6 +22,7 @@ from __future__ import annotations
 import importlib.util
 import json
 import os
+import signal
 import subprocess
 import sys
 import tempfile
@@ -212,6 +213,10 @@ def running_llama_cpp(options: LlamaCppOptions | None = None, **fields: Any
         server.close()
 
 
+def _interrupt(signum: int, frame: Any) -> None:
+    raise KeyboardInterrupt
+
+
 def main(argv: list[str] | None = None) -> int:
     """Serve in the foreground: ``python -m harness.engines.llamacpp --port 8080``."""
     import argparse
@@ -229,6 +234,8 @@ def main(argv: list[str] | None = None) -> int:
                               aliases=tuple(args.alias) if args.alias else DEFAULT_ALIASES,
                               interrupt_requests=not args.queue)
     server = LlamaCppServer(options, port=args.port)
+    # SIGTERM (kill, a service manager) stops the server child too, as Ctrl-C does.
+    signal.signal(signal.SIGTERM, _interrupt)
     try:
         server.start()
         print(f"llama.cpp server on {server.base_url} serving {', '.join(server.models)} "

@@ -12,19 +12,12 @@ from typing import Any
 
 import pytest
 
+from harness.capabilities import PROBE_TOOL
 from harness.evaluate.target import Target
 from harness.subjects import Answer, SubjectError
 
 REASONING_MODELS = ("qwen/qwen3-4b-thinking-2507", "openai/gpt-oss-20b")
-TOOLS = [{
-    "type": "function",
-    "function": {
-        "name": "get_weather",
-        "description": "Current weather of a city",
-        "parameters": {"type": "object", "properties": {"city": {"type": "string"}},
-                       "required": ["city"]},
-    },
-}]
+TOOLS = [PROBE_TOOL]  # the tool the capability probe forces, so suites and probe agree
 
 
 def echo_messages(tag: str) -> list[dict[str, Any]]:
