@@ -28,7 +28,16 @@ from typing import Any
 
 from harness import __version__
 from harness.client import AsyncClient, ModelInfo, ReasoningDelta, RetryPolicy, TextDelta, Timeouts
-from harness.client.errors import BadResponse, HTTPStatusError, LMStudioError, LMStudioTimeout
+from harness.client.errors import (
+    AuthenticationError,
+    BadResponse,
+    HTTPStatusError,
+    LMStudioError,
+    LMStudioTimeout,
+    ModelNotFound,
+    RateLimited,
+    Redirected,
+)
 from harness.reporting.env import report_environment
 from harness.reporting.escaping import scrub
 from harness.review.errors import PreflightError, ReviewInputError
@@ -142,6 +151,13 @@ class _Answer:
 
 
 _ANSWER_FIELDS = {f.name for f in fields(_Answer)}
+
+
+def _refuses_structured_output(exc: HTTPStatusError) -> bool:
+    """A 400/422/500/501 that is not about the token, the model or the rate: the server may not
+    support ``response_format`` (its other failures would recur without the schema, and say so)."""
+    refused = (RateLimited, AuthenticationError, ModelNotFound, Redirected)
+    return exc.status in (400, 422, 500, 501) and not isinstance(exc, refused)
 
 
 @dataclass(slots=True)
@@ -303,8 +319,20 @@ class ReviewRunner:
             prompt_sha256=prompt_sha,
         )
         budget = reviewer.max_tokens
+        notes: list[str] = []
         try:
-            answer = await self._ask(reviewer, messages, self._params(reviewer, budget))
+            try:
+                answer = await self._ask(reviewer, messages, self._params(reviewer, budget))
+            except HTTPStatusError as exc:
+                if not (reviewer.response_format and _refuses_structured_output(exc)):
+                    raise
+                # Servers without structured output (llama-cpp-python answers a json_schema
+                # request with a 500) still get a review: ask again without the schema and
+                # let the parse layers find the JSON in plain text.
+                notes.append(f"server refused response_format json_schema (HTTP {exc.status}); "
+                             "asked again without it")
+                reviewer = reviewer.model_copy(update={"response_format": False})
+                answer = await self._ask(reviewer, messages, self._params(reviewer, budget))
             starved = not answer.text.strip() and bool(answer.reasoning.strip())
             if answer.finish_reason == "length" or starved:
                 run.retries += 1
@@ -320,7 +348,7 @@ class ReviewRunner:
         content, think = split_reasoning(answer.text)
         run.reasoning = "\n".join(x for x in (answer.reasoning, think) if x)
         review, layer, errors = parse_json_layers(content, used_schema=reviewer.response_format)
-        run.parse_errors = list(errors)
+        run.parse_errors = [*notes, *errors]
         if review is None:
             review, layer = await self._reask(reviewer, messages, answer.text, errors, budget, run)
         if review is None:
