@@ -117,10 +117,6 @@ def _file(path: Path, what: str, option: str) -> Path:
     return path
 
 
-def _finite(value: float | None, option: str) -> float | None:
-    return inputs.finite(value, option)
-
-
 def _count(value: int | None, option: str, *, minimum: int = 1) -> int | None:
     if value is not None and value < minimum:
         raise inputs.InputError(f"must be >= {minimum}, got {value}", option=option)
@@ -159,8 +155,8 @@ def agent(
         load_mcp_config(_file(mcp_config, "MCP config", "--mcp-config"))
     inputs.base_url(base_url)
     _count(max_rounds, "--max-rounds")
-    _finite(call_timeout, "--call-timeout")
-    _finite(run_timeout, "--run-timeout")
+    inputs.finite(call_timeout, "--call-timeout")
+    inputs.finite(run_timeout, "--run-timeout")
     if out is not None:
         inputs.output_dir(out.parent, "--out")
     token = _token(api_token, api_token_file)
@@ -377,7 +373,7 @@ def check(
     from harness.check import run_check
 
     inputs.base_url(base_url)
-    _finite(timeout, "--timeout")
+    inputs.finite(timeout, "--timeout")
     token = _token(api_token, api_token_file)
     raise typer.Exit(run_check(base_url, api_token=token, model=model, timeout=timeout))
 
@@ -412,7 +408,7 @@ def load(
         load_scenario(_file(scenario, "scenario", "--scenario"))
     inputs.base_url(base_url)
     _count(users, "--users")
-    _finite(duration, "--duration")
+    inputs.finite(duration, "--duration")
     _count(workers, "--workers", minimum=0)
     _count(remote_workers, "--remote-workers", minimum=0)
     if workers + remote_workers < 1:
