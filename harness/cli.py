@@ -9,13 +9,16 @@ from __future__ import annotations
 
 import os
 from pathlib import Path
-from typing import Annotated, Any
+from typing import TYPE_CHECKING, Annotated, Any
 
 import typer
 from typer.core import TyperGroup
 
 from harness import inputs
 from harness.inputs import EXIT_INTERNAL, EXIT_USAGE, InputError
+
+if TYPE_CHECKING:
+    from harness.faults import FaultPlan
 
 
 def _input_error_types() -> tuple[type[BaseException], ...]:
@@ -123,6 +126,21 @@ def _count(value: int | None, option: str, *, minimum: int = 1) -> int | None:
     return value
 
 
+def _fault_plan(faults: Path | None) -> FaultPlan | None:
+    """The ``--faults`` file as a plan (checked as a UTF-8 file first), or None."""
+    if faults is None:
+        return None
+    from harness.faults import FaultPlan
+
+    with inputs.reading("fault plan", faults, "--faults"):
+        return FaultPlan.load(_file(faults, "fault plan", "--faults"))
+
+
+def _url_host(host: str) -> str:
+    """``host`` as it stands in a URL (an IPv6 address in brackets)."""
+    return f"[{host}]" if ":" in host else host
+
+
 def _exposure_warning(host: str, what: str) -> None:
     """Binding anything but loopback is allowed, but never silently."""
     if host not in ("127.0.0.1", "localhost", "::1") and not host.startswith("127."):
@@ -199,7 +217,6 @@ def serve(
     --api-token or $HARNESS_API_TOKEN when one is given)."""
     from typing import get_args
 
-    from harness.faults import FaultPlan
     from harness.studio.app import create_app
     from harness.studio.catalog import load_catalog
     from harness.studio.engine import (
@@ -227,8 +244,7 @@ def serve(
     if unknown:
         raise inputs.InputError(f"{', '.join(unknown)} not in the catalog; known: "
                                 f"{', '.join(m.key for m in models.models)}", option="--preload")
-    with inputs.reading("fault plan", faults or Path(), "--faults"):
-        plan = FaultPlan.load(_file(faults, "fault plan", "--faults")) if faults else None
+    plan = _fault_plan(faults)
     options = EngineOptions(jit=jit, auto_evict=auto_evict, evict_mode=evict_mode,  # type: ignore[arg-type]
                             cutoff_style=cutoff_style, parallel=parallel,  # type: ignore[arg-type]
                             preload=tuple(preload), overflow=overflow,  # type: ignore[arg-type]
@@ -237,7 +253,7 @@ def serve(
     engine = Engine(models, options)
     exposed = "the emulator's API" + (" and /_harness/ (truth, faults, reset)" if control else "")
     _exposure_warning(host, exposed + ("" if token else " without a token"))
-    shown = f"[{host}]" if ":" in host else host
+    shown = _url_host(host)
     typer.echo(f"LM Studio emulator on http://{shown}:{port} (control={'on' if control else 'off'}"
                f", auth={'on' if token else 'off'})")
     serve_forever(create_app(engine, api_token=token, control=control, faults=plan, cors=cors),
@@ -257,7 +273,6 @@ def proxy(
 ) -> None:
     """Run the fault-injecting streaming reverse proxy (the token, if given, guards /_harness/;
     API calls pass the client's Authorization through to the upstream)."""
-    from harness.faults import FaultPlan
     from harness.proxy import create_proxy_app
     from harness.studio.server import serve_forever
 
@@ -265,11 +280,10 @@ def proxy(
     inputs.bind_host(host)
     inputs.port(port)
     token = _token(api_token, api_token_file)
-    with inputs.reading("fault plan", faults or Path(), "--faults"):
-        plan = FaultPlan.load(_file(faults, "fault plan", "--faults")) if faults else None
+    plan = _fault_plan(faults)
     exposed = f"a proxy to {upstream}" + (" and its /_harness/ control" if control else "")
     _exposure_warning(host, exposed)
-    shown = f"[{host}]" if ":" in host else host
+    shown = _url_host(host)
     typer.echo(f"fault proxy on http://{shown}:{port} -> {upstream} "
                f"(control={'on' if control else 'off'})")
     serve_forever(create_proxy_app(upstream, faults=plan, control=control, api_token=token),
