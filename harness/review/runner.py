@@ -29,14 +29,11 @@ from typing import Any
 from harness import __version__
 from harness.client import AsyncClient, ModelInfo, ReasoningDelta, RetryPolicy, TextDelta, Timeouts
 from harness.client.errors import (
-    AuthenticationError,
     BadResponse,
     HTTPStatusError,
     LMStudioError,
     LMStudioTimeout,
     ModelNotFound,
-    RateLimited,
-    Redirected,
 )
 from harness.reporting.env import report_environment
 from harness.reporting.escaping import scrub
@@ -154,10 +151,9 @@ _ANSWER_FIELDS = {f.name for f in fields(_Answer)}
 
 
 def _refuses_structured_output(exc: HTTPStatusError) -> bool:
-    """A 400/422/500/501 that is not about the token, the model or the rate: the server may not
-    support ``response_format`` (its other failures would recur without the schema, and say so)."""
-    refused = (RateLimited, AuthenticationError, ModelNotFound, Redirected)
-    return exc.status in (400, 422, 500, 501) and not isinstance(exc, refused)
+    """A 400/422/500/501 that is not about the model: the server may not support
+    ``response_format`` (its other failures would recur without the schema, and say so)."""
+    return exc.status in (400, 422, 500, 501) and not isinstance(exc, ModelNotFound)
 
 
 @dataclass(slots=True)
