@@ -16,14 +16,11 @@ from typing import Any
 from harness.faults import FaultAction
 from harness.studio.semantic import call_markup
 
-SEMANTIC_KINDS = frozenset({"empty_reply", "content_to_reasoning", "drop_tool_calls",
-                            "tool_calls_as_text", "blank_tool_id", "inline_think"})
 _REASONING = ("reasoning_content", "reasoning")
 
 
 def applies_on_wire(action: FaultAction | None, path: str) -> bool:
-    return action is not None and action.kind in SEMANTIC_KINDS \
-        and path.endswith("/chat/completions")
+    return action is not None and action.scope == "reply" and path.endswith("/chat/completions")
 
 
 def _markup(calls: list[dict[str, Any]]) -> str:
