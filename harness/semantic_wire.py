@@ -14,15 +14,13 @@ import json
 from typing import Any
 
 from harness.faults import FaultAction
+from harness.studio.semantic import call_markup
 
-SEMANTIC_KINDS = frozenset({"empty_reply", "content_to_reasoning", "drop_tool_calls",
-                            "tool_calls_as_text", "blank_tool_id", "inline_think"})
 _REASONING = ("reasoning_content", "reasoning")
 
 
 def applies_on_wire(action: FaultAction | None, path: str) -> bool:
-    return action is not None and action.kind in SEMANTIC_KINDS \
-        and path.endswith("/chat/completions")
+    return action is not None and action.scope == "reply" and path.endswith("/chat/completions")
 
 
 def _markup(calls: list[dict[str, Any]]) -> str:
@@ -33,8 +31,7 @@ def _markup(calls: list[dict[str, Any]]) -> str:
             arguments = json.loads(fn.get("arguments") or "{}")
         except json.JSONDecodeError:
             arguments = fn.get("arguments")
-        out.append("<tool_call>\n" + json.dumps({"name": fn.get("name"), "arguments": arguments},
-                                                ensure_ascii=False) + "\n</tool_call>")
+        out.append(call_markup(fn.get("name"), arguments))
     return "".join(out)
 
 

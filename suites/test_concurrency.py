@@ -83,6 +83,14 @@ def judge(target: Target, tag: str, outcome: Outcome, model: str) -> None:
         assert answer.text == echo_answer(tag), f"cross-talk: {tag} got {answer.text!r}"
 
 
+def _all_settled_ok(target: Target, expect: int) -> list[dict[str, Any]]:
+    """The truth log's chat records once `expect` of them settled, each asserted a 200."""
+    assert target.control is not None
+    records = Truth(target.control).settled("/v1/chat/completions", expect=expect)
+    assert len(records) == expect and all(r["status"] == 200 for r in records)
+    return records
+
+
 async def _subject_one(subject: Any, tag: str, model: str, stream: bool,
                        bound: dict[str, Any]) -> Outcome:
     if stream:
@@ -107,9 +115,7 @@ async def test_200_concurrent_calls_each_get_their_own_answer(
     for tag, outcome in zip(tags, outcomes, strict=True):
         judge(target, tag, outcome, model)
     if target.can("truth"):
-        assert target.control is not None
-        records = Truth(target.control).settled("/v1/chat/completions", expect=count + 1)
-        assert len(records) == count + 1 and all(r["status"] == 200 for r in records)
+        _all_settled_ok(target, count + 1)
     record_property("evidence", f"{count}/{count} concurrent answers matched their own tags "
                                 "and model")
 
@@ -222,9 +228,7 @@ async def test_200_concurrent_async_calls_no_cross_talk(target: Target,
     for tag, result in zip(tags, results, strict=True):
         check_answer(target, tag, result, model)
     if target.can("truth"):
-        assert target.control is not None
-        records = Truth(target.control).settled("/v1/chat/completions", expect=count + 1)
-        assert len(records) == count + 1 and all(r["status"] == 200 for r in records)
+        records = _all_settled_ok(target, count + 1)
     if target.can("emulator"):
         assert 1 <= peak_active <= 4, f"server ran {peak_active} generations at once"
         assert max(r["queue_wait_s"] for r in records) > 0, "nothing ever queued"

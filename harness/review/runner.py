@@ -29,17 +29,13 @@ from typing import Any
 from harness import __version__
 from harness.client import AsyncClient, ModelInfo, ReasoningDelta, RetryPolicy, TextDelta, Timeouts
 from harness.client.errors import (
-    AuthenticationError,
     BadResponse,
     HTTPStatusError,
     LMStudioError,
     LMStudioTimeout,
     ModelNotFound,
-    RateLimited,
-    Redirected,
 )
 from harness.reporting.env import report_environment
-from harness.reporting.escaping import scrub
 from harness.review.errors import PreflightError, ReviewInputError
 from harness.review.models import (
     Manifest,
@@ -154,10 +150,9 @@ _ANSWER_FIELDS = {f.name for f in fields(_Answer)}
 
 
 def _refuses_structured_output(exc: HTTPStatusError) -> bool:
-    """A 400/422/500/501 that is not about the token, the model or the rate: the server may not
-    support ``response_format`` (its other failures would recur without the schema, and say so)."""
-    refused = (RateLimited, AuthenticationError, ModelNotFound, Redirected)
-    return exc.status in (400, 422, 500, 501) and not isinstance(exc, refused)
+    """A 400/422/500/501 that is not about the model: the server may not support
+    ``response_format`` (its other failures would recur without the schema, and say so)."""
+    return exc.status in (400, 422, 500, 501) and not isinstance(exc, ModelNotFound)
 
 
 @dataclass(slots=True)
@@ -288,13 +283,13 @@ class ReviewRunner:
             result = await stream.result()
         usage = result.usage
         ttft = result.timings.ttft
-        # Model text is untrusted: a lone surrogate (a JSON "\ud800") becomes U+FFFD here, so
-        # the cache, the parsers, pydantic and the reports all see encodable text.
+        # Model text is untrusted, but the client already turned any lone surrogate (a JSON
+        # "\ud800") into U+FFFD when it parsed the chunk, so the text here is encodable.
         answer = _Answer(
-            text=scrub(result.text),
-            reasoning=scrub(result.reasoning),
+            text=result.text,
+            reasoning=result.reasoning,
             finish_reason=result.finish_reason,
-            model=scrub(result.model),
+            model=result.model,
             prompt_tokens=usage.prompt_tokens if usage else None,
             completion_tokens=usage.completion_tokens
             if usage and usage.completion_tokens

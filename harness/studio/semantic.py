@@ -24,15 +24,16 @@ from harness.faults import (
 from harness.studio.generation import Reply, tokenize
 
 
+def call_markup(name: object, arguments: object) -> str:
+    """One call as the pseudo tool-call markup models print when parsing fails (BT#2115)."""
+    return "<tool_call>\n" + json.dumps({"name": name, "arguments": arguments},
+                                         ensure_ascii=False) + "\n</tool_call>"
+
+
 def tool_call_text(reply: Reply) -> str:
-    """The calls as the pseudo tool-call markup models print when parsing fails (BT#2115)."""
-    return "".join(
-        "<tool_call>\n"
-        + json.dumps({"name": c.name, "arguments": json.loads(c.arguments or "{}")},
-                     ensure_ascii=False)
-        + "\n</tool_call>"
-        for c in reply.tool_calls
-    )
+    """The reply's calls as pseudo tool-call markup (``call_markup``)."""
+    return "".join(call_markup(c.name, json.loads(c.arguments or "{}"))
+                   for c in reply.tool_calls)
 
 
 def apply_semantic(action: FaultAction | None, reply: Reply) -> Reply | None:

@@ -17,6 +17,23 @@ from typing import Any
 
 from harness.studio.server import BackgroundServer
 
+CHAT = "/v1/chat/completions"
+MSG = [{"role": "user", "content": "hi"}]
+MODEL = "qwen/qwen3-4b"
+
+
+class Sleeps:
+    """An injected sleep that records waits instead of waiting."""
+
+    def __init__(self) -> None:
+        self.waits: list[float] = []
+
+    def __call__(self, seconds: float) -> None:
+        self.waits.append(seconds)
+
+    async def asleep(self, seconds: float) -> None:
+        self.waits.append(seconds)
+
 
 @dataclass
 class Reply:

@@ -40,12 +40,19 @@ from harness.client.errors import (
 )
 from harness.client.models import ChatResult
 from tests.client.rawserver import raw_server, repeat, trickle
-from tests.client.scripted import Reply, ScriptedServer, chunk, completion, json_reply, sse
-from tests.client.test_http import Sleeps
+from tests.client.scripted import (
+    CHAT,
+    MODEL,
+    MSG,
+    Reply,
+    ScriptedServer,
+    Sleeps,
+    chunk,
+    completion,
+    json_reply,
+    sse,
+)
 
-CHAT = "/v1/chat/completions"
-MSG = [{"role": "user", "content": "hi"}]
-MODEL = "qwen/qwen3-4b"
 SHELLS = ["sync", "async"]
 
 

@@ -29,31 +29,19 @@ from harness.client.errors import (
 from harness.client.models import ReasoningDelta, TextDelta, ToolCallDelta
 from harness.studio.server import free_port
 from tests.client.scripted import (
+    CHAT,
+    MODEL,
+    MSG,
     Reply,
     ScriptedServer,
+    Sleeps,
     chunk,
     completion,
     json_reply,
     sse,
 )
 
-CHAT = "/v1/chat/completions"
-MSG = [{"role": "user", "content": "hi"}]
-MODEL = "qwen/qwen3-4b"
 USAGE = {"prompt_tokens": 3, "completion_tokens": 2, "total_tokens": 5}
-
-
-class Sleeps:
-    """An injected sleep that records waits instead of waiting."""
-
-    def __init__(self) -> None:
-        self.waits: list[float] = []
-
-    def __call__(self, seconds: float) -> None:
-        self.waits.append(seconds)
-
-    async def asleep(self, seconds: float) -> None:
-        self.waits.append(seconds)
 
 
 def good_stream(*texts: str, model: str = MODEL) -> Reply:
