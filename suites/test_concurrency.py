@@ -31,6 +31,7 @@ from harness.evaluate.support import (
     client_connections,
     echo_answer,
     echo_messages,
+    live_bound,
     load_models,
     prompt,
     socket_fds,
@@ -52,10 +53,6 @@ def check_answer(target: Target, tag: str, result: ChatResult, model: str) -> No
     assert result.finish_reason in finished, f"{tag}: {result.finish_reason}"
     if target.can("emulator"):
         assert result.text == echo_answer(tag), f"cross-talk: {tag} got {result.text!r}"
-
-
-# A live model's answer is bounded (it would run to its context's end); the emulator's is short.
-LIVE_BOUND = {"max_tokens": 16}
 
 
 def tagged(tag: str, bound: dict[str, Any]) -> list[dict[str, Any]]:
@@ -107,7 +104,7 @@ async def test_200_concurrent_calls_each_get_their_own_answer(
     tag the emulator echoes back) from its own model; the server saw 200 successes."""
     model = target.model(0)
     count = target.calibration.concurrency(200)
-    bound = {} if target.can("emulator") else LIVE_BOUND
+    bound = live_bound(target, max_tokens=16)
     await subject.achat(tagged("warm-up", bound), model=model, **bound)  # JIT load first
     tags = [f"req-{i:03d}" for i in range(count)]
     outcomes = await asyncio.gather(*(_subject_one(subject, tag, model, i % 2 == 0, bound)
@@ -131,7 +128,7 @@ def test_32_threads_share_one_client(target: Target, subject: Any,
     if target.can("load_unload"):
         load_models(target, models)
     calls = target.calibration.concurrency(96)
-    bound = {} if target.can("emulator") else LIVE_BOUND
+    bound = live_bound(target, max_tokens=16)
 
     def work(i: int) -> tuple[str, str, Outcome]:
         tag, model = f"thread-{i:02d}", models[i % 2]
@@ -156,7 +153,7 @@ async def test_failures_under_faults_stay_with_their_own_call(
     each either return their own complete answer or raise: no failure becomes a wrong or
     truncated answer, and none leaks into another call."""
     model = target.model(0)
-    bound = {} if target.can("emulator") else LIVE_BOUND
+    bound = live_bound(target, max_tokens=16)
     await subject.achat(tagged("warm-up", bound), model=model, **bound)
     faults.set(FAULTY)
     tags = [f"faulty-{i:03d}" for i in range(target.calibration.concurrency(100, per_slot=16))]
@@ -192,7 +189,7 @@ async def test_200_concurrent_async_calls_no_cross_talk(target: Target,
     On a live server the count is sized to the width calibration measured."""
     model = target.model(0)
     count = target.calibration.concurrency(200)
-    bound = {} if target.can("emulator") else LIVE_BOUND
+    bound = live_bound(target, max_tokens=16)
     tasks_before = {t for t in asyncio.all_tasks() if not t.done()}
     sockets_before = socket_fds()
     if target.control is not None:  # the control client's own keep-alive connection, if any
@@ -267,7 +264,7 @@ def test_32_threads_share_one_sync_client(target: Target, client: Client,
         for model in models:
             client.load_model(model)
     calls = target.calibration.concurrency(96)
-    bound = {} if target.can("emulator") else LIVE_BOUND
+    bound = live_bound(target, max_tokens=16)
     threads_before = threading.active_count()
     sockets_before = socket_fds()
 
@@ -304,7 +301,7 @@ async def test_concurrent_calls_fail_typed_under_faults(target: Target, faults: 
         FaultRule(match=FaultMatch(endpoint="/v1/chat/completions", probability=0.15),
                   action=DisconnectFault(after_chunks=2)),
     ))
-    bound = {} if target.can("emulator") else LIVE_BOUND
+    bound = live_bound(target, max_tokens=16)
     async with AsyncClient(target.base_url, model=model, api_token=target.api_token,
                            timeout=suite_timeouts(target), retry=RetryPolicy.none(),
                            limits=LIMITS) as client:

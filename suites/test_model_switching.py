@@ -25,6 +25,7 @@ from harness.evaluate.support import (
     astream_outcome,
     bare_model,
     call_outcome,
+    live_bound,
     prompt,
     require_emulator_behaviour,
     stream_outcome,
@@ -63,12 +64,6 @@ def _answered_by_requested(target: Target, expect: int) -> list[dict[str, Any]]:
     return records
 
 
-def bound(target: Target) -> dict[str, Any]:
-    """A live model's answer is bounded (it may run to its context's end); the emulator's is
-    short and its text is compared whole."""
-    return {} if target.can("emulator") else {"max_tokens": 48}
-
-
 async def stream_text(aclient: AsyncClient, model: str | None, seed: int,
                       **params: Any) -> ChatResult:
     async with aclient.stream_chat(STORY, model=model, seed=seed, **params) as stream:
@@ -90,9 +85,9 @@ async def test_concurrent_calls_pinned_to_three_models(target: Target, subject: 
         model = models[i % 3]
         if i % 2:
             return model, await astream_outcome(subject, STORY, model=model, seed=i,
-                                                **bound(target))
+                                                **live_bound(target))
         return model, await acall_outcome(subject.achat, STORY, model=model, seed=i,
-                                          **bound(target))
+                                          **live_bound(target))
 
     outcomes = await asyncio.gather(*(pinned(i) for i in range(24)))
     finished = ("stop",) if target.can("emulator") else ("stop", "length")
@@ -120,8 +115,8 @@ async def test_concurrent_calls_on_three_models_each_answered_by_its_own(
         model = models[i % 3]
         view = aclient.with_options(model=model)
         if i % 2:
-            return model, await stream_text(view, None, seed=i, **bound(target))
-        return model, await view.chat(STORY, seed=i, **bound(target))
+            return model, await stream_text(view, None, seed=i, **live_bound(target))
+        return model, await view.chat(STORY, seed=i, **live_bound(target))
 
     async def switcher() -> None:
         for i in range(12):
@@ -179,9 +174,9 @@ async def test_switch_with_streams_in_flight_finish(target: Target, aclient: Asy
     target.require("realtime")
     first, second = target.model(0), target.model(1)
     await load_models(aclient, [first, second], target)
-    expected = [(await aclient.chat(STORY, model=first, seed=s, **bound(target))).text
+    expected = [(await aclient.chat(STORY, model=first, seed=s, **live_bound(target))).text
                 for s in range(4)]
-    outcomes = await _streams_then_switch(aclient, first, second, "finish", 4, **bound(target))
+    outcomes = await _streams_then_switch(aclient, first, second, "finish", 4, **live_bound(target))
     for seed, outcome in enumerate(outcomes):
         assert isinstance(outcome, ChatResult), repr(outcome)
         assert outcome.model == first
@@ -189,7 +184,7 @@ async def test_switch_with_streams_in_flight_finish(target: Target, aclient: Asy
         assert outcome.finish_reason in finished, outcome.finish_reason
         if target.can("emulator"):  # deterministic text: the answer is whole, not a prefix
             assert outcome.text == expected[seed]
-    after = await aclient.chat(STORY, seed=99, **bound(target))
+    after = await aclient.chat(STORY, seed=99, **live_bound(target))
     assert after.model == second
     record_property("evidence", f"4 streams on {first} completed after the switch; next call "
                                 f"answered by {second}")
@@ -219,7 +214,7 @@ async def test_switch_with_streams_in_flight_cancel(target: Target, aclient: Asy
         records = Truth(target.control).settled("/v1/chat/completions")
         streamed = [r for r in records if r["stream"]]
         assert len(streamed) == 4 and all(r["disconnect_seen"] for r in streamed), streamed
-    after = await aclient.chat(STORY, seed=99, **bound(target))
+    after = await aclient.chat(STORY, seed=99, **live_bound(target))
     assert after.model == second
     record_property("evidence", f"{n} stream(s) cut off with ModelSwitched, partial text kept: "
                     + ", ".join(f"{len(o.partial.text)} chars" for o in outcomes

@@ -22,6 +22,7 @@ from harness.client.retry import RetryPolicy
 from harness.evaluate.support import (
     TOOLS,
     bare_model,
+    live_bound,
     prompt,
     reasoning_models,
     require_emulator_behaviour,
@@ -43,12 +44,6 @@ from harness.subjects import Answer, collect
 pytestmark = pytest.mark.streaming
 
 STORY = prompt("Tell a short story about a local model server.")
-
-
-def live_bound(target: Target) -> dict[str, Any]:
-    """A live model's answer is bounded (it would run to its context's end); the emulator's is
-    short and compared whole."""
-    return {} if target.can("emulator") else {"max_tokens": 48}
 
 
 @pytest.mark.subject_needs("sync", "stream")

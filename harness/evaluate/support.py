@@ -52,6 +52,12 @@ def prompt(text: str) -> list[dict[str, Any]]:
     return [{"role": "user", "content": text}]
 
 
+def live_bound(target: Target, max_tokens: int = 48) -> dict[str, Any]:
+    """A live model's answer is bounded (it may run to its context's end); the emulator's is
+    short and its text is compared whole."""
+    return {} if target.can("emulator") else {"max_tokens": max_tokens}
+
+
 def reasoning_models(target: Target) -> list[str]:
     listed = {m.get("id") for m in target.info.get("models", [])}
     return [m for m in REASONING_MODELS if m in listed]
