@@ -148,8 +148,7 @@ def list_openai_models(base_url: str, api_token: str | None,
         try:
             return anonymous.list_models(), False
         except TransportError as exc:
-            raise TargetSetupError(f"target {base_url} is not reachable: {exc}",
-                                   reason="unreachable", base_url=base_url) from None
+            raise _unreachable(base_url, exc) from None
         except AuthenticationError:
             needs_token = True
         except LMStudioError as exc:
@@ -166,10 +165,14 @@ def list_openai_models(base_url: str, api_token: str | None,
             raise TargetSetupError(f"target {base_url} refused the API token: {exc}",
                                    reason="refused", base_url=base_url) from None
         except TransportError as exc:
-            raise TargetSetupError(f"target {base_url} is not reachable: {exc}",
-                                   reason="unreachable", base_url=base_url) from None
+            raise _unreachable(base_url, exc) from None
         except LMStudioError as exc:
             raise _not_llm_server(base_url, exc) from None
+
+
+def _unreachable(base_url: str, exc: TransportError) -> TargetSetupError:
+    return TargetSetupError(f"target {base_url} is not reachable: {exc}",
+                            reason="unreachable", base_url=base_url)
 
 
 def _not_llm_server(base_url: str, exc: LMStudioError) -> TargetSetupError:

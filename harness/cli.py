@@ -9,13 +9,16 @@ from __future__ import annotations
 
 import os
 from pathlib import Path
-from typing import Annotated, Any
+from typing import TYPE_CHECKING, Annotated, Any
 
 import typer
 from typer.core import TyperGroup
 
 from harness import inputs
 from harness.inputs import EXIT_INTERNAL, EXIT_USAGE, InputError
+
+if TYPE_CHECKING:
+    from harness.faults import FaultPlan
 
 
 def _input_error_types() -> tuple[type[BaseException], ...]:
@@ -117,14 +120,25 @@ def _file(path: Path, what: str, option: str) -> Path:
     return path
 
 
-def _finite(value: float | None, option: str) -> float | None:
-    return inputs.finite(value, option)
-
-
 def _count(value: int | None, option: str, *, minimum: int = 1) -> int | None:
     if value is not None and value < minimum:
         raise inputs.InputError(f"must be >= {minimum}, got {value}", option=option)
     return value
+
+
+def _fault_plan(faults: Path | None) -> FaultPlan | None:
+    """The ``--faults`` file as a plan (checked as a UTF-8 file first), or None."""
+    if faults is None:
+        return None
+    from harness.faults import FaultPlan
+
+    with inputs.reading("fault plan", faults, "--faults"):
+        return FaultPlan.load(_file(faults, "fault plan", "--faults"))
+
+
+def _url_host(host: str) -> str:
+    """``host`` as it stands in a URL (an IPv6 address in brackets)."""
+    return f"[{host}]" if ":" in host else host
 
 
 def _exposure_warning(host: str, what: str) -> None:
@@ -159,8 +173,8 @@ def agent(
         load_mcp_config(_file(mcp_config, "MCP config", "--mcp-config"))
     inputs.base_url(base_url)
     _count(max_rounds, "--max-rounds")
-    _finite(call_timeout, "--call-timeout")
-    _finite(run_timeout, "--run-timeout")
+    inputs.finite(call_timeout, "--call-timeout")
+    inputs.finite(run_timeout, "--run-timeout")
     if out is not None:
         inputs.output_dir(out.parent, "--out")
     token = _token(api_token, api_token_file)
@@ -203,7 +217,6 @@ def serve(
     --api-token or $HARNESS_API_TOKEN when one is given)."""
     from typing import get_args
 
-    from harness.faults import FaultPlan
     from harness.studio.app import create_app
     from harness.studio.catalog import load_catalog
     from harness.studio.engine import (
@@ -231,8 +244,7 @@ def serve(
     if unknown:
         raise inputs.InputError(f"{', '.join(unknown)} not in the catalog; known: "
                                 f"{', '.join(m.key for m in models.models)}", option="--preload")
-    with inputs.reading("fault plan", faults or Path(), "--faults"):
-        plan = FaultPlan.load(_file(faults, "fault plan", "--faults")) if faults else None
+    plan = _fault_plan(faults)
     options = EngineOptions(jit=jit, auto_evict=auto_evict, evict_mode=evict_mode,  # type: ignore[arg-type]
                             cutoff_style=cutoff_style, parallel=parallel,  # type: ignore[arg-type]
                             preload=tuple(preload), overflow=overflow,  # type: ignore[arg-type]
@@ -241,7 +253,7 @@ def serve(
     engine = Engine(models, options)
     exposed = "the emulator's API" + (" and /_harness/ (truth, faults, reset)" if control else "")
     _exposure_warning(host, exposed + ("" if token else " without a token"))
-    shown = f"[{host}]" if ":" in host else host
+    shown = _url_host(host)
     typer.echo(f"LM Studio emulator on http://{shown}:{port} (control={'on' if control else 'off'}"
                f", auth={'on' if token else 'off'})")
     serve_forever(create_app(engine, api_token=token, control=control, faults=plan, cors=cors),
@@ -261,7 +273,6 @@ def proxy(
 ) -> None:
     """Run the fault-injecting streaming reverse proxy (the token, if given, guards /_harness/;
     API calls pass the client's Authorization through to the upstream)."""
-    from harness.faults import FaultPlan
     from harness.proxy import create_proxy_app
     from harness.studio.server import serve_forever
 
@@ -269,11 +280,10 @@ def proxy(
     inputs.bind_host(host)
     inputs.port(port)
     token = _token(api_token, api_token_file)
-    with inputs.reading("fault plan", faults or Path(), "--faults"):
-        plan = FaultPlan.load(_file(faults, "fault plan", "--faults")) if faults else None
+    plan = _fault_plan(faults)
     exposed = f"a proxy to {upstream}" + (" and its /_harness/ control" if control else "")
     _exposure_warning(host, exposed)
-    shown = f"[{host}]" if ":" in host else host
+    shown = _url_host(host)
     typer.echo(f"fault proxy on http://{shown}:{port} -> {upstream} "
                f"(control={'on' if control else 'off'})")
     serve_forever(create_proxy_app(upstream, faults=plan, control=control, api_token=token),
@@ -377,7 +387,7 @@ def check(
     from harness.check import run_check
 
     inputs.base_url(base_url)
-    _finite(timeout, "--timeout")
+    inputs.finite(timeout, "--timeout")
     token = _token(api_token, api_token_file)
     raise typer.Exit(run_check(base_url, api_token=token, model=model, timeout=timeout))
 
@@ -412,7 +422,7 @@ def load(
         load_scenario(_file(scenario, "scenario", "--scenario"))
     inputs.base_url(base_url)
     _count(users, "--users")
-    _finite(duration, "--duration")
+    inputs.finite(duration, "--duration")
     _count(workers, "--workers", minimum=0)
     _count(remote_workers, "--remote-workers", minimum=0)
     if workers + remote_workers < 1:

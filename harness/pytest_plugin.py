@@ -307,13 +307,19 @@ def suite_timeouts(target: Target | None = None) -> Any:
     return (target.calibration if target is not None else UNSCALED).timeouts(connect=5.0)
 
 
+def _client_options(target: Target) -> dict[str, Any]:
+    """What the ``client`` and ``aclient`` fixtures both pass: default model, token, the
+    suites' time limits and fast retries."""
+    return {"model": target.model(0), "api_token": target.api_token,
+            "timeout": suite_timeouts(target), "retry": fast_retry()}
+
+
 @pytest.fixture
 def client(target: Target) -> Iterator[Client]:
     """A sync harness client on the target, default model ``target.models[0]``, fast retries."""
     from harness.client import Client
 
-    with Client(target.base_url, model=target.model(0), api_token=target.api_token,
-                timeout=suite_timeouts(target), retry=fast_retry()) as c:
+    with Client(target.base_url, **_client_options(target)) as c:
         yield c
 
 
@@ -322,8 +328,7 @@ async def aclient(target: Target) -> AsyncIterator[AsyncClient]:
     """An async harness client on the target (works under pytest-asyncio strict mode too)."""
     from harness.client import AsyncClient
 
-    async with AsyncClient(target.base_url, model=target.model(0), api_token=target.api_token,
-                           timeout=suite_timeouts(target), retry=fast_retry()) as c:
+    async with AsyncClient(target.base_url, **_client_options(target)) as c:
         yield c
 
 

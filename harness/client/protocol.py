@@ -83,7 +83,6 @@ def _lenient_loads(data: str | bytes) -> Any:
 
 
 _HTML_TITLE = re.compile(rb"<title[^>]*>(.*?)</title>", re.IGNORECASE | re.DOTALL)
-_JSON_TYPES = ("application/json", "+json")
 
 # Bodies that say the same request will fail the same way again (LMSTUDIO_API.md §2.2, §8 #7-9,
 # #20): retrying them only multiplies the load.

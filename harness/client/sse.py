@@ -79,11 +79,6 @@ class SSEDecoder:
     def has_partial_event(self) -> bool:
         return bool(self._data or any(part.strip() for part in self._parts))
 
-    @property
-    def pending_bytes(self) -> int:
-        """Bytes of an unfinished line held (the reader bounds it)."""
-        return sum(len(part) for part in self._parts)
-
     def _lines(self, lines: list[bytes]) -> list[SSEEvent]:
         events: list[SSEEvent] = []
         data = self._data

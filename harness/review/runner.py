@@ -36,7 +36,6 @@ from harness.client.errors import (
     ModelNotFound,
 )
 from harness.reporting.env import report_environment
-from harness.reporting.escaping import scrub
 from harness.review.errors import PreflightError, ReviewInputError
 from harness.review.models import (
     Manifest,
@@ -284,13 +283,13 @@ class ReviewRunner:
             result = await stream.result()
         usage = result.usage
         ttft = result.timings.ttft
-        # Model text is untrusted: a lone surrogate (a JSON "\ud800") becomes U+FFFD here, so
-        # the cache, the parsers, pydantic and the reports all see encodable text.
+        # Model text is untrusted, but the client already turned any lone surrogate (a JSON
+        # "\ud800") into U+FFFD when it parsed the chunk, so the text here is encodable.
         answer = _Answer(
-            text=scrub(result.text),
-            reasoning=scrub(result.reasoning),
+            text=result.text,
+            reasoning=result.reasoning,
             finish_reason=result.finish_reason,
-            model=scrub(result.model),
+            model=result.model,
             prompt_tokens=usage.prompt_tokens if usage else None,
             completion_tokens=usage.completion_tokens
             if usage and usage.completion_tokens
