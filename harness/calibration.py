@@ -123,8 +123,7 @@ def calibrate(base_url: str, model: str, api_token: str | None = None, *, width:
     parallel = 1 if cuts else parallel_from(single.total_s, together_s, width)
     # The scale covers the worst a test meets: the first token of a request queued behind
     # the server's full width, as measured, not only an idle server's.
-    ttft = max(t for t in (single.ttft_s, slowest_ttft) if t is not None) \
-        if single.ttft_s is not None or slowest_ttft is not None else None
+    ttft = max((t for t in (single.ttft_s, slowest_ttft) if t is not None), default=None)
     return Calibration(ttft_s=single.ttft_s, tokens_per_s=single.tokens_per_s,
                        parallel=parallel, time_scale=scale_for(ttft, single.tokens_per_s),
                        source=f"measured on {model}", cuts_running=cuts)

@@ -154,9 +154,7 @@ class MessagesAssembler(protocol._Assembler):
             err = data.get("error")
             message = (err.get("message") if isinstance(err, Mapping) else None) or str(data)
             text = f"server reported an error inside the stream: {message}"
-            error = (ContextOverflow if protocol.rejection_reason(message) == "context_overflow"
-                     else ServerStreamError)
-            if error is ContextOverflow:
+            if protocol.rejection_reason(message) == "context_overflow":
                 raise ContextOverflow(text, context=self._ctx(now), status=200,
                                       server_message=message, partial=self.partial())
             raise ServerStreamError(text, context=self._ctx(now), server_message=message,
