@@ -380,11 +380,12 @@ def _csv_value(value: Any) -> Any:
     return f"{value:.3f}" if isinstance(value, float) else value
 
 
-def llm_csv(handle: Any, scenario: Scenario, records: list[RequestRecord]) -> None:
-    """The LLM table as CSV into ``handle`` (a file or a buffer for the web UI's download)."""
+def llm_csv(handle: Any, rows: list[dict[str, Any]]) -> None:
+    """``llm_rows`` as CSV into ``handle`` (a file, or a buffer for the web UI's download: the
+    rows its LLM tab shows, so both read one aggregation)."""
     writer = csv.DictWriter(handle, fieldnames=LLM_COLUMNS)
     writer.writeheader()
-    for row in llm_rows(scenario, records):
+    for row in rows:
         writer.writerow({k: _csv_value(v) for k, v in row.items()})
 
 
@@ -393,4 +394,4 @@ def write_llm_csv(path: Path, scenario: Scenario, records: list[RequestRecord]) 
     holds the per-request LLM metrics beside them (TTFT, ITL, TPOT, tokens/s)."""
     path.parent.mkdir(parents=True, exist_ok=True)
     with path.open("w", newline="", encoding="utf-8") as handle:
-        llm_csv(handle, scenario, records)
+        llm_csv(handle, llm_rows(scenario, records))

@@ -54,10 +54,16 @@ class PreparedRequest:
     """One scenario request for one model: the call is built from it per request, by the
     client's builders (a fresh ``X-Request-Id`` each time, the client's body rules)."""
 
-    endpoint: str
     model: str
-    stream: bool
     shape: RequestShape
+
+    @property
+    def endpoint(self) -> str:
+        return self.shape.endpoint
+
+    @property
+    def stream(self) -> bool:
+        return self.shape.stream
 
     def call(self, base_url: str) -> Call:
         shape = self.shape
@@ -82,7 +88,7 @@ class PreparedRequest:
 
 
 def prepare(shape: RequestShape, model: str) -> PreparedRequest:
-    prepared = PreparedRequest(shape.endpoint, model, shape.stream, shape)
+    prepared = PreparedRequest(model, shape)
     prepared.call("http://127.0.0.1:1")  # a bad request fails at the start, not per request
     return prepared
 

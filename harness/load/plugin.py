@@ -43,7 +43,7 @@ from locust import LoadTestShape, User, constant, events, task
 from locust.env import Environment
 from locust.runners import MasterRunner, WorkerRunner
 
-from harness.load.analysis import EXIT_INTERRUPTED, entry_name, llm_csv
+from harness.load.analysis import EXIT_INTERRUPTED, entry_name
 from harness.load.exchange import PreparedRequest, execute, prepare, to_epoch, to_perf
 from harness.load.health import DEFAULT_POLICY, TargetHealth
 from harness.load.live import LiveRun, scenario_rows
@@ -166,7 +166,7 @@ def _on_init(environment: Environment, **_: Any) -> None:
     from harness.load import webui
 
     webui.install(environment, llm_rows=_live_llm_rows, scenario_rows=_live_scenario_rows,
-                  live_page=_live_page, llm_csv=_live_llm_csv)
+                  live_page=_live_page)
 
 
 def _note_signals() -> None:
@@ -634,12 +634,6 @@ def _live_scenario_rows() -> list[dict[str, str]]:
             *({"field": k, "value": v} for k, v in state),
             {"field": "live charts", "value": "./harness/live"}]
     return rows + scenario_rows(scenario)
-
-
-def _live_llm_csv(buffer: Any) -> None:
-    scenario = STATE.live.scenario or STATE.scenario
-    if scenario is not None:
-        llm_csv(buffer, scenario, STATE.live.records)
 
 
 def _live_page() -> str:

@@ -13,7 +13,7 @@ import io
 from collections.abc import Callable
 from typing import Any
 
-from harness.load.analysis import LLM_COLUMNS
+from harness.load.analysis import LLM_COLUMNS, llm_csv
 
 LLM_TAB, SCENARIO_TAB = "harness-llm", "harness-scenario"
 
@@ -41,9 +41,10 @@ def _display(row: dict[str, Any]) -> dict[str, Any]:
 
 
 def install(environment: Any, *, llm_rows: Callable[[], list[dict[str, Any]]],
-            scenario_rows: Callable[[], list[dict[str, str]]], live_page: Callable[[], str],
-            llm_csv: Callable[[io.StringIO], None]) -> None:
-    """Register the tabs and routes on ``environment.web_ui`` (a no-op without a web UI)."""
+            scenario_rows: Callable[[], list[dict[str, str]]],
+            live_page: Callable[[], str]) -> None:
+    """Register the tabs and routes on ``environment.web_ui`` (a no-op without a web UI). The
+    LLM tab and the CSV download both show ``llm_rows()``: one aggregation, two formats."""
     web_ui = environment.web_ui
     if web_ui is None:
         return
@@ -83,7 +84,7 @@ def install(environment: Any, *, llm_rows: Callable[[], list[dict[str, Any]]],
     @auth
     def _llm_csv() -> Any:
         buffer = io.StringIO()
-        llm_csv(buffer)
+        llm_csv(buffer, llm_rows())
         return Response(buffer.getvalue(), mimetype="text/csv", headers={
             "Content-Disposition": "attachment; filename=llm_metrics.csv"})
 
