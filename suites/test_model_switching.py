@@ -52,6 +52,17 @@ async def load_models(aclient: AsyncClient, models: list[str], target: Target) -
         await aclient.load_model(model)
 
 
+def _answered_by_requested(target: Target, expect: int) -> list[dict[str, Any]]:
+    """The truth log's chat records once ``expect`` settled, each asserted answered by an
+    instance of the model it asked for, none substituted."""
+    assert target.control is not None
+    records = Truth(target.control).settled("/v1/chat/completions", expect=expect)
+    for record in records:
+        assert instance_model(record["instance_id"]) == record["model_requested"], record
+        assert not record["model_substituted"], record
+    return records
+
+
 def bound(target: Target) -> dict[str, Any]:
     """A live model's answer is bounded (it may run to its context's end); the emulator's is
     short and its text is compared whole."""
@@ -90,11 +101,7 @@ async def test_concurrent_calls_pinned_to_three_models(target: Target, subject: 
         assert bare_model(outcome.answer.model) == model, outcome.describe()
         assert outcome.answer.finish_reason in finished, outcome.describe()
     if target.can("emulator"):  # which instance answered is engine-side truth
-        assert target.control is not None
-        records = Truth(target.control).settled("/v1/chat/completions", expect=24)
-        for record in records:
-            assert instance_model(record["instance_id"]) == record["model_requested"], record
-            assert not record["model_substituted"], record
+        _answered_by_requested(target, 24)
     record_property("evidence", f"24 concurrent calls over {', '.join(models)}: each answered "
                                 "by the model it asked for")
 
@@ -128,13 +135,10 @@ async def test_concurrent_calls_on_three_models_each_answered_by_its_own(
         assert result.model == model
         assert result.finish_reason in finished, result.finish_reason
     if target.can("emulator"):  # which instance answered is engine-side truth
-        assert target.control is not None
-        records = Truth(target.control).settled("/v1/chat/completions", expect=24)
-        for record in records:
-            assert instance_model(record["instance_id"]) == record["model_requested"], record
+        for record in _answered_by_requested(target, 24):
             # generated to the end (a disconnect noticed after the last frame is no cut-off;
             # on a busy machine the server can see the client close right after [DONE])
-            assert not record["model_substituted"] and not record["cut_off"], record
+            assert not record["cut_off"], record
             assert record["finish_reason"] == "stop", record
     record_property("evidence", f"24 concurrent calls over {', '.join(models)} with 12 default "
                                 "switches: each answered by its pinned model")

@@ -218,10 +218,6 @@ def describe_server(base_url: str, api_token: str | None) -> dict[str, Any]:
     return info
 
 
-def chat_models(info: dict[str, Any]) -> tuple[str, ...]:
-    return tuple(m["id"] for m in info.get("models", []) if m.get("type") in ("llm", "vlm"))
-
-
 @contextmanager
 def embedded_emulator(api_token: str | None = None) -> Iterator[Target]:
     """Start the embedded emulator (test-fast catalog) and describe it as a target."""
