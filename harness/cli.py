@@ -34,11 +34,10 @@ def _input_error_types() -> tuple[type[BaseException], ...]:
 
 
 def _one_line(exc: BaseException) -> str:
+    from harness.reporting.escaping import visible
     from harness.secrets import redact
 
     text = " ".join(line.strip() for line in str(exc).splitlines() if line.strip())
-    from harness.reporting.escaping import visible
-
     return visible(redact(text or type(exc).__name__))
 
 

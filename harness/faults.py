@@ -70,7 +70,8 @@ class _Action(BaseModel):
     model_config = ConfigDict(frozen=True, extra="forbid", defer_build=True)
 
     #: ``stream``: only acts inside a streamed response; ``reply``: rewrites the planned reply
-    #: (emulator only); ``any``: before the headers or on any request.
+    #: (the emulator; the proxy rewrites chat completions alike); ``any``: before the headers or
+    #: on any request.
     scope: ClassVar[Scope] = "any"
 
 

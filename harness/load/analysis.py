@@ -20,6 +20,7 @@ from __future__ import annotations
 import csv
 import json
 from collections import Counter
+from collections.abc import Iterable
 from pathlib import Path
 from typing import Any
 
@@ -342,9 +343,12 @@ LLM_COLUMNS = (
 )
 
 
-def llm_rows(scenario: Scenario, records: list[RequestRecord]) -> list[dict[str, Any]]:
+def llm_rows(scenario: Scenario, records: list[RequestRecord],
+             levels: Iterable[LevelStats] = ()) -> list[dict[str, Any]]:
     """Per level and per Locust entry name (plus an "Aggregated" row when a level has several):
-    the LLM metrics Locust's own table cannot hold, aggregated per request, warm-up excluded."""
+    the LLM metrics Locust's own table cannot hold, aggregated per request, warm-up excluded.
+    ``levels``: whole-level stats the caller already has, reused instead of computed again."""
+    known = {lv.index: lv for lv in levels}
     rows: list[dict[str, Any]] = []
     for level in range(len(scenario.load.levels)):
         measured = level_records(records, level)
@@ -357,7 +361,10 @@ def llm_rows(scenario: Scenario, records: list[RequestRecord]) -> list[dict[str,
         if len(named) > 1:
             named.append(("Aggregated", measured))
         for name, group in named:
-            stats = level_stats(scenario, level, group)
+            whole = len(named) == 1 or name == "Aggregated"
+            stats = known.get(level) if whole else None
+            if stats is None:
+                stats = level_stats(scenario, level, group)
             p5 = percentile([v for r in group if r.ok and (v := r.output_tps) is not None], 5)
             rows.append({
                 "level": level, "target": stats.target, "unit": stats.unit, "name": name,

@@ -31,7 +31,7 @@ READY_TIMEOUT_S = 30.0
 
 
 class EmulatorError(RuntimeError):
-    """The emulator did not start (names its command and the last lines it printed)."""
+    """The emulator did not start (names the command it was started with)."""
 
 
 def die_with_parent() -> Callable[[], None] | None:

@@ -73,8 +73,8 @@ class LiveRun:
                                cpu_warning=False, truth=None)
         outcome = verdict(levels, gates, run_errors=run_errors, target_error=target_error,
                           interrupted=interrupted)
-        self._cached = Snapshot(at=now, levels=levels, llm=llm_rows(scenario, self.records),
-                                verdict=outcome)
+        self._cached = Snapshot(at=now, levels=levels,
+                                llm=llm_rows(scenario, self.records, levels), verdict=outcome)
         return self._cached
 
     def progress(self, now: float | None = None) -> str:

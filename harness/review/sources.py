@@ -76,10 +76,8 @@ def load_run_record(path: Path) -> RunRecord:
     except OSError as exc:
         raise ReviewInputError(f"{path}: cannot read run record: {exc}") from exc
     except ValueError as exc:
-        if isinstance(exc, ValidationError):
-            raise ReviewInputError(
-                f"{path}: not a valid run record: {_first_errors(exc)}") from exc
-        raise ReviewInputError(f"{path}: not a valid run record: {exc}") from exc
+        detail = _first_errors(exc) if isinstance(exc, ValidationError) else str(exc)
+        raise ReviewInputError(f"{path}: not a valid run record: {detail}") from exc
 
 
 def _first_errors(exc: ValidationError) -> str:

@@ -105,9 +105,10 @@ async def _scheduled(
     hold = pace.hold
     i = first
     while i < len(frames):
-        shift = pace.take(dues[i])
-        if shift > 0:
-            _shift(dues, i, shift, record)
+        if hold.until > pace.applied:  # only a new pause can move this frame (as _PacedStream)
+            shift = pace.take(dues[i])
+            if shift > 0:
+                _shift(dues, i, shift, record)
         due = dues[i]
         if due > now():
             await pacer.sleep_until(due)

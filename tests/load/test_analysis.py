@@ -102,6 +102,9 @@ def test_llm_rows_aggregate_per_request_per_level_and_name(tmp_path: Path) -> No
     assert abs(level0["itl_p50_ms"] - 10.0) < 1e-6 and abs(level0["tpot_p99_ms"] - 10.0) < 1e-6
     # per request: 11 tokens over its E2E of 0.05 + 0.1 s
     assert abs(level0["request_tps_p50"] - 11 / 0.15) < 1e-6
+    # the live snapshot hands over the whole-level stats it has: the same rows, not recomputed
+    levels = [level_stats(scenario, i, level_records(records, i)) for i in (0, 1)]
+    assert llm_rows(scenario, records, levels) == rows
     write_llm_csv(tmp_path / "run_llm.csv", scenario, records)
     lines = list(csv.DictReader((tmp_path / "run_llm.csv").open()))
     assert len(lines) == 4 and lines[0]["itl_p50_ms"] == "10.000"
