@@ -41,6 +41,7 @@ from harness.client.errors import (
 )
 from harness.client.models import ReasoningDelta, TextDelta, ToolCallDelta
 from harness.control import ControlError
+from harness.secrets import TOKEN_ENV
 
 PROBED = ("openai", "native_v0", "native_v1", "load_unload", "auth", "stream_usage", "tools",
           "reasoning")
@@ -156,7 +157,7 @@ def list_openai_models(base_url: str, api_token: str | None,
     if not api_token:
         raise TargetSetupError(
             f"target {base_url} refused the request: it requires an API token "
-            "(set LMSTUDIO_API_TOKEN or --api-token)", reason="refused", base_url=base_url)
+            f"(set {TOKEN_ENV} or --api-token)", reason="refused", base_url=base_url)
     with Client(base_url, api_token=api_token, retry=RetryPolicy.none(),
                 timeout=timeouts) as client:
         try:
