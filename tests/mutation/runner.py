@@ -244,30 +244,38 @@ def load_scores(store: Path) -> list[dict[str, Any]]:
 
 def run_module(against: str, module_path: str, size: int | None, workdir: Path, out: Path,
                source: Path, extra: Sequence[str], *, tests: Sequence[str],
-               modules: Sequence[str], survivors_of: str | None, resume: bool, children: int
-               ) -> ModuleScore | None:
+               modules: Sequence[str], survivors_of: str | None, rerun: bool, resume: bool,
+               children: int) -> ModuleScore | None:
     module = module_name(module_path)
     every = mutant_names(source / module_path, module)
     chosen = sample(every, size)
     names = chosen
-    if survivors_of is not None:
-        earlier = {(s["module"], s["against"]): s for s in load_scores(out / "scores.json")}
-        base = earlier.get((module_path, survivors_of))
+    earlier = {(s["module"], s["against"]): s for s in load_scores(out / "scores.json")}
+    prior: dict[str, Any] = {"killed_names": [], "statuses": {}}
+    for wanted in filter(None, (survivors_of, against if rerun else None)):
+        base = earlier.get((module_path, wanted))
         if base is None or sorted(base["names"]) != chosen:
-            print(f"{module_path}: no {survivors_of} run of this sample in {out}; run it first",
+            print(f"{module_path}: no {wanted} run of this sample in {out}; run it first",
                   flush=True)
             return None
-        names = sorted(base["survivors"])
+        if wanted == against:  # a re-run after new tests: its kills stand, survivors go again
+            prior, survivors_of = base, base.get("subset_of")
+            names = sorted(base["names"] if survivors_of is None else
+                           earlier[(module_path, survivors_of)]["survivors"])
+        else:
+            names = sorted(base["survivors"])
+    done = set(prior["killed_names"])
     log = out / f"mutmut-{against}.log"
     kept = prepare(workdir, modules, tests, source, extra, resume)
-    todo = names
+    pending = [n for n in names if n not in done]
+    todo = pending
     if kept:
-        todo = [n for n, s in statuses_of(workdir, module_path, names).items()
+        todo = [n for n, s in statuses_of(workdir, module_path, pending).items()
                 if s == "not checked"]
     if todo:
         mutmut(workdir, todo, log, children)
-    statuses = statuses_of(workdir, module_path, names)
-    if names and all(status == "not checked" for status in statuses.values()):
+    statuses = {**statuses_of(workdir, module_path, pending), **{n: "killed" for n in done}}
+    if pending and all(statuses[n] == "not checked" for n in pending):
         # Usually a clean (unmutated) test failed, which mutmut refuses: say so, go on.
         print(f"mutmut ran no mutant of {module_path} against {against} (a clean test "
               f"run failed?); see {log}", flush=True)
@@ -275,7 +283,7 @@ def run_module(against: str, module_path: str, size: int | None, workdir: Path, 
     equivalent = load_equivalent()
     score = ModuleScore(module_path, against, commit_of(source, module_path), len(every),
                         len(chosen), names=names, subset_of=survivors_of)
-    for name, status in statuses.items():
+    for name, status in sorted(statuses.items()):
         score.statuses[status] = score.statuses.get(status, 0) + 1
         if status in KILLED:
             score.killed_names.append(name)
@@ -368,6 +376,9 @@ def main(argv: Sequence[str] | None = None) -> int:
                         help="mutants per module, chosen deterministically (default: all)")
     parser.add_argument("--on-survivors-of", choices=TEST_SETS, default=None,
                         help="run only the sample's survivors of this set's earlier run")
+    parser.add_argument("--rerun-survivors", action="store_true",
+                        help="after adding tests: run only what this set's last run of the same "
+                             "sample left alive (its kills stand)")
     parser.add_argument("--resume", action="store_true",
                         help="keep an unchanged scratch copy and the mutants it already judged")
     parser.add_argument("--max-children", type=int, default=1,
@@ -404,8 +415,8 @@ def main(argv: Sequence[str] | None = None) -> int:
             score = run_module(
                 against, path, int(own_size) if own_size else args.sample, workdir, args.out,
                 args.source, args.pytest_arg, tests=present, modules=groups[tests],
-                survivors_of=args.on_survivors_of, resume=args.resume or workdir in prepared,
-                children=args.max_children)
+                survivors_of=args.on_survivors_of, rerun=args.rerun_survivors,
+                resume=args.resume or workdir in prepared, children=args.max_children)
             prepared.add(workdir)
             if score is not None:
                 results.append(score)
