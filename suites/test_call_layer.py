@@ -22,7 +22,12 @@ from typing import Any
 import httpx
 import pytest
 
-from harness.evaluate.support import prompt, require_emulator_behaviour
+from harness.evaluate.support import (
+    Outcome,
+    assert_failure_names_request,
+    prompt,
+    require_emulator_behaviour,
+)
 from harness.evaluate.target import Faults, Target, Truth
 from harness.faults import (
     BlankToolIdFault,
@@ -217,6 +222,73 @@ async def test_async_deadline_holds_while_the_server_trickles(make_subject: Any,
     assert took < 8.0, f"the call ran {took:.1f}s against a trickle (budget ~2 s)"
     record_property("evidence", f"ended after {took:.1f}s: "
                                 + refused(value, error, "a trickled non-answer"))
+
+
+# -- an answer cut off in the middle of a character ---------------------------------------------
+CUT_BODIES = {
+    # content-length promises more; the body stops after the first byte of "é" (0xC3 0xA9)
+    "plain": (b"application/json", b'{"choices": [{"message": {"role": "assistant", '
+                                   b'"content": "caf\xc3'),
+    "stream": (b"text/event-stream", b'data: {"choices": [{"index": 0, "delta": {"content": '
+                                     b'"caf\xc3\xa9 "}}]}\n\ndata: {"choices": [{"index": 0, '
+                                     b'"delta": {"content": "na\xc3'),
+}
+
+
+@pytest.mark.subject_needs("sync")
+@pytest.mark.parametrize("shape", [
+    "plain", pytest.param("stream", marks=pytest.mark.subject_needs("stream"))])
+def test_answer_cut_mid_character_fails_naming_server_and_model(
+        make_subject: Any, shape: str, record_property: Any) -> None:
+    """A server that dies after the first byte of a two-byte UTF-8 character (plain body or
+    stream): the client raises an error naming the server and the model. A client that
+    decodes what it kept strictly raises ``UnicodeDecodeError`` instead, naming neither."""
+    kind, body = CUT_BODIES[shape]
+    head = (b"HTTP/1.1 200 OK\r\ncontent-type: " + kind + b"\r\ncontent-length: 100000\r\n"
+            b"connection: close\r\n\r\n")
+    model = "qwen/qwen3-4b"
+    with trickling_server(lambda conn: conn.sendall(head + body)) as (url, hits):
+        subject = make_subject(url, model=model, timeout=5.0)
+
+        def run() -> Any:
+            if shape == "stream":
+                return collect(subject.stream_chat(HELLO, model=model))
+            return subject.chat(HELLO, model=model)
+
+        value, error, _ = outcome(run, 20)
+    refused(value, error, f"a {shape} answer cut mid-character")
+    assert hits, "the server was never asked"
+    found = assert_failure_names_request(Outcome(error=error), url, model)
+    record_property("evidence", found)
+
+
+@pytest.mark.harness_api
+def test_stream_error_counts_the_wait_for_headers_once(record_property: Any) -> None:
+    """The elapsed time on an error raised mid-stream counts from the call's start: the wait
+    for the headers (0.8 s here) is in it once, not twice (it can never exceed the wall time
+    the caller measured around the call)."""
+    from harness.client import Client, RetryPolicy, Timeouts
+    from harness.client.errors import StreamInterrupted
+
+    head = b"HTTP/1.1 200 OK\r\ncontent-type: text/event-stream\r\nconnection: close\r\n\r\n"
+    frame = b'data: {"choices": [{"index": 0, "delta": {"content": "hi"}}]}\n\n'
+
+    def script(conn: socket.socket) -> None:
+        time.sleep(0.8)
+        conn.sendall(head + frame + b"data: {torn\n\n")
+
+    with trickling_server(script) as (url, _):
+        with Client(url, model="qwen/qwen3-4b", retry=RetryPolicy.none(),
+                    timeout=Timeouts(read=20, deadline=30)) as client:
+            started = time.perf_counter()
+            with pytest.raises(StreamInterrupted) as caught:
+                with client.stream_chat(HELLO) as stream:
+                    for _ in stream:
+                        pass
+            wall = time.perf_counter() - started
+    elapsed = caught.value.elapsed
+    assert 0.8 <= elapsed <= wall, f"error says {elapsed:.3f}s, the call took {wall:.3f}s"
+    record_property("evidence", f"{caught.value}; wall {wall:.2f}s")
 
 
 # -- Retry-After above a client's cap is never undercut -----------------------------------------
