@@ -25,7 +25,7 @@ from harness.client import AsyncClient, RetryPolicy, Timeouts
 from harness.client.errors import HTTPStatusError, LMStudioTimeout, RateLimited
 from harness.evaluate.support import acall_outcome, call_outcome, prompt
 from harness.evaluate.target import Faults, Target, Truth
-from harness.faults import FaultMatch, FaultPlan, FaultRule, StatusFault
+from harness.faults import FaultMatch, FaultPlan, FaultRule, LatencyFault, StatusFault
 
 pytestmark = [pytest.mark.backoff, pytest.mark.needs_faults, pytest.mark.needs_truth]
 
@@ -177,8 +177,42 @@ async def test_repeated_429s_with_varied_retry_after_are_capped(
     assert "attempt 4/5" in text and "HTTP 429" in text and "waited" in text
     retries = [r for r in caplog.records if r.getMessage().startswith("retry ")]
     assert len(retries) == 3 and "attempt 3/5" in retries[-1].getMessage()
+    assert all("reason=HTTP 429" in r.getMessage() for r in retries), retries[0].getMessage()
     record_property("evidence", f"4 upstream attempts; waits {[round(w, 2) for w in waits]} s "
                                 f"(cap 15 s); one day asked: gave up at once; {text[:160]}")
+
+
+@pytest.mark.harness_api
+async def test_retry_after_over_the_cap_gives_up_even_when_the_deadline_allows_it(
+        target: Target, faults: Faults, truth: Truth) -> None:
+    """Gap: inadequate rate limit handling. A hint over ``retry_after_max`` (5 s asked, 1 s
+    cap) is neither undercut nor waited out, even with a deadline that would allow it: the
+    call gives up at once with the hint on the error."""
+    faults.set(FaultPlan(rules=(rule(StatusFault(status=429, retry_after=5)),)))
+    sleep = RecordingSleep()
+    async with client_for(target, sleep, retry=RetryPolicy(retry_after_max=1.0),
+                          timeout=Timeouts(deadline=60)) as client:
+        with pytest.raises(RateLimited) as caught:
+            await client.chat(HELLO)
+    assert caught.value.retry_after == 5 and caught.value.attempt == 1
+    assert sleep.waits == [] and len(truth.settled(CHAT)) == 1
+
+
+@pytest.mark.harness_api
+async def test_read_timeout_before_any_byte_is_retried(target: Target, faults: Faults,
+                                                       truth: Truth) -> None:
+    """Gap: inadequate rate limit handling. A server that sent nothing within the read limit
+    (the first attempt's headers come after 1.5 s, the limit is 0.3 s) is asked again, and
+    the answer of the second attempt is returned."""
+    faults.set(FaultPlan(rules=(FaultRule(match=FaultMatch(endpoint=CHAT, nth=(1,)),
+                                          action=LatencyFault(before_headers_s=1.5)),)))
+    sleep = RecordingSleep()
+    async with client_for(target, sleep, timeout=Timeouts(connect=5, read=0.3,
+                                                          deadline=30)) as client:
+        result = await client.chat(HELLO, max_tokens=16)
+    assert result.finish_reason in ("stop", "length") and result.text
+    assert len(sleep.waits) == 1
+    assert len(truth.settled(CHAT, expect=2)) == 2
 
 
 @pytest.mark.harness_api
