@@ -183,6 +183,40 @@ async def test_repeated_429s_with_varied_retry_after_are_capped(
 
 
 @pytest.mark.harness_api
+@pytest.mark.parametrize(("options", "message"), [
+    ({"max_attempts": 0}, "invalid retry.max_attempts: must be 1..5"),
+    ({"max_attempts": 6}, "invalid retry.max_attempts: must be 1..5"),
+    ({"backoff_max": -0.1}, "invalid retry.backoff_max: must be 0..15 seconds"),
+    ({"backoff_max": 15.5}, "invalid retry.backoff_max: must be 0..15 seconds"),
+    ({"retry_after_max": -1}, "invalid retry.retry_after_max: must be 0..300 seconds"),
+    ({"retry_after_max": 301}, "invalid retry.retry_after_max: must be 0..300 seconds"),
+    ({"backoff_base": -0.5}, "invalid retry.backoff_base: must not be negative"),
+    ({"budget_ratio": -0.1}, "invalid retry.budget: ratio 0..1, floor >= 0, window > 0"),
+    ({"budget_ratio": 1.5}, "invalid retry.budget: ratio 0..1, floor >= 0, window > 0"),
+    ({"budget_floor": -1}, "invalid retry.budget: ratio 0..1, floor >= 0, window > 0"),
+    ({"budget_window": 0}, "invalid retry.budget: ratio 0..1, floor >= 0, window > 0"),
+], ids=lambda v: "-".join(f"{k}={x}" for k, x in v.items()) if isinstance(v, dict) else "")
+def test_the_caps_cannot_be_configured_away(options: dict[str, float], message: str) -> None:
+    """Gap: inadequate rate limit handling (the review: at most 5 retries, 15 s backoff). A
+    policy past a cap is refused before any request, naming the field and its range."""
+    with pytest.raises(ValueError) as caught:
+        RetryPolicy(**options)  # type: ignore[arg-type]
+    assert str(caught.value) == message
+
+
+@pytest.mark.harness_api
+def test_the_caps_themselves_are_allowed() -> None:
+    """Gap: inadequate rate limit handling. Every bound of the policy is inclusive: one or five
+    attempts, no or a 15 s backoff, 0 or 300 s Retry-After, a zero base, ratio 0 or 1, floor 0."""
+    for options in ({"max_attempts": 1}, {"max_attempts": 5}, {"backoff_max": 0},
+                    {"backoff_max": 15}, {"retry_after_max": 0}, {"retry_after_max": 300},
+                    {"backoff_base": 0}, {"budget_ratio": 0}, {"budget_ratio": 1},
+                    {"budget_floor": 0}, {"budget_window": 0.001}):
+        policy = RetryPolicy(**options)  # type: ignore[arg-type]
+        assert all(getattr(policy, k) == v for k, v in options.items()), options
+
+
+@pytest.mark.harness_api
 async def test_retry_after_over_the_cap_gives_up_even_when_the_deadline_allows_it(
         target: Target, faults: Faults, truth: Truth) -> None:
     """Gap: inadequate rate limit handling. A hint over ``retry_after_max`` (5 s asked, 1 s
