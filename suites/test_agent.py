@@ -234,6 +234,17 @@ async def test_continue_feeds_failures_back_and_returns_them_beside_successes(
     assert result.transcript.outcome == "completed"
 
 
+async def test_a_tool_error_without_a_message_is_still_an_error_with_a_reason(
+    aclient: AsyncClient, shared: ServerPool
+) -> None:
+    result = await agent(aclient, shared, policy=ErrorPolicy.CONTINUE).run(
+        directive([call("flaky__fail_silently")]))
+    [failure] = result.failures
+    assert failure.status is CallStatus.TOOL_ERROR
+    assert failure.error == "tool reported an error"
+    assert failure.output == "error: tool reported an error"
+
+
 async def test_model_stays_pinned_while_the_clients_default_changes(
     aclient: AsyncClient, shared: ServerPool, truth: Truth, target: Target
 ) -> None:
