@@ -278,6 +278,26 @@ async def test_retries_stop_within_the_deadline(target: Target, faults: Faults, 
 
 
 @pytest.mark.harness_api
+async def test_a_wait_that_overran_the_deadline_sends_no_further_attempt(
+        target: Target, faults: Faults, truth: Truth) -> None:
+    """Gap: inadequate rate limit handling. The deadline is checked again after every wait: a
+    0.1 s wait (Retry-After) that a stalled event loop stretched past the 1 s deadline ends
+    the call with the deadline timeout, and no second attempt reaches the server."""
+    faults.set(FaultPlan(rules=(rule(StatusFault(status=429, retry_after=0.1)),)))
+
+    async def overrunning_sleep(seconds: float) -> None:
+        await asyncio.sleep(seconds + 1.2)
+
+    async with client_for(target, overrunning_sleep,
+                          timeout=Timeouts(connect=2, read=5, deadline=1.0)) as client:
+        with pytest.raises(LMStudioTimeout) as caught:
+            await client.chat(HELLO)
+    assert caught.value.phase == "deadline" and caught.value.limit == 1.0
+    assert caught.value.attempt == 2 and "call deadline passed" in str(caught.value)
+    assert len(truth.settled(CHAT)) == 1
+
+
+@pytest.mark.harness_api
 async def test_429_storm_stays_within_the_retry_budget(target: Target, faults: Faults,
                                                        truth: Truth,
                                                        record_property: Any) -> None:
