@@ -52,9 +52,8 @@ EQUIVALENT_FILE = Path(__file__).with_name("equivalent.toml")
 # too: it runs a suite in a subprocess, which is the suites' power, not the unit tests'. A path
 # the measured checkout does not have (an older commit) is skipped.
 UNIT_TESTS_FOR: dict[str, list[str]] = {
-    "harness/client/": ["tests/client", "tests/mutation/test_sse_killers.py",
-                        "tests/mutation/test_retry_killers.py",
-                        "tests/mutation/test_catalog_killers.py", "tests/mutation/test_stress.py"],
+    "harness/client/": ["tests/client", *(f"tests/mutation/test_{name}.py" for name in (
+        "sse_killers", "retry_killers", "catalog_killers", "errors_killers", "stress"))],
     "harness/agent/": ["tests/agent", "tests/mutation/test_agent_killers.py"],
     "harness/review/": ["tests/review", "tests/mutation/test_review_killers.py"],
 }
