@@ -57,6 +57,9 @@ def main() -> None:
                   f"|TTFT err| p95={'-' if p95 is None else f'{p95:.2f}'} ms "
                   f"requests={summary['records_total']} took {took:.0f}s "
                   f"loadavg {load_before:.1f}->{os.getloadavg()[0]:.1f}", flush=True)
+            for gate in summary["gates"]:
+                if not gate["passed"]:
+                    print(f"    {gate['name']}: {gate['detail']}", flush=True)
     print(f"valid runs: {valid}/{args.runs}")
 
 
