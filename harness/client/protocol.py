@@ -366,6 +366,18 @@ def _as_partial(result: ChatResult) -> PartialOutput:
                          finish_reason=result.finish_reason)
 
 
+def partial_from_body(body: Any) -> PartialOutput:
+    """What a plain answer held, for an error that keeps it (an answer that arrived after
+    ``switch_model(inflight="cancel")``): read leniently, since it is not returned."""
+    if not isinstance(body, dict):
+        return PartialOutput()
+    try:
+        message = body["choices"][0].get("message") or {}
+        return PartialOutput(text=message.get("content") or "", chunks=1, model=body.get("model"))
+    except (KeyError, IndexError, TypeError, AttributeError):
+        return PartialOutput(model=body.get("model"))
+
+
 _OPEN, _CLOSE = "<think>", "</think>"
 
 
