@@ -319,6 +319,7 @@ def chat_result(ctx: RequestContext, body: dict[str, Any], timings: Timings, *,
         timings=timings,
         id=body.get("id"),
         stats=body.get("stats") or None,
+        engine_timings=body["timings"] if isinstance(body.get("timings"), dict) else None,
     )
     check_answer(ctx, result, tools_offered=tools_offered)
     return result
@@ -363,6 +364,18 @@ def _as_partial(result: ChatResult) -> PartialOutput:
                          tool_calls=[c.to_message() for c in result.tool_calls],
                          chunks=result.timings.chunks, model=result.model,
                          finish_reason=result.finish_reason)
+
+
+def partial_from_body(body: Any) -> PartialOutput:
+    """What a plain answer held, for an error that keeps it (an answer that arrived after
+    ``switch_model(inflight="cancel")``): read leniently, since it is not returned."""
+    if not isinstance(body, dict):
+        return PartialOutput()
+    try:
+        message = body["choices"][0].get("message") or {}
+        return PartialOutput(text=message.get("content") or "", chunks=1, model=body.get("model"))
+    except (KeyError, IndexError, TypeError, AttributeError):
+        return PartialOutput(model=body.get("model"))
 
 
 _OPEN, _CLOSE = "<think>", "</think>"
@@ -433,6 +446,9 @@ class InlineThink:
         return [(self.state == self.THINKING, buf)] if buf.strip() else []
 
 
+_CONTENT = InlineThink.CONTENT
+
+
 class _Accumulator:
     """What a stream has delivered so far, shared by both assemblers."""
 
@@ -441,6 +457,7 @@ class _Accumulator:
         "_reasoning",
         "_text",
         "chunks",
+        "engine_timings",
         "finish_reason",
         "first_at",
         "gaps",
@@ -459,15 +476,20 @@ class _Accumulator:
         self.finish_reason: str | None = None
         self.model: str | None = None
         self.usage: Usage | None = None
+        self.engine_timings: dict[str, Any] | None = None
         self.first_at: float | None = None
         self.last_at: float | None = None
         self.gaps: list[float] = []
 
-    def mark(self, now: float) -> None:
+    def mark(self, now: float, deltas: int = 1) -> None:
+        """``deltas`` deltas arrived at ``now`` (one read): the first is the first token or a
+        gap since the last, the others come 0 s after it."""
         if self.first_at is None:
             self.first_at = now
         else:
             self.gaps.append(now - self.last_at)  # type: ignore[operator]
+        if deltas > 1:
+            self.gaps.extend([0.0] * (deltas - 1))
         self.last_at = now
 
     def partial(self) -> PartialOutput:
@@ -498,6 +520,7 @@ class _Accumulator:
             tool_calls=calls,
             timings=self.timings(now),
             stats=stats,
+            engine_timings=self.engine_timings,
         )
 
     def add_call_fragment(self, index: int, call_id: str | None, name: str | None,
@@ -531,6 +554,18 @@ class _Assembler:
     def partial(self) -> PartialOutput:
         return self.acc.partial()
 
+    def feed(self, event: SSEEvent, now: float) -> list[StreamEvent]:
+        """One SSE event's typed deltas: each assembler's own rules."""
+        raise NotImplementedError
+
+    def feed_data(self, data: list[bytes], now: float) -> list[StreamEvent]:
+        """The data of unnamed events, still bytes (``SSEDecoder.feed_messages``): the same as
+        ``feed`` with each as an ``SSEEvent``."""
+        out: list[StreamEvent] = []
+        for item in data:
+            out.extend(self.feed(SSEEvent(item.decode("utf-8", "replace")), now))
+        return out
+
 
 class ChatStreamAssembler(_Assembler):
     """Feed SSE events of ``/v1/chat/completions`` or ``/v1/completions``; get typed deltas.
@@ -556,13 +591,75 @@ class ChatStreamAssembler(_Assembler):
             return []
         if self.done:
             return []
+        return self._chunk(self._parse(data, now), data, now)
+
+    def feed_data(self, data: list[bytes], now: float) -> list[StreamEvent]:
+        """``feed`` for the data of unnamed events, still bytes (``SSEDecoder.feed_messages``).
+
+        The per-chunk cost of a stream is this loop, so the common chunk (one piece of content
+        and nothing else, model already checked) is handled inline: no ``SSEEvent``, no
+        decoding (orjson reads the bytes), no call per chunk. Anything else goes through
+        ``_chunk``, the same rules as ``feed``; the counts kept locally are settled first, so
+        an error raised there carries everything received."""
+        out: list[StreamEvent] = []
+        if self.done:
+            return out
+        acc, loads, text_parts, append = self.acc, _loads, self.acc._text, out.append
+        # Inline only once the model is checked and the content is known not to open <think>.
+        settled = self._settled()
+        hot = 0  # inline deltas not yet counted in ``acc``
+        for raw in data:
+            try:
+                chunk = loads(raw)
+            except ValueError:
+                if raw == b"[DONE]":  # not JSON: looked for only when orjson refuses a chunk
+                    self.done = True
+                    break
+                chunk = None
+            if settled and chunk.__class__ is dict and not chunk.get("error") \
+                    and not chunk.get("usage"):
+                choices = chunk.get("choices")
+                if choices.__class__ is list and choices:
+                    choice = choices[0]
+                    if choice.__class__ is dict and choice.get("finish_reason") is None:
+                        delta = choice.get("delta")
+                        if delta.__class__ is dict and len(delta) == 1:
+                            text = delta.get("content")
+                            if text and text.__class__ is str:
+                                text_parts.append(text)
+                                append(TextDelta(text))
+                                hot += 1
+                                continue
+            if hot:
+                acc.chunks += hot
+                acc.mark(now, hot)
+                hot = 0
+            decoded = raw.decode("utf-8", "replace")
+            if chunk is None:
+                chunk = self._parse(decoded, now)
+            out.extend(self._chunk(chunk, decoded, now))
+            settled = self._settled()
+        if hot:
+            acc.chunks += hot
+            acc.mark(now, hot)
+        return out
+
+    def _settled(self) -> bool:
+        return (self._model_checked and self.acc.model is not None
+                and self._think.state == _CONTENT)
+
+    def _parse(self, data: str, now: float) -> Any:
         try:
-            chunk = _loads(data)
+            return _loads(data)
         except ValueError:
             chunk = _lenient_loads(data)
             if chunk is None:
                 raise StreamInterrupted(f"malformed stream data: {data[:80]!r}",
                                         context=self._ctx(now), partial=self.partial()) from None
+            return chunk
+
+    def _chunk(self, chunk: Any, data: str, now: float) -> list[StreamEvent]:
+        """One parsed chunk of the stream (``data`` is its text, for errors)."""
         if not isinstance(chunk, dict):
             raise StreamInterrupted(f"stream frame is not an object: {data[:80]!r}",
                                     context=self._ctx(now), partial=self.partial())
@@ -579,23 +676,14 @@ class ChatStreamAssembler(_Assembler):
         usage = chunk.get("usage")
         if usage:
             acc.usage = _usage(usage)
+        engine_timings = chunk.get("timings")  # llama.cpp's server, on its last chunk
+        if engine_timings.__class__ is dict:
+            acc.engine_timings = engine_timings
         choices = chunk.get("choices")
         if not choices:
             return []
         choice = choices[0]
         delta = choice.get("delta")
-        # The hot path: a delta that is one piece of content and nothing else.
-        if delta is not None and len(delta) == 1 and choice.get("finish_reason") is None \
-                and self._think.state == InlineThink.CONTENT:
-            text = delta.get("content")
-            if text and text.__class__ is str:
-                acc._text.append(text)
-                if acc.first_at is None:
-                    acc.first_at = now
-                else:
-                    acc.gaps.append(now - acc.last_at)  # type: ignore[operator]
-                acc.last_at = now
-                return [TextDelta(text)]
         out: list[StreamEvent] = []
         if delta is None:  # text_completion chunk
             text = choice.get("text")

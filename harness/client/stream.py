@@ -251,17 +251,17 @@ class ResponseReader:
             self._body.append(data)
             self._last = now
             return []
-        events = self._sse.feed(data)  # type: ignore[union-attr]
-        if not events:
-            return []
-        self._last = now
+        messages, events = self._sse.feed_messages(data)  # type: ignore[union-attr]
         assembler = self._assembler
-        if len(events) == 1:
-            out = assembler.feed(events[0], now)
-        else:
+        if messages:
+            out = assembler.feed_data(messages, now)
+        elif events:
             out = []
             for event in events:
                 out.extend(assembler.feed(event, now))
+        else:
+            return []
+        self._last = now
         if out:
             self._token = True
         return out
