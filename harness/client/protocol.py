@@ -319,6 +319,7 @@ def chat_result(ctx: RequestContext, body: dict[str, Any], timings: Timings, *,
         timings=timings,
         id=body.get("id"),
         stats=body.get("stats") or None,
+        engine_timings=body["timings"] if isinstance(body.get("timings"), dict) else None,
     )
     check_answer(ctx, result, tools_offered=tools_offered)
     return result
@@ -456,6 +457,7 @@ class _Accumulator:
         "_reasoning",
         "_text",
         "chunks",
+        "engine_timings",
         "finish_reason",
         "first_at",
         "gaps",
@@ -474,6 +476,7 @@ class _Accumulator:
         self.finish_reason: str | None = None
         self.model: str | None = None
         self.usage: Usage | None = None
+        self.engine_timings: dict[str, Any] | None = None
         self.first_at: float | None = None
         self.last_at: float | None = None
         self.gaps: list[float] = []
@@ -517,6 +520,7 @@ class _Accumulator:
             tool_calls=calls,
             timings=self.timings(now),
             stats=stats,
+            engine_timings=self.engine_timings,
         )
 
     def add_call_fragment(self, index: int, call_id: str | None, name: str | None,
@@ -672,6 +676,9 @@ class ChatStreamAssembler(_Assembler):
         usage = chunk.get("usage")
         if usage:
             acc.usage = _usage(usage)
+        engine_timings = chunk.get("timings")  # llama.cpp's server, on its last chunk
+        if engine_timings.__class__ is dict:
+            acc.engine_timings = engine_timings
         choices = chunk.get("choices")
         if not choices:
             return []

@@ -20,7 +20,7 @@ from __future__ import annotations
 import csv
 import json
 from collections import Counter
-from collections.abc import Iterable
+from collections.abc import Iterable, Sequence
 from pathlib import Path
 from typing import Any
 
@@ -28,6 +28,7 @@ from pydantic import BaseModel, Field
 
 from harness.load.metrics import Distribution, RequestRecord, percentile, pooled_gaps
 from harness.load.scenario import SLO, Scenario
+from harness.load.stalls import MIN_STALL_S, Stall, describe
 from harness.load.truth import TruthComparison
 
 EXIT_PASS, EXIT_SLO_FAILED, EXIT_INVALID, EXIT_ERROR, EXIT_TARGET = 0, 1, 2, 3, 4
@@ -166,8 +167,47 @@ def slo_checks(slo: SLO, stats: LevelStats) -> list[SLOCheck]:
     return checks
 
 
+SERVER_USAGE = "server usage"
+CHUNK_COUNTED = "tokens counted from stream chunks, server sent no usage"
+
+
+def token_counts(records: list[RequestRecord]) -> str | None:
+    """Where N (output tokens) came from over ``records``' successful requests.
+
+    ``SERVER_USAGE`` when each carried usage (or native stats); ``CHUNK_COUNTED`` when the
+    server sent usage for none and every request streamed: llama-cpp-python's server never
+    streams usage, whatever ``stream_options`` asks, and such a run is still measurable, one
+    content chunk per token, said as such. Anything else (usage on some requests only, or a
+    non-streamed answer without usage, whose single chunk says nothing about N) is a mix: the
+    counts cannot be trusted. None without successful requests."""
+    ok = [r for r in records if r.ok]
+    if not ok:
+        return None
+    missing = sum(r.usage_missing for r in ok)
+    if not missing:
+        return SERVER_USAGE
+    if missing == len(ok) and all(r.stream for r in ok):
+        return CHUNK_COUNTED
+    return (f"mixed: {missing} of {len(ok)} successful request(s) without usage/stats "
+            f"(N fell back to counting chunks for them)")
+
+
+def _usage_detail(counted: str | None, measured: list[RequestRecord]) -> str:
+    if counted is None or counted == SERVER_USAGE:
+        return "every successful request carried usage"
+    if counted == CHUNK_COUNTED:
+        n = sum(r.ok for r in measured)
+        return (f"{CHUNK_COUNTED}: N = content chunks for all {n} request(s), one token per "
+                "chunk (TPOT and tokens/s rest on it; no usage was invented)")
+    unstreamed = sum(r.ok and r.usage_missing and not r.stream for r in measured)
+    why = (f"; {unstreamed} non-streamed answer(s) without usage cannot be counted"
+           if unstreamed else "; the server sent usage for the others")
+    return counted + why
+
+
 def validity_gates(scenario: Scenario, records: list[RequestRecord], *, cpu_max: float | None,
-                   cpu_warning: bool, truth: TruthComparison | None) -> list[Gate]:
+                   cpu_warning: bool, truth: TruthComparison | None,
+                   stalls: Sequence[Stall] = ()) -> list[Gate]:
     gates = scenario.gates
     measured = [r for r in records if not r.warmup]
     out = [Gate(name="requests measured", passed=bool(measured),
@@ -184,22 +224,24 @@ def validity_gates(scenario: Scenario, records: list[RequestRecord], *, cpu_max:
                         detail=f"{'-' if lag is None else f'{lag:.2f}'} ms "
                                f"(limit {gates.schedule_lag_p99_ms:g} ms)"))
     if gates.require_usage:
-        missing = sum(r.usage_missing for r in measured)
-        out.append(Gate(name="server token counts (usage)", passed=missing == 0,
-                        detail=f"{missing} successful request(s) without usage/stats; "
-                               "N fell back to counting chunks" if missing
-                               else "every successful request carried usage"))
+        counted = token_counts(measured)
+        out.append(Gate(name="server token counts (usage)",
+                        passed=counted in (None, SERVER_USAGE, CHUNK_COUNTED),
+                        detail=_usage_detail(counted, measured)))
     streamed = [r for r in measured if r.stream and r.ok and r.t_first_token is not None]
     if truth is not None and truth.paired:
         # The truth says when each first token was written: a merged read the server caused
         # (it wrote two frames at once) is no generator fault, a late read of the generator is.
         pct = 100.0 * truth.late_first_tokens / truth.paired
+        passed = pct <= gates.late_first_tokens_pct_max
+        why = "" if passed else describe(stalls, MIN_STALL_S)
         out.append(Gate(name="load generator kept up (first tokens read in time)",
-                        passed=pct <= gates.late_first_tokens_pct_max,
+                        passed=passed,
                         detail=f"{truth.late_first_tokens} of {truth.paired} first token(s) "
                                f"({pct:.1f}%) were read over {truth.late_ms:g} ms after the "
                                f"emulator wrote them (limit {gates.late_first_tokens_pct_max:g}"
-                               "%); add workers or free the load generator's cores"))
+                               "%); add workers or free the load generator's cores"
+                               + (f". {why}" if why else "")))
     elif streamed:
         limit_s = gates.late_first_token_ms / 1000
         late = sum(r.ttft_uncertainty > limit_s for r in streamed)
