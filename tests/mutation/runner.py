@@ -265,6 +265,7 @@ def run_module(against: str, module_path: str, size: int | None, workdir: Path, 
             names = sorted(base["survivors"])
     done = set(prior["killed_names"])
     log = out / f"mutmut-{against}.log"
+    commit = commit_of(source, module_path)  # what is copied now is what is measured
     kept = prepare(workdir, modules, tests, source, extra, resume)
     pending = [n for n in names if n not in done]
     todo = pending
@@ -280,7 +281,7 @@ def run_module(against: str, module_path: str, size: int | None, workdir: Path, 
               f"run failed?); see {log}", flush=True)
         return None
     equivalent = load_equivalent()
-    score = ModuleScore(module_path, against, commit_of(source, module_path), len(every),
+    score = ModuleScore(module_path, against, commit, len(every),
                         len(chosen), names=names, subset_of=survivors_of)
     for name, status in sorted(statuses.items()):
         score.statuses[status] = score.statuses.get(status, 0) + 1
