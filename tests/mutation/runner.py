@@ -253,7 +253,7 @@ def run_module(against: str, module_path: str, size: int | None, workdir: Path, 
     prior: dict[str, Any] = {"killed_names": [], "statuses": {}}
     for wanted in filter(None, (survivors_of, against if rerun else None)):
         base = earlier.get((module_path, wanted))
-        if base is None or sorted(base["names"]) != chosen:
+        if base is None or base["sample"] != len(chosen) or not set(base["names"]) <= set(chosen):
             print(f"{module_path}: no {wanted} run of this sample in {out}; run it first",
                   flush=True)
             return None
