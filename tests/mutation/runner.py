@@ -201,14 +201,16 @@ def prepare(workdir: Path, modules: Sequence[str], tests: Sequence[str], source:
                   flags=re.S)
     pyproject.write_text(text.rstrip() + "\n\n" + section, "utf-8")
     stamp.write_text(made_of, "utf-8")
+    (workdir / ".harness-mutation-commit").write_text(commit_of(source), "utf-8")
     return False
 
 
-def commit_of(source: Path, module_path: str) -> str:
+def commit_of(source: Path) -> str:
+    """The commit a scratch copy is made of ("+uncommitted" when tracked files differ)."""
     head = subprocess.run(["git", "rev-parse", "--short", "HEAD"], cwd=source, check=True,
                           capture_output=True, text=True).stdout.strip()
-    changed = subprocess.run(["git", "diff", "--quiet", "HEAD", "--", module_path],
-                             cwd=source, check=False).returncode
+    changed = subprocess.run(["git", "diff", "--quiet", "HEAD"], cwd=source,
+                             check=False).returncode
     return head + ("+uncommitted" if changed else "")
 
 
@@ -244,7 +246,7 @@ def load_scores(store: Path) -> list[dict[str, Any]]:
 def run_module(against: str, module_path: str, size: int | None, workdir: Path, out: Path,
                source: Path, extra: Sequence[str], *, tests: Sequence[str],
                modules: Sequence[str], survivors_of: str | None, rerun: bool, resume: bool,
-               children: int) -> ModuleScore | None:
+               same_run: bool, children: int) -> ModuleScore | None:
     module = module_name(module_path)
     every = mutant_names(source / module_path, module)
     chosen = sample(every, size)
@@ -265,8 +267,9 @@ def run_module(against: str, module_path: str, size: int | None, workdir: Path, 
             names = sorted(base["survivors"])
     done = set(prior["killed_names"])
     log = out / f"mutmut-{against}.log"
-    commit = commit_of(source, module_path)  # what is copied now is what is measured
-    kept = prepare(workdir, modules, tests, source, extra, resume)
+    # One snapshot per invocation: a copy made earlier in this run is kept as it is.
+    kept = True if same_run else prepare(workdir, modules, tests, source, extra, resume)
+    commit = (workdir / ".harness-mutation-commit").read_text("utf-8")
     pending = [n for n in names if n not in done]
     todo = pending
     if kept:
@@ -416,7 +419,7 @@ def main(argv: Sequence[str] | None = None) -> int:
                 against, path, int(own_size) if own_size else args.sample, workdir, args.out,
                 args.source, args.pytest_arg, tests=present, modules=groups[tests],
                 survivors_of=args.on_survivors_of, rerun=args.rerun_survivors,
-                resume=args.resume or workdir in prepared, children=args.max_children)
+                resume=args.resume, same_run=workdir in prepared, children=args.max_children)
             prepared.add(workdir)
             if score is not None:
                 results.append(score)
