@@ -95,3 +95,29 @@ def test_native_error_before_chat_end_is_typed(message: str, kind: type[E.LMStud
         assembler.finish(100.4)
     assert type(caught.value) is kind and caught.value.partial is not None
     assert caught.value.partial.text == "so far" and caught.value.server_message == message
+
+
+def test_a_body_that_is_not_json_without_a_content_type_is_a_bad_response() -> None:
+    with pytest.raises(E.BadResponse) as caught:
+        protocol.json_body(CTX, {}, b"not json at all")
+    assert caught.value.message == "response is not JSON: 'not json at all'"
+
+
+def test_an_unpinned_stream_takes_its_model_from_the_chunks() -> None:
+    unpinned = E.RequestContext("POST", URL, None, 1, 1, 0.0)
+    assembler = protocol.ChatStreamAssembler(unpinned, 100.0)
+    chunk = {"model": "qwen/qwen3-4b", "choices": [{"index": 0, "delta": {"content": "hi"},
+                                                    "finish_reason": "stop"}]}
+    assembler.feed(SSEEvent(json.dumps(chunk)), 100.1)
+    assembler.feed(SSEEvent("[DONE]"), 100.2)
+    result = assembler.finish(100.3)
+    assert result.model == "qwen/qwen3-4b" and result.text == "hi"
+
+
+def test_tool_calls_as_text_say_so() -> None:
+    body = {"model": "qwen/qwen3-4b", "choices": [{"index": 0, "finish_reason": "stop", "message": {
+        "role": "assistant", "content": '<tool_call>{"name": "add"}</tool_call>'}}]}
+    with pytest.raises(E.ToolCallsAsText) as caught:
+        protocol.chat_result(CTX, body, Timings(ttft=0.1, total=0.1), tools_offered=True)
+    assert caught.value.message == ("tools were offered and the tool call came back as plain "
+                                    "text, not tool_calls")
