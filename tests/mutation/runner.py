@@ -413,8 +413,10 @@ def main(argv: Sequence[str] | None = None) -> int:
                 print(f"{path}: no {against} test reaches it ({', '.join(tests) or 'none'})",
                       flush=True)
                 continue
-            slug = hashlib.sha256("\0".join(tests).encode()).hexdigest()[:8]
-            workdir = args.workdir / f"{against}-{slug}"
+            # A copy per test selection and set of mutated modules: two runs at once (one per
+            # worker) never share one, and a later run of the same modules can --resume it.
+            slug = hashlib.sha256("\0".join([*tests, "", *groups[tests]]).encode()).hexdigest()
+            workdir = args.workdir / f"{against}-{slug[:8]}"
             # One scratch copy (and one stats run) per test selection and invocation.
             score = run_module(
                 against, path, int(own_size) if own_size else args.sample, workdir, args.out,
