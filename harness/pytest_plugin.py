@@ -35,7 +35,7 @@ reason, where the target cannot help; ``subject_needs(...)`` where the subject c
 
 from __future__ import annotations
 
-from collections.abc import AsyncIterator, Callable, Iterator
+from collections.abc import AsyncIterator, Callable, Generator, Iterator
 from contextlib import AbstractContextManager, ExitStack
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
@@ -253,6 +253,14 @@ def harness_target(pytestconfig: pytest.Config) -> Iterator[Target]:
         yield target
 
 
+def _cassette_of(config: pytest.Config, node: pytest.Item) -> Path:
+    """Where ``--lmstudio-record`` / ``--lmstudio-replay`` keep this test's exchanges."""
+    from harness.evaluate.cassettes import cassette_path
+
+    root = Path(config.getoption("harness_cassette_dir") or config.rootpath / DEFAULT_CASSETTES)
+    return cassette_path(root, Path(str(node.path)).stem, node.name)
+
+
 def _suite_cassette(request: pytest.FixtureRequest, target: Target
                     ) -> AbstractContextManager[Any]:
     """``--lmstudio-record`` / ``--lmstudio-replay``: every test's exchanges in one cassette."""
@@ -265,16 +273,56 @@ def _suite_cassette(request: pytest.FixtureRequest, target: Target
         mode = "none"
     else:
         return nullcontext()
-    from harness.evaluate.cassettes import cassette_path, use_cassette
+    from harness.evaluate.cassettes import use_cassette
 
-    root = Path(config.getoption("harness_cassette_dir") or config.rootpath / DEFAULT_CASSETTES)
-    module = Path(str(request.node.path)).stem
     secrets = (target.api_token,) if target.api_token else ()
-    path = cassette_path(root, module, request.node.name)
+    path = _cassette_of(config, request.node)
     if mode == "none" and not path.exists():
         pytest.fail(f"no cassette {path} to replay; record it with --lmstudio-record",
                     pytrace=False)
     return use_cassette(path, mode, secrets)
+
+
+def _replayed(request: pytest.FixtureRequest, target: Target) -> Target:
+    """On replay, the target as this test's recording saw it; a test that skipped while
+    recording (no cassette) skips again with the recorded reason."""
+    from harness.evaluate.target import RecordedRun
+
+    path = _cassette_of(request.config, request.node)
+    recorded = RecordedRun.read(path)
+    if recorded is None:  # recorded before runs were kept: the plain replay target
+        return target
+    if recorded.outcome == "skipped" and not path.exists():
+        pytest.skip(recorded.skip_reason)
+    return recorded.replay(target)
+
+
+@pytest.hookimpl(wrapper=True)
+def pytest_runtest_makereport(item: pytest.Item, call: pytest.CallInfo[None]
+                              ) -> Generator[None, pytest.TestReport, pytest.TestReport]:
+    """``--lmstudio-record``: keep each target test's outcome and target beside its cassette
+    (``RecordedRun``), so ``--lmstudio-replay`` skips what skipped while recording."""
+    report = yield
+    if (not item.config.getoption("harness_record", False)
+            or "target" not in getattr(item, "fixturenames", ())
+            or not (call.when == "call" or (call.when == "setup" and report.skipped))):
+        return report
+    from harness.evaluate.target import RecordedRun
+
+    funcargs = getattr(item, "funcargs", {})
+    target = funcargs.get("target") or item.config.stash.get(TARGET_KEY, None)
+    if target is None:  # the target itself failed to open: nothing ran against it
+        return report
+    reason = None
+    if report.skipped:
+        longrepr = report.longrepr
+        reason = str(longrepr[2] if isinstance(longrepr, tuple) else longrepr)
+        reason = reason.removeprefix("Skipped: ")
+    path = _cassette_of(item.config, item)
+    if call.when == "setup":
+        path.unlink(missing_ok=True)  # a stale recording of a run that no longer happens
+    RecordedRun.of(target, report.outcome, reason).write(path)
+    return report
 
 
 @pytest.fixture
@@ -285,10 +333,12 @@ def target(request: pytest.FixtureRequest, harness_target: Target) -> Iterator[T
     (what OpenAI-style clients take). Cleaning happens before the test (``reset`` drops faults
     and truth); faults a test sets go through the ``faults`` fixture, which clears them after.
     """
-    harness_target.require_needs(request.node)
-    harness_target.reset()
-    with _suite_cassette(request, harness_target):
-        yield harness_target
+    current = (_replayed(request, harness_target) if request.config.getoption("harness_replay")
+               else harness_target)
+    current.require_needs(request.node)
+    current.reset()
+    with _suite_cassette(request, current):
+        yield current
 
 
 def fast_retry() -> Any:

@@ -6,7 +6,9 @@
     retry     RetryPolicy / RetryBudget / Attempts: retries decided in one place
     protocol  what LM Studio's bodies and events mean (errors, results, answer checks)
     _httpx    the only httpx-specific rules: limits, per-read bounds, exception table
-    sync/aio  Client / AsyncClient: move bytes, sleep, plumb cancellation
+    sync/aio  Client / AsyncClient: move bytes, sleep, plumb cancellation; aio.py is the
+              source, sync.py is generated from it (python -m harness.client._generate)
+    _backend_async/_backend_sync  what truly differs: sleep, switch_model cut-off, transport
 """
 
 from harness.client.aio import AsyncChatStream, AsyncClient

@@ -74,6 +74,9 @@ class ChatResult(_Tolerant):
     timings: Timings = Field(default_factory=Timings)
     id: str | None = None
     stats: dict[str, Any] | None = None
+    # llama.cpp's server's own measurement of this answer (its ``timings`` object: prompt_ms,
+    # predicted_ms, predicted_per_token_ms, ...), on the last chunk or the body; None elsewhere.
+    engine_timings: dict[str, Any] | None = None
 
     def assistant_message(self) -> dict[str, Any]:
         """This answer as the assistant message to append to a conversation."""

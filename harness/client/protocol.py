@@ -319,6 +319,7 @@ def chat_result(ctx: RequestContext, body: dict[str, Any], timings: Timings, *,
         timings=timings,
         id=body.get("id"),
         stats=body.get("stats") or None,
+        engine_timings=body["timings"] if isinstance(body.get("timings"), dict) else None,
     )
     check_answer(ctx, result, tools_offered=tools_offered)
     return result
@@ -363,6 +364,18 @@ def _as_partial(result: ChatResult) -> PartialOutput:
                          tool_calls=[c.to_message() for c in result.tool_calls],
                          chunks=result.timings.chunks, model=result.model,
                          finish_reason=result.finish_reason)
+
+
+def partial_from_body(body: Any) -> PartialOutput:
+    """What a plain answer held, for an error that keeps it (an answer that arrived after
+    ``switch_model(inflight="cancel")``): read leniently, since it is not returned."""
+    if not isinstance(body, dict):
+        return PartialOutput()
+    try:
+        message = body["choices"][0].get("message") or {}
+        return PartialOutput(text=message.get("content") or "", chunks=1, model=body.get("model"))
+    except (KeyError, IndexError, TypeError, AttributeError):
+        return PartialOutput(model=body.get("model"))
 
 
 _OPEN, _CLOSE = "<think>", "</think>"
@@ -444,6 +457,7 @@ class _Accumulator:
         "_reasoning",
         "_text",
         "chunks",
+        "engine_timings",
         "finish_reason",
         "first_at",
         "gaps",
@@ -462,6 +476,7 @@ class _Accumulator:
         self.finish_reason: str | None = None
         self.model: str | None = None
         self.usage: Usage | None = None
+        self.engine_timings: dict[str, Any] | None = None
         self.first_at: float | None = None
         self.last_at: float | None = None
         self.gaps: list[float] = []
@@ -505,6 +520,7 @@ class _Accumulator:
             tool_calls=calls,
             timings=self.timings(now),
             stats=stats,
+            engine_timings=self.engine_timings,
         )
 
     def add_call_fragment(self, index: int, call_id: str | None, name: str | None,
@@ -671,6 +687,9 @@ class ChatStreamAssembler(_Assembler):
         usage = chunk.get("usage")
         if usage:
             acc.usage = _usage(usage)
+        engine_timings = chunk.get("timings")  # llama.cpp's server, on its last chunk
+        if engine_timings.__class__ is dict:
+            acc.engine_timings = engine_timings
         choices = chunk.get("choices")
         if not choices:
             return []

@@ -1,27 +1,37 @@
-"""``Client``: the blocking, thread-safe shell (httpx's pool is thread-safe; every per-call value
-lives in an immutable ``Call``). Mirrors ``AsyncClient`` method for method.
+# Generated from harness/client/aio.py by `python -m harness.client._generate`; do not edit.
+# Edit aio.py, then regenerate. The shells' real differences: _backend_async.py and
+# _backend_sync.py.
+"""The client shells, one code in two files: ``AsyncClient`` (asyncio) in ``aio.py`` and the
+blocking ``Client`` in ``sync.py``.
 
-It only moves bytes, sleeps and plumbs cancellation: requests come from ``request``, every
-response is read by a ``stream.ResponseReader``, retries are decided by ``retry.Attempts`` and
-httpx's exceptions are mapped by ``_httpx.transport_errors``.
+``aio.py`` is the source. ``sync.py`` is ``aio.py`` with ``async``/``await`` removed and names
+renamed (``AsyncClient`` -> ``Client``, ``aclose`` -> ``close``, ...; the table is in
+``_generate.py``), written by ``python -m harness.client._generate``. Edit ``aio.py``, then
+regenerate; ``tests/client/test_generated_shells.py`` fails while ``sync.py`` is stale. What
+really differs between the shells (sleeping, how ``switch_model`` cuts a call off, the default
+transport) lives in ``_backend_async.py`` and ``_backend_sync.py``, imported as ``backend``.
+Docstrings and comments are copied as they are, so they speak of both shells.
+
+The shells only move bytes, sleep and plumb cancellation: requests come from ``request``,
+every response is read by a ``stream.ResponseReader``, retries are decided by
+``retry.Attempts`` and httpx's exceptions are mapped by ``_httpx.transport_errors``.
 """
 
 from __future__ import annotations
 
-import time
-from collections.abc import Callable, Iterator
+from collections.abc import Iterator
 from contextlib import suppress
 from types import TracebackType
 from typing import Any
 
 import httpx
 
+from harness.client import _backend_sync as backend
 from harness.client import protocol, request
 from harness.client._httpx import (
     DRAIN_S,
     default_limits,
     parsed_url,
-    sync_transport,
     timeout_for,
     transport_errors,
     without_cookies,
@@ -29,7 +39,7 @@ from harness.client._httpx import (
 from harness.client.catalog import ModelCatalog
 from harness.client.config import Timeouts, derive_options
 from harness.client.endpoints import ClientRules
-from harness.client.errors import LMStudioError, ModelSwitched, PartialOutput, RequestContext
+from harness.client.errors import LMStudioError, ModelSwitched, RequestContext
 from harness.client.messages_api import messages_call, messages_result
 from harness.client.models import ChatResult, Embeddings, ModelInfo, ResponseResult, StreamEvent
 from harness.client.native_tools import native_chat_result
@@ -40,10 +50,19 @@ from harness.client.stream import ResponseReader
 from harness.client.wire import embeddings_result, parse_model_list, response_result
 
 JSONAnswer = tuple[RequestContext, dict[str, Any], Any]  # context, body, timings
+Opened = tuple[ResponseReader, httpx.Response]
+
+BEFORE_ANSWER = "cancelled by switch_model before an answer"
 
 
 class Client(ClientRules):
-    """Blocking client for LM Studio, safe to share between threads. See ``AsyncClient``."""
+    """A client for LM Studio. One connection pool per client; ``with_options`` views share it.
+    ``Client`` blocks and is safe to share between threads (httpx's pool is thread-safe, and
+    every per-call value lives in an immutable ``Call``); ``AsyncClient`` is its asyncio twin.
+
+    ``base_url`` may be given with or without ``/v1``. ``model`` is the default model, read once
+    when each call starts (``switch_model`` changes it for later calls only).
+    """
 
     def __init__(
         self,
@@ -56,13 +75,14 @@ class Client(ClientRules):
         limits: httpx.Limits | None = None,
         catalog_ttl: float = 600.0,
         transport: httpx.BaseTransport | None = None,
-        sleep: Callable[[float], None] = time.sleep,
+        sleep: backend.Sleep = backend.sleep,
     ) -> None:
         options = self._setup(base_url, model, api_token, timeout, retry,
                               ModelCatalog(fetch=self.list_models, ttl=catalog_ttl))
         limits = limits or default_limits()
-        self._http = httpx.Client(headers=request.base_headers(options.api_token),
-                                  transport=transport or sync_transport(limits))
+        self._http = httpx.Client(
+            headers=request.base_headers(options.api_token),
+            transport=transport or backend.transport(limits))
         without_cookies(self._http)
         self._pool_size = limits.max_connections
         self._sleep = sleep
@@ -88,134 +108,164 @@ class Client(ClientRules):
         self.close()
 
     # -- moving bytes ----------------------------------------------------------------------------
-    def _run(self, call: Call, attempt: Callable[[RequestContext, Attempts, Inflight], Any],
-             entry: Inflight) -> Any:
-        """The retry loop: ``Attempts`` decides, this only sleeps."""
+    def _run(self, call: Call, entry: Inflight, stream: bool = False) -> Opened:
+        """The retry loop: ``Attempts`` decides, this only sleeps; a ``switch_model`` cut-off
+        during it leaves as ``ModelSwitched``."""
         shared = self._shared
         attempts = Attempts(call, self._options.retry, self._options.timeouts.deadline,
                             shared.budget, on_model_not_found=shared.catalog.invalidate)
-        while True:
-            ctx = attempts.begin()
-            log_attempt("send", ctx)
-            try:
-                return attempt(ctx, attempts, entry)
-            except ModelSwitched:
-                raise
-            except LMStudioError as err:
-                if entry.cancelled:
-                    raise ModelSwitched("cancelled by switch_model before an answer",
-                                        context=err.context or ctx) from err
-                self._sleep(attempts.failed(err))
+        ctx = attempts.begin()
+        # The lambda reads ``ctx`` when it runs: the context of the attempt it cut off.
+        cutoff = backend.Cutoff(entry, lambda: ModelSwitched(BEFORE_ANSWER, context=ctx))
+        try:
+            while True:
+                log_attempt("send", ctx)
+                with cutoff:
+                    try:
+                        return self._attempt(call, ctx, attempts, entry, cutoff, stream)
+                    except ModelSwitched:
+                        raise
+                    except LMStudioError as err:
+                        if entry.cancelled:
+                            raise ModelSwitched(BEFORE_ANSWER, context=err.context or ctx
+                                                ) from err
+                        self._sleep(attempts.failed(err))
+                ctx = attempts.begin()
+        finally:
+            entry.cancel_hook = None
 
-    def _open(self, call: Call, ctx: RequestContext, attempts: Attempts, entry: Inflight
-              ) -> tuple[ResponseReader, httpx.Response]:
-        """Send one attempt and read its head."""
+    def _attempt(
+        self, call: Call, ctx: RequestContext, attempts: Attempts, entry: Inflight,
+        cutoff: backend.Cutoff, stream: bool,
+    ) -> Opened:
+        """Send one attempt and read its head, then its body too unless it is the event stream
+        a stream reads itself (an error status or a plain body is read whole: to return it, or
+        to raise why it is not an answer)."""
         reader = ResponseReader(call, ctx, self._options.timeouts,
                                 deadline_at=attempts.deadline_at, started=attempts.started,
                                 cancelled=lambda: entry.cancelled, pool_size=self._pool_size)
         req = self._http.build_request(call.method, parsed_url(call.url), content=call.body,
                                        headers=call.headers, timeout=timeout_for(reader))
         with transport_errors(reader):
-            response = self._http.send(req, stream=True, follow_redirects=call.method == "GET")
+            response = self._http.send(
+                req, stream=True, follow_redirects=call.method == "GET")
+        events_follow = False
         try:
             reader.head(response.status_code, dict(response.headers.items()))
-        except BaseException:
-            response.close()
-            raise
+            events_follow = stream and reader.streaming
+            if not events_follow:
+                for _ in self._read(reader, response, cutoff):
+                    pass
+        finally:
+            if not events_follow:
+                response.close()
         return reader, response
 
-    def _read(self, reader: ResponseReader, response: httpx.Response
-              ) -> Iterator[list[StreamEvent]]:
+    def _read(
+        self, reader: ResponseReader, response: httpx.Response, cutoff: backend.Cutoff,
+    ) -> Iterator[list[StreamEvent]]:
         """The body through the reader, each read bounded by the reader's limit; yields the
         events of each read as one list (one hop per read, not per event, on the hot path)."""
         raw = response.iter_raw()
         timeout = response.request.extensions["timeout"]
-        while not reader.done:
-            timeout["read"] = reader.timeout() or 0.001
-            with transport_errors(reader):
-                data = next(raw, None)
-            if data is None:
-                break
-            events = reader.feed(data)
+        try:
+            while not reader.done:
+                timeout["read"] = reader.timeout() or 0.001
+                with transport_errors(reader), cutoff:
+                    try:
+                        data = raw.__next__()
+                    except StopIteration:
+                        break
+                events = reader.feed(data)
+                if events:
+                    yield events
+            events = reader.eof()
+            if reader.streaming_ended:
+                # The end signal arrived: read the body's own end too (briefly), so the server
+                # sees a finished response, not a disconnect, and the connection is reused.
+                timeout["read"] = DRAIN_S
+                with suppress(Exception), transport_errors(reader):
+                    for _ in raw:
+                        pass
             if events:
                 yield events
-        events = reader.eof()
-        if reader.streaming_ended:
-            # The end signal arrived: read the body's own end too (briefly), so the server sees a
-            # finished response, not a disconnect, and the connection goes back to the pool.
-            timeout["read"] = DRAIN_S
-            with suppress(Exception), transport_errors(reader):
-                while next(raw, None) is not None:
-                    pass
-        if events:
-            yield events
+        finally:
+            raw.close()  # type: ignore[attr-defined]
 
     def _json(self, call: Call) -> JSONAnswer:
-        def attempt(ctx: RequestContext, attempts: Attempts, entry: Inflight) -> JSONAnswer:
-            reader, response = self._open(call, ctx, attempts, entry)
-            try:
-                for _ in self._read(reader, response):
-                    pass
-            finally:
-                response.close()
-            answer: JSONAnswer = reader.result
-            return answer
-
         entry = self._shared.register(call.model)
         try:
-            answer: JSONAnswer = self._run(call, attempt, entry)
+            reader, _ = self._run(call, entry)
+            answer: JSONAnswer = reader.result
             if entry.cancelled:
-                # A blocking exchange cannot be interrupted midway; its answer is kept on the
-                # error rather than returned as if nothing had happened.
+                # The cut-off came too late to interrupt the exchange (or cannot: a blocking
+                # one); its answer is kept on the error rather than returned as if nothing had
+                # happened.
                 raise ModelSwitched("answer arrived after switch_model(inflight='cancel')",
-                                    context=answer[0], partial=_partial_from(answer[1]))
+                                    context=answer[0],
+                                    partial=protocol.partial_from_body(answer[1]))
             return answer
         finally:
             self._shared.unregister(entry)
 
     # -- OpenAI-compatible endpoints ---------------------------------------------------------------
-    def chat(self, messages: list[dict[str, Any]], *, model: str | None = None,
-             **params: Any) -> ChatResult:
+    def chat(
+        self, messages: list[dict[str, Any]], *, model: str | None = None, **params: Any,
+    ) -> ChatResult:
         call = request.chat(self.base_url, messages, self._model(model), params)
         return protocol.chat_result(*self._json(call), tools_offered=call.tools_offered)
 
-    def stream_chat(self, messages: list[dict[str, Any]], *, model: str | None = None,
-                    include_usage: bool = True, **params: Any) -> ChatStream:
-        """Use as ``with client.stream_chat(...) as stream:``; iterate; ``stream.result()``."""
-        return ChatStream(self, request.chat(self.base_url, messages, self._model(model), params,
-                                             stream=True, include_usage=include_usage))
+    def stream_chat(
+        self, messages: list[dict[str, Any]], *, model: str | None = None,
+        include_usage: bool = True, **params: Any,
+    ) -> ChatStream:
+        """Open it as a context manager (``with`` or ``async with``), iterate it for the deltas,
+        then ``result()`` for the whole answer."""
+        call = request.chat(self.base_url, messages, self._model(model), params, stream=True,
+                            include_usage=include_usage)
+        return ChatStream(self, call)
 
-    def complete(self, prompt: str, *, model: str | None = None, **params: Any) -> ChatResult:
+    def complete(
+        self, prompt: str, *, model: str | None = None, **params: Any,
+    ) -> ChatResult:
         call = request.completion(self.base_url, prompt, self._model(model), params, False)
         return protocol.chat_result(*self._json(call))
 
-    def stream_complete(self, prompt: str, *, model: str | None = None, **params: Any
-                        ) -> ChatStream:
-        return ChatStream(self, request.completion(self.base_url, prompt, self._model(model),
-                                                   params, True))
+    def stream_complete(
+        self, prompt: str, *, model: str | None = None, **params: Any,
+    ) -> ChatStream:
+        call = request.completion(self.base_url, prompt, self._model(model), params, True)
+        return ChatStream(self, call)
 
     def embed(self, inputs: str | list[str], *, model: str | None = None) -> Embeddings:
-        ctx, body, _ = self._json(request.embeddings(self.base_url, inputs, self._model(model)))
+        call = request.embeddings(self.base_url, inputs, self._model(model))
+        ctx, body, _ = self._json(call)
         return embeddings_result(ctx, body)
 
-    def respond(self, input: str | list[dict[str, Any]], *, model: str | None = None,
-                previous_response_id: str | None = None, **params: Any) -> ResponseResult:
+    def respond(
+        self, input: str | list[dict[str, Any]], *, model: str | None = None,
+        previous_response_id: str | None = None, **params: Any,
+    ) -> ResponseResult:
         """``POST /v1/responses``; pass the returned ``id`` as ``previous_response_id``."""
-        ctx, body, _ = self._json(request.responses(self.base_url, input, self._model(model),
-                                                    previous_response_id, params))
+        call = request.responses(self.base_url, input, self._model(model), previous_response_id,
+                                 params)
+        ctx, body, _ = self._json(call)
         return response_result(ctx, body)
 
     def list_models(self) -> list[ModelInfo]:
         """``GET /v1/models`` (fresh; use ``catalog`` for the cached view)."""
-        return parse_model_list(*self._json(request.get(self.base_url, "/v1/models"))[:2])
+        ctx, body, _ = self._json(request.get(self.base_url, "/v1/models"))
+        return parse_model_list(ctx, body)
 
     # -- native endpoints ------------------------------------------------------------------------
     def native_models(self) -> list[ModelInfo]:
         """``GET /api/v1/models``: every downloaded model with its loaded instances."""
-        return parse_model_list(*self._json(request.get(self.base_url, "/api/v1/models"))[:2])
+        ctx, body, _ = self._json(request.get(self.base_url, "/api/v1/models"))
+        return parse_model_list(ctx, body)
 
     def v0_models(self) -> list[ModelInfo]:
-        return parse_model_list(*self._json(request.get(self.base_url, "/api/v0/models"))[:2])
+        ctx, body, _ = self._json(request.get(self.base_url, "/api/v0/models"))
+        return parse_model_list(ctx, body)
 
     def load_model(self, model: str, **config: Any) -> dict[str, Any]:
         _, body, _ = self._json(request.load_model(self.base_url, model, config))
@@ -227,49 +277,45 @@ class Client(ClientRules):
         self.catalog.invalidate()
         return body
 
-    def native_chat(self, input: str | list[dict[str, Any]], *, model: str | None = None,
-                    **params: Any) -> ChatResult:
+    def native_chat(
+        self, input: str | list[dict[str, Any]], *, model: str | None = None, **params: Any,
+    ) -> ChatResult:
         call = request.native_chat(self.base_url, input, self._model(model), params, False)
         return native_chat_result(*self._json(call))
 
-    def stream_native_chat(self, input: str | list[dict[str, Any]], *,
-                           model: str | None = None, **params: Any) -> ChatStream:
-        return ChatStream(self, request.native_chat(self.base_url, input, self._model(model),
-                                                    params, True))
+    def stream_native_chat(
+        self, input: str | list[dict[str, Any]], *, model: str | None = None, **params: Any,
+    ) -> ChatStream:
+        call = request.native_chat(self.base_url, input, self._model(model), params, True)
+        return ChatStream(self, call)
 
     # -- Anthropic-compatible endpoint -----------------------------------------------------------
-    def messages(self, messages: list[dict[str, Any]], *, model: str | None = None,
-                 **params: Any) -> ChatResult:
+    def messages(
+        self, messages: list[dict[str, Any]], *, model: str | None = None, **params: Any,
+    ) -> ChatResult:
         """``POST /v1/messages`` (Anthropic's format; ``max_tokens`` defaults to 1024)."""
         call = messages_call(self.base_url, messages, self._model(model), params, stream=False)
         return messages_result(*self._json(call), tools_offered=call.tools_offered)
 
-    def stream_messages(self, messages: list[dict[str, Any]], *, model: str | None = None,
-                        **params: Any) -> ChatStream:
+    def stream_messages(
+        self, messages: list[dict[str, Any]], *, model: str | None = None, **params: Any,
+    ) -> ChatStream:
         """``/v1/messages`` streamed: Anthropic's SSE events as the same typed deltas."""
-        return ChatStream(self, messages_call(self.base_url, messages, self._model(model),
-                                              params, stream=True))
-
-
-def _partial_from(body: Any) -> PartialOutput:
-    if not isinstance(body, dict):
-        return PartialOutput()
-    try:
-        message = body["choices"][0].get("message") or {}
-        return PartialOutput(text=message.get("content") or "", chunks=1, model=body.get("model"))
-    except (KeyError, IndexError, TypeError, AttributeError):
-        return PartialOutput(model=body.get("model"))
+        call = messages_call(self.base_url, messages, self._model(model), params, stream=True)
+        return ChatStream(self, call)
 
 
 class ChatStream:
-    """One streamed call (see ``AsyncChatStream``). Breaking out of the loop or leaving the
-    ``with`` block closes the HTTP response, so the server stops generating."""
+    """One streamed call. Complete only on the server's end signal; otherwise it raises
+    ``StreamInterrupted`` (or a subclass) with the partial output. Breaking out of the loop or
+    leaving the ``with`` block early closes the HTTP response, so the server stops generating."""
 
     def __init__(self, client: Client, call: Call) -> None:
         self._client, self._call = client, call
         self._reader: ResponseReader | None = None
         self._response: httpx.Response | None = None
         self._entry: Inflight | None = None
+        self._cutoff: backend.Cutoff | None = None
         self._events: Iterator[StreamEvent] | None = None
         self._result: ChatResult | None = None
         self._error: LMStudioError | None = None
@@ -280,30 +326,20 @@ class ChatStream:
 
     def __enter__(self) -> ChatStream:
         client, call = self._client, self._call
-
-        def attempt(ctx: RequestContext, attempts: Attempts, entry: Inflight
-                    ) -> tuple[ResponseReader, httpx.Response]:
-            reader, response = client._open(call, ctx, attempts, entry)
-            if not reader.streaming:  # an error status or a plain body: read why, raise it
-                try:
-                    for _ in client._read(reader, response):
-                        pass
-                finally:
-                    response.close()
-            return reader, response
-
         entry = self._entry = client._shared.register(call.model)
         try:
-            self._reader, self._response = client._run(call, attempt, entry)
+            reader, response = client._run(call, entry, stream=True)
         except BaseException:
             self.close()
             raise
-        # Closing the socket from the switching thread wakes a reader blocked on the next chunk.
-        entry.cancel_hook = self._response.close
+        self._reader, self._response = reader, response
+        self._cutoff = backend.Cutoff(entry, reader.switched, response)
         return self
 
-    def __exit__(self, exc_type: type[BaseException] | None, exc: BaseException | None,
-                 tb: TracebackType | None) -> None:
+    def __exit__(
+        self, exc_type: type[BaseException] | None, exc: BaseException | None,
+        tb: TracebackType | None,
+    ) -> None:
         self.close()
 
     def close(self) -> None:
@@ -316,17 +352,19 @@ class ChatStream:
 
     def __iter__(self) -> Iterator[StreamEvent]:
         if self._reader is None:
-            raise RuntimeError("use 'with client.stream_chat(...) as stream' first")
+            raise RuntimeError("open the stream first: use client.stream_chat(...) in a with "
+                               "(or async with) block")
         if self._events is None:
             self._events = self._iterate()
         return self._events
 
     def _iterate(self) -> Iterator[StreamEvent]:
-        reader, response = self._reader, self._response
-        assert reader is not None and response is not None
+        reader, response, cutoff = self._reader, self._response, self._cutoff
+        assert reader is not None and response is not None and cutoff is not None
         try:
-            for events in self._client._read(reader, response):
-                yield from events
+            for events in self._client._read(reader, response, cutoff):
+                for event in events:
+                    yield event
             self._result = reader.result
         except LMStudioError as err:
             self._error = err

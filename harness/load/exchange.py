@@ -235,5 +235,13 @@ def _fill_result(record: RequestRecord, result: ChatResult) -> None:
     tps = stats.get("tokens_per_second")
     if isinstance(tps, int | float):
         record.server_tps = float(tps)
+    engine = result.engine_timings or {}  # llama.cpp's server measures each answer itself
+    prompt_ms, per_token_ms = engine.get("prompt_ms"), engine.get("predicted_per_token_ms")
+    if record.server_ttft_s is None and isinstance(prompt_ms, int | float):
+        record.server_ttft_s = prompt_ms / 1000.0
+    if isinstance(per_token_ms, int | float):
+        record.server_itl_s = per_token_ms / 1000.0
+    if record.server_tps is None and isinstance(engine.get("predicted_per_second"), int | float):
+        record.server_tps = float(engine["predicted_per_second"])
     if not record.stream:
         record.chunks = 1

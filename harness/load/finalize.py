@@ -24,6 +24,7 @@ from harness.load.analysis import (
     level_stats,
     read_records,
     time_series,
+    token_counts,
     validity_gates,
     verdict,
     write_llm_csv,
@@ -39,7 +40,9 @@ DEFINITIONS: tuple[tuple[str, str], ...] = (
     ("TTFO", "send -> first visible content (text or tool call; reasoning excluded)"),
     ("E2E", "send -> last token-bearing chunk (the usage chunk and [DONE] do not extend it)"),
     ("TPOT", "(E2E - TTFT) / (N - 1) per request, N = output tokens from the server's usage "
-             "(stream_options.include_usage) or native stats; vLLM's definition"),
+             "(stream_options.include_usage) or native stats; vLLM's definition. A server that "
+             "streams no usage at all (llama-cpp-python) gets N = its content chunks, and the "
+             "report says 'tokens counted from stream chunks'"),
     ("ITL", "a request's mean gap between content chunks (one value per request; the LLM tab "
             "and <prefix>_llm.csv aggregate it per request, never per chunk)"),
     ("request tokens/s", "N / E2E of one request"),
@@ -76,11 +79,21 @@ class RunFacts:
 
 
 class ServerCrossCheck(BaseModel):
+    """The client's numbers beside the server's own, per request where it measured itself:
+    LM Studio's native ``stats`` or llama.cpp's ``timings`` (``prompt_ms`` is prompt
+    processing, so client TTFT - server TTFT is queueing, the first decode step and HTTP;
+    ``predicted_per_token_ms`` is its decode time per token, against the client's ITL)."""
+
     requests: int
+    source: str
     client_ttft_ms_mean: float | None
     server_ttft_ms_mean: float | None
     client_decode_tps_mean: float | None
     server_tps_mean: float | None
+    client_itl_ms_mean: float | None = None
+    server_itl_ms_mean: float | None = None
+    ttft_minus_server_ms: Distribution | None = None  # per request: client TTFT - server's
+    itl_over_server: Distribution | None = None  # per request: client ITL / server per token
 
 
 class LoadReport(BaseModel):
@@ -97,6 +110,7 @@ class LoadReport(BaseModel):
     server: dict[str, Any] | None
     records_total: int
     records_warmup: int
+    token_counts: str | None = None  # where N came from: server usage, or stream chunks
     levels: list[LevelStats]
     gates: list[Gate]
     truth: TruthComparison | None
@@ -122,13 +136,24 @@ def _crosscheck(records: list[RequestRecord]) -> ServerCrossCheck | None:
         return sum(values) / len(values) if values else None
 
     decode = [1.0 / r.tpot for r in both if r.tpot]
+    itl = [r for r in both if r.itl is not None and r.server_itl_s]
     return ServerCrossCheck(
         requests=len(both),
+        source="llama.cpp timings" if any(r.server_itl_s is not None for r in both)
+        else "native stats",
         client_ttft_ms_mean=mean([r.ttft * 1000 for r in both if r.ttft is not None]),
         server_ttft_ms_mean=mean([r.server_ttft_s * 1000 for r in both
                                   if r.server_ttft_s is not None]),
         client_decode_tps_mean=mean(decode),
         server_tps_mean=mean([r.server_tps for r in both if r.server_tps is not None]),
+        client_itl_ms_mean=mean([r.itl * 1000 for r in itl if r.itl is not None]),
+        server_itl_ms_mean=mean([r.server_itl_s * 1000 for r in itl if r.server_itl_s]),
+        ttft_minus_server_ms=Distribution.of(
+            r.ttft - r.server_ttft_s for r in both
+            if r.ttft is not None and r.server_ttft_s is not None),
+        itl_over_server=Distribution.of(
+            (r.itl / r.server_itl_s for r in itl if r.itl is not None and r.server_itl_s),
+            scale=1.0) if itl else None,
     )
 
 
@@ -176,6 +201,7 @@ def finalize(out_dir: Path, scenario: Scenario, facts: RunFacts) -> LoadReport:
         base_url=facts.base_url, workers=facts.workers, locust_version=version("locust"),
         server=facts.server.as_dict() if facts.server is not None else None,
         records_total=len(records), records_warmup=sum(r.warmup for r in records),
+        token_counts=token_counts([r for r in records if not r.warmup]),
         levels=levels, gates=gates, truth=truth, server_crosscheck=_crosscheck(records),
         timeline=time_series([r for r in records if not r.warmup], t0),
         definitions=list(DEFINITIONS), run_errors=run_errors, outputs=outputs,

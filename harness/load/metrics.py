@@ -52,8 +52,9 @@ class RequestRecord:
     error_kind: str | None = None
     error: str | None = None
     status: int | None = None
-    server_ttft_s: float | None = None
+    server_ttft_s: float | None = None  # LM Studio's stats TTFT, or llama.cpp's prompt_ms
     server_tps: float | None = None
+    server_itl_s: float | None = None  # llama.cpp's predicted_per_token_ms (its own decode)
     worker: int = 0
     user: int = 0
     level: int = 0

@@ -334,6 +334,9 @@ def run_load_command(*, scenario: Path, base_url: str, users: int | None, durati
     console.print(table)
     for reason in summary["reasons"]:
         console.print(f" - {term(reason)}")
+    counted = summary.get("token_counts")
+    if counted and counted != "server usage":
+        console.print(f"output token counts: {term(counted)}")
     truth = summary.get("truth")
     if truth and truth.get("ttft_abs_error_ms"):
         error_p95 = truth["ttft_abs_error_ms"]["p95"]

@@ -372,6 +372,27 @@ async def test_async_switch_cancel_interrupts_blocking_call(server: ScriptedServ
         assert time.monotonic() - started < 1.0
 
 
+async def test_async_switch_cancel_during_the_wait_between_attempts(
+        server: ScriptedServer) -> None:
+    """A cut-off while the retry loop waits leaves as ModelSwitched, never as a bare
+    CancelledError (the wait is ours, like the send and the reads)."""
+    server.script(CHAT, json_reply({"error": "x"}, 503), json_reply(completion("ok")))
+    waiting = asyncio.Event()
+
+    async def sleep_forever(seconds: float) -> None:
+        waiting.set()
+        await asyncio.Event().wait()
+
+    async with AsyncClient(server.url, model=MODEL, sleep=sleep_forever) as c:
+        call = asyncio.create_task(c.chat(MSG))
+        await waiting.wait()
+        c.switch_model("google/gemma-3-12b", inflight="cancel")
+        with pytest.raises(ModelSwitched) as info:
+            await asyncio.wait_for(call, 30)
+    assert info.value.context is not None and info.value.context.attempt == 1
+    assert len(server.seen) == 1
+
+
 def test_reset_of_reused_connection_is_retried() -> None:
     """LM Studio closes idle keep-alive connections after ~5 s; a request racing that close
     sees the connection drop before any response and must be retried, not failed."""

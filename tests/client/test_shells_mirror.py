@@ -1,7 +1,8 @@
-"""``Client`` and ``AsyncClient`` mirror each other method for method (issue 11: if the shells
-must mirror each other, check it in CI). Same public names, same parameters, the blocking calls
-coroutines in the async shell, the stream openers plain methods in both; and neither shell holds
-a rule of its own: both read every response through the same ``ResponseReader``."""
+"""``Client`` and ``AsyncClient`` mirror each other method for method. ``sync.py`` is generated
+from ``aio.py`` (``test_generated_shells``), so this checks what the generation must give the
+user: the same public names and parameters, the blocking calls coroutines in the async shell,
+the stream openers plain methods in both; and that neither shell holds a rule of its own: both
+read every response through the same ``ResponseReader``."""
 
 from __future__ import annotations
 

@@ -207,3 +207,77 @@ def test_evaluate_reports_a_target_error_with_its_own_exit_code(tmp_path: Path) 
     assert "Traceback" not in result.output and "FAIL " not in result.output, result.output
     data = json.loads((tmp_path / "evaluation.json").read_text())
     assert data["target_error"] and data["totals"]["failed"] == 0, data
+
+
+RECORDED_PROBE = '''
+import pytest
+
+def test_answer(client, target):
+    r = client.chat([{"role": "user", "content": "hi"}], seed=1)
+    assert r.finish_reason in ("stop", "length") and r.model == target.models[0]
+
+def test_branches_on_what_the_target_has(client, target):
+    """Runs only where the server streams usage: on replay that is the recorded target's
+    finding (an empty replay target would skip it)."""
+    if not target.can("stream_usage"):
+        pytest.skip("no usage in streams")
+    assert target.calibration.ttft_s is not None  # the recorded calibration, not unscaled
+    assert client.chat([{"role": "user", "content": "again"}], seed=2).text
+
+def test_needs_a_live_socket(target):
+    target.require("realtime")  # recording reads whole responses: skips in the body
+
+@pytest.mark.needs_faults
+def test_needs_faults(target):
+    pass
+
+@pytest.mark.target_needs("tools")
+def test_needs_tools(target):
+    pass
+'''
+
+
+def outcomes(out: str) -> str:
+    return out.strip().splitlines()[-1].split(" in ")[0]
+
+
+def test_replay_gives_the_recording_s_passes_and_skips_with_the_engine_stopped(
+        tmp_path: Path) -> None:
+    """Tests that skipped while recording (capability missing on the server) skip on replay
+    with the recorded reason instead of failing on a missing cassette; tests that ran replay
+    against the target they were recorded with (capabilities, calibration)."""
+    (tmp_path / "test_probe.py").write_text(RECORDED_PROBE)
+    cassettes = tmp_path / "cassettes"
+
+    def run(*args: str) -> subprocess.CompletedProcess[str]:
+        env = {k: v for k, v in os.environ.items() if k != "LMSTUDIO_API_TOKEN"}
+        return subprocess.run(
+            [sys.executable, "-m", "pytest", "-p", "no:cacheprovider", "-rs", "-q",
+             "--rootdir", str(tmp_path), "-o", "addopts=", str(tmp_path / "test_probe.py"),
+             "--lmstudio-cassette-dir", str(cassettes), *args],
+            cwd=tmp_path, capture_output=True, text=True, timeout=90, env=env)
+
+    with running_studio(api_token=TOKEN) as studio:
+        recorded = run("--lmstudio-url", studio.base_url, "--lmstudio-api-token", TOKEN,
+                       "--lmstudio-record")
+    assert recorded.returncode == 0, recorded.stdout + recorded.stderr
+    assert outcomes(recorded.stdout) == "2 passed, 3 skipped", recorded.stdout
+    runs = {p.name: json.loads(p.read_text()) for p in cassettes.rglob("*.target.json")}
+    assert len(runs) == 5 and all(TOKEN not in json.dumps(r) for r in runs.values()), runs
+    assert runs["test_needs_tools.target.json"]["outcome"] == "skipped"
+    assert not (cassettes / "test_probe" / "test_needs_tools.yaml").exists()
+
+    replayed = run("--lmstudio-replay")  # the server is gone
+    assert replayed.returncode == 0, replayed.stdout + replayed.stderr
+    assert outcomes(replayed.stdout) == "2 passed, 3 skipped", replayed.stdout
+    assert "skipped when recorded against LM Studio (live): target live" \
+           in replayed.stdout and "cannot provide: tools" in replayed.stdout, replayed.stdout
+    assert "no cassette" not in replayed.stdout
+
+    # A test that skipped while recording and is recorded again: its stale cassette goes.
+    stale = cassettes / "test_probe" / "test_needs_faults.yaml"
+    stale.write_text("interactions: []\nversion: 1\n")
+    with running_studio(api_token=TOKEN) as studio:
+        again = run("--lmstudio-url", studio.base_url, "--lmstudio-api-token", TOKEN,
+                    "--lmstudio-record", "-k", "needs_faults")
+    assert again.returncode == 0 and not stale.exists(), again.stdout + again.stderr

@@ -6,16 +6,19 @@ import csv
 from pathlib import Path
 
 from harness.load.analysis import (
+    CHUNK_COUNTED,
     EXIT_ERROR,
     EXIT_INTERRUPTED,
     EXIT_INVALID,
     EXIT_PASS,
     EXIT_SLO_FAILED,
     EXIT_TARGET,
+    SERVER_USAGE,
     entry_name,
     level_records,
     level_stats,
     llm_rows,
+    token_counts,
     validity_gates,
     verdict,
     write_llm_csv,
@@ -121,15 +124,41 @@ def test_gates_mark_runs_invalid() -> None:
     gates = validity_gates(scenario, fine, cpu_max=50, cpu_warning=False, truth=None)
     assert all(g.passed for g in gates)
     late = [_rec(0, 100 + i, lag=0.050) for i in range(20)]
-    no_usage = [_rec(0, 100 + i, usage=False) for i in range(20)]
+    some_usage = [_rec(0, 100 + i, usage=i % 2 == 0) for i in range(20)]
     for records, cpu, warn, failing in ((late, 50, False, "schedule lag p99"),
-                                        (no_usage, 50, False, "server token counts (usage)"),
+                                        (some_usage, 50, False, "server token counts (usage)"),
                                         (fine, 95, False, "load generator CPU"),
                                         (fine, 10, True, "load generator CPU"),
                                         ([], 10, False, "requests measured")):
         gates = validity_gates(scenario, records, cpu_max=cpu, cpu_warning=warn, truth=None)
         assert [g.name for g in gates if not g.passed] == [failing]
         assert verdict([], gates, run_errors=[]).exit_code == EXIT_INVALID
+
+
+def test_a_server_that_streams_no_usage_is_counted_by_chunks_and_says_so() -> None:
+    """llama-cpp-python's server never streams usage: N = content chunks, the run stays valid
+    and says how N was counted. Usage on some requests only, or a non-streamed answer without
+    usage (one chunk says nothing about N), cannot be trusted: invalid."""
+    scenario = parse_scenario({"name": "t", "load": {"levels": [1]}})
+    gate = "server token counts (usage)"
+    none = [_rec(0, 100 + i, usage=False) for i in range(10)]
+    assert token_counts(none) == CHUNK_COUNTED
+    detail = next(g for g in validity_gates(scenario, none, cpu_max=10, cpu_warning=False,
+                                            truth=None) if g.name == gate)
+    assert detail.passed and CHUNK_COUNTED in detail.detail, detail
+    stats = level_stats(scenario, 0, none)
+    assert stats.output_tokens == 110 and stats.usage_missing == 10  # 11 chunks each
+    assert abs((stats.tpot_ms.p50 or 0) - 10.0) < 1e-6
+    assert token_counts([_rec(0, 100 + i) for i in range(3)]) == SERVER_USAGE
+    assert token_counts([_rec(0, 100, ok=False)]) is None
+    plain = _rec(0, 100, usage=False, n=1)
+    plain.stream = False
+    for records, why in (([*none, _rec(0, 200)], "the server sent usage for the others"),
+                         ([plain], "non-streamed answer(s) without usage cannot be counted")):
+        assert (token_counts(records) or "").startswith("mixed: ")
+        failed = [g for g in validity_gates(scenario, records, cpu_max=10, cpu_warning=False,
+                                            truth=None) if not g.passed]
+        assert [g.name for g in failed] == [gate] and why in failed[0].detail, failed
 
 
 def _read_with(first_read_tokens: int, interval: float) -> RequestRecord:

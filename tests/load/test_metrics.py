@@ -138,6 +138,22 @@ def test_missing_usage_falls_back_to_chunk_count_and_is_flagged() -> None:
     assert rec.n_server is None and rec.usage_missing and rec.output_tokens == 2
 
 
+def test_llama_cpp_timings_on_the_last_chunk_become_the_server_side_numbers() -> None:
+    """llama.cpp's server puts its own ``timings`` on the stream's last chunk (the usage chunk
+    when usage is asked for): prompt_ms is its side of TTFT, predicted_per_token_ms of ITL."""
+    timings = {"prompt_n": 9, "prompt_ms": 31.5, "predicted_n": 2, "predicted_ms": 80.0,
+               "predicted_per_token_ms": 40.0, "predicted_per_second": 25.0}
+    last = json.loads(_usage(2)[len(b"data: "):])
+    reads = [(_frame({"content": "a"}), 1.1), (_frame({"content": "b"}), 1.15),
+             (_frame({}, "stop") + b"data: " + json.dumps({**last, "timings": timings}).encode()
+              + b"\n\ndata: [DONE]\n\n", 1.2)]
+    rec = _run(reads, 1.0)
+    assert rec.ok and rec.n_server == 2
+    assert rec.server_ttft_s == 0.0315 and rec.server_itl_s == 0.04 and rec.server_tps == 25.0
+    plain = _run([*reads[:2], (_frame({}, "stop") + b"data: [DONE]\n\n", 1.2)], 1.0)
+    assert plain.server_ttft_s is None and plain.server_itl_s is None  # nothing invented
+
+
 def test_a_stream_cut_off_keeps_timestamps_and_fails_typed() -> None:
     rec = _run([(_frame({"content": "a"}), 1.1)], 1.0)
     assert not rec.ok and issubclass(getattr(errors, rec.error_kind or ""), StreamInterrupted)

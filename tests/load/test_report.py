@@ -59,3 +59,31 @@ def test_cdf_points_are_thinned_but_keep_the_tail() -> None:
 
 def test_a_chart_without_data_says_so() -> None:
     assert "no data" in line_chart("t", "x", "y", [("a", [(1.0, None)])])
+
+
+def test_report_states_chunk_counted_tokens_and_the_engine_s_own_timings(tmp_path: Path) -> None:
+    """A server without streamed usage: valid, and the report says how N was counted. With
+    llama.cpp's timings on each record, the cross-check sets them beside the client's."""
+    scenario = parse_scenario({"name": "engine", "load": {"levels": [1], "warmup_s": 0}})
+    rows = [_rec(0, 1000.0 + i, ttft=0.05, gap=0.02) for i in range(5)]
+    for r in rows:
+        r.n_server = None  # llama-cpp-python: no usage in streams
+    (tmp_path / "requests.jsonl").write_text(
+        "".join(json.dumps(r.to_json()) + "\n" for r in rows))
+    facts = RunFacts(t0=1000.0, base_url="http://127.0.0.1:1", workers=1, cpu_max=10,
+                     cpu_warning=False)
+    report = finalize(tmp_path, scenario, facts)
+    assert report.valid and report.exit_code == 0, report.reasons
+    chunked = "tokens counted from stream chunks, server sent no usage"
+    assert report.token_counts == chunked and report.server_crosscheck is None
+    for name in ("report.md", "report.html"):
+        assert chunked in (tmp_path / name).read_text(), name
+    for r in rows:  # llama-server: usage, and its own prompt_ms / per-token decode time
+        r.n_server, r.server_ttft_s, r.server_itl_s = 9, 0.04, 0.016
+    (tmp_path / "requests.jsonl").write_text(
+        "".join(json.dumps(r.to_json()) + "\n" for r in rows))
+    check = finalize(tmp_path, scenario, facts).server_crosscheck
+    assert check is not None and check.source == "llama.cpp timings" and check.requests == 5
+    assert check.ttft_minus_server_ms and abs((check.ttft_minus_server_ms.p50 or 0) - 10) < 1e-6
+    assert check.itl_over_server and abs((check.itl_over_server.p50 or 0) - 1.25) < 1e-6
+    assert "Server-side cross-check (llama.cpp timings)" in (tmp_path / "report.md").read_text()
