@@ -620,6 +620,9 @@ class ChatStreamAssembler(_Assembler):
                 chunk = None
             if settled and chunk.__class__ is dict and not chunk.get("error") \
                     and not chunk.get("usage"):
+                engine_timings = chunk.get("timings")  # as in ``_chunk``
+                if engine_timings.__class__ is dict:
+                    acc.engine_timings = engine_timings
                 choices = chunk.get("choices")
                 if choices.__class__ is list and choices:
                     choice = choices[0]
