@@ -14,6 +14,14 @@ Per-chunk CPU is the worker's CPU seconds over the measured window divided by th
 read (``psutil`` on the Locust process); the machine's load average is printed with each run,
 because on a shared machine the numbers are depressed and only the ratios travel.
 
+Why a level fails, printed with it: ``late>5ms`` (first tokens over 5 ms late against the
+truth), ``merged first reads`` (first tokens read together with later tokens: the worker was
+more than a token interval behind, the kernel had merged the packets under the newer one's
+stamp, so the TTFT is a whole frame late) and ``waited for CPU`` (the worker's run-queue wait
+over the window, ``/proc/<pid>/schedstat``: time other processes took from its core). Late
+first tokens that are all merged reads, with seconds of CPU wait, are a busy machine, not the
+worker's own cost. ``benchmarks/bench_reader_loop.py`` prices the loop without gevent.
+
     .venv/bin/python benchmarks/bench_load.py [--levels 100,200,400,600,800,1000]
         [--openai-levels 25,50,100,200] [--seconds 8] [--runs 1] [--guidellm]
 
@@ -43,6 +51,7 @@ from harness.control import ControlClient  # noqa: E402
 from harness.load.emulator import EmulatorProcess  # noqa: E402
 from harness.load.metrics import percentile  # noqa: E402
 from harness.load.scenario import EmulatorShape  # noqa: E402
+from harness.load.stalls import run_queue_wait_s  # noqa: E402
 from harness.load.truth import generation_truth  # noqa: E402
 
 ERROR_LIMIT_MS = 5.0
@@ -96,6 +105,7 @@ def run_level(url: str, scenario: Path, users: int, user_class: str, work: Path,
     cpu_start: tuple[float, float] | None = None
     cpu_end: tuple[float, float] | None = None
     first_record: float | None = None
+    waited = [0.0, 0.0]
     while proc.poll() is None and cpu_end is None:  # after the warm-up, for `seconds`
         time.sleep(0.2)
         now = time.time()
@@ -105,9 +115,11 @@ def run_level(url: str, scenario: Path, users: int, user_class: str, work: Path,
             if cpu_start is None and first_record is not None and now - first_record >= warmup:
                 times = watched.cpu_times()
                 cpu_start = (now, times.user + times.system)
+                waited[0] = run_queue_wait_s(proc.pid)
             elif cpu_start is not None and now - cpu_start[0] >= seconds:
                 times = watched.cpu_times()
                 cpu_end = (now, times.user + times.system)
+                waited[1] = run_queue_wait_s(proc.pid)
         except psutil.Error:
             break
     proc.wait(timeout=180)
@@ -116,6 +128,8 @@ def run_level(url: str, scenario: Path, users: int, user_class: str, work: Path,
     truth = summary.get("truth") or {}
     err = (truth.get("ttft_abs_error_ms") or {}).get("p95")
     rows = [json.loads(line) for line in (out / "requests.jsonl").read_text().splitlines()]
+    measured = [r for r in rows if not r["warmup"] and r["ok"]]
+    merged = sum(r.get("first_read_tokens", 1) > 1 for r in measured)
     cpu_pct = per_chunk_us = None
     if cpu_start is not None and cpu_end is not None:
         wall, cpu = cpu_end[0] - cpu_start[0], cpu_end[1] - cpu_start[1]
@@ -127,6 +141,8 @@ def run_level(url: str, scenario: Path, users: int, user_class: str, work: Path,
             "errors": level["errors"], "ttft_err_p95_ms": err, "paired": truth.get("paired"),
             "ttft_p95_ms": level["ttft_ms"]["p95"], "cpu_pct": cpu_pct,
             "per_chunk_us": per_chunk_us, "load": load,
+            "late": truth.get("late_first_tokens"), "merged_first_reads": merged,
+            "cpu_wait_ms": 1000 * (waited[1] - waited[0]) if cpu_end is not None else None,
             "sustained": err is not None and err <= ERROR_LIMIT_MS and level["errors"] == 0
             and level["requests"] > 0}
 
@@ -138,7 +154,10 @@ def _line(row: dict[str, Any]) -> str:
     return (f"{row['class']:8s} users={row['users']:5d} requests={row['requests']:6d} "
             f"errors={row['errors']:4d} paired={row['paired']} "
             f"|TTFT error| p95={f(row['ttft_err_p95_ms'], '6.2f')} ms "
+            f"late>5ms={f(row.get('late'), 'd')} merged first reads="
+            f"{f(row.get('merged_first_reads'), 'd')} "
             f"cpu={f(row['cpu_pct'], '.0f')}% per chunk={f(row['per_chunk_us'], '.0f')} us "
+            f"waited for CPU={f(row.get('cpu_wait_ms'), '.0f')} ms "
             f"loadavg={row['load']:.1f} -> {'ok' if row['sustained'] else 'NOT sustained'}")
 
 

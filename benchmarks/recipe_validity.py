@@ -1,7 +1,7 @@
 """Runs the README's load recipe N times, each on a fresh emulator, and counts valid runs.
 
     .venv/bin/python benchmarks/recipe_validity.py [--runs 10] [--workers 2]
-        [--scenario fixtures/load/concurrency_sweep.toml]
+        [--scenario fixtures/load/concurrency_sweep.toml] [--keep DIR]
 
 Each run is ``harness load --scenario S --emulator --workers W`` exactly as the README gives it.
 Prints one line per run (verdict, the gates that failed, TTFT error vs truth, load average) and
@@ -29,11 +29,13 @@ def main() -> None:
     parser.add_argument("--runs", type=int, default=10)
     parser.add_argument("--workers", type=int, default=2)
     parser.add_argument("--scenario", default="fixtures/load/concurrency_sweep.toml")
+    parser.add_argument("--keep", type=Path, default=None,
+                        help="keep every run's outputs in DIR/run-<n> (to read a failed gate)")
     args = parser.parse_args()
     valid = 0
     with tempfile.TemporaryDirectory() as tmp:
         for run in range(1, args.runs + 1):
-            out = Path(tmp) / f"run-{run}"
+            out = (args.keep or Path(tmp)) / f"run-{run}"
             load_before = os.getloadavg()[0]
             started = time.time()
             done = subprocess.run(
@@ -55,6 +57,9 @@ def main() -> None:
                   f"|TTFT err| p95={'-' if p95 is None else f'{p95:.2f}'} ms "
                   f"requests={summary['records_total']} took {took:.0f}s "
                   f"loadavg {load_before:.1f}->{os.getloadavg()[0]:.1f}", flush=True)
+            for gate in summary["gates"]:
+                if not gate["passed"]:
+                    print(f"    {gate['name']}: {gate['detail']}", flush=True)
     print(f"valid runs: {valid}/{args.runs}")
 
 

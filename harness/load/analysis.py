@@ -20,7 +20,7 @@ from __future__ import annotations
 import csv
 import json
 from collections import Counter
-from collections.abc import Iterable
+from collections.abc import Iterable, Sequence
 from pathlib import Path
 from typing import Any
 
@@ -28,6 +28,7 @@ from pydantic import BaseModel, Field
 
 from harness.load.metrics import Distribution, RequestRecord, percentile, pooled_gaps
 from harness.load.scenario import SLO, Scenario
+from harness.load.stalls import MIN_STALL_S, Stall, describe
 from harness.load.truth import TruthComparison
 
 EXIT_PASS, EXIT_SLO_FAILED, EXIT_INVALID, EXIT_ERROR, EXIT_TARGET = 0, 1, 2, 3, 4
@@ -205,7 +206,8 @@ def _usage_detail(counted: str | None, measured: list[RequestRecord]) -> str:
 
 
 def validity_gates(scenario: Scenario, records: list[RequestRecord], *, cpu_max: float | None,
-                   cpu_warning: bool, truth: TruthComparison | None) -> list[Gate]:
+                   cpu_warning: bool, truth: TruthComparison | None,
+                   stalls: Sequence[Stall] = ()) -> list[Gate]:
     gates = scenario.gates
     measured = [r for r in records if not r.warmup]
     out = [Gate(name="requests measured", passed=bool(measured),
@@ -231,12 +233,15 @@ def validity_gates(scenario: Scenario, records: list[RequestRecord], *, cpu_max:
         # The truth says when each first token was written: a merged read the server caused
         # (it wrote two frames at once) is no generator fault, a late read of the generator is.
         pct = 100.0 * truth.late_first_tokens / truth.paired
+        passed = pct <= gates.late_first_tokens_pct_max
+        why = "" if passed else describe(stalls, MIN_STALL_S)
         out.append(Gate(name="load generator kept up (first tokens read in time)",
-                        passed=pct <= gates.late_first_tokens_pct_max,
+                        passed=passed,
                         detail=f"{truth.late_first_tokens} of {truth.paired} first token(s) "
                                f"({pct:.1f}%) were read over {truth.late_ms:g} ms after the "
                                f"emulator wrote them (limit {gates.late_first_tokens_pct_max:g}"
-                               "%); add workers or free the load generator's cores"))
+                               "%); add workers or free the load generator's cores"
+                               + (f". {why}" if why else "")))
     elif streamed:
         limit_s = gates.late_first_token_ms / 1000
         late = sum(r.ttft_uncertainty > limit_s for r in streamed)

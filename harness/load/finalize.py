@@ -32,6 +32,7 @@ from harness.load.analysis import (
 )
 from harness.load.metrics import Distribution, RequestRecord
 from harness.load.scenario import Scenario
+from harness.load.stalls import Stall
 from harness.load.truth import TruthComparison, compare_with_truth
 
 DEFINITIONS: tuple[tuple[str, str], ...] = (
@@ -76,6 +77,7 @@ class RunFacts:
     abandoned: int = 0  # requests in flight when an interrupted run stopped (not recorded)
     ended_at: float | None = None
     csv_prefix: str | None = None  # Locust's --csv: also write <prefix>_llm.csv
+    stalls: list[Stall] = field(default_factory=list)  # worker loop stalls while measuring
 
 
 class ServerCrossCheck(BaseModel):
@@ -116,6 +118,7 @@ class LoadReport(BaseModel):
     truth: TruthComparison | None
     server_crosscheck: ServerCrossCheck | None
     timeline: list[TimePoint]
+    worker_stalls: list[dict[str, Any]] = []  # loop stalls over 20 ms while measuring
     definitions: list[tuple[str, str]]
     run_errors: list[str]
     outputs: dict[str, str]
@@ -181,7 +184,7 @@ def finalize(out_dir: Path, scenario: Scenario, facts: RunFacts) -> LoadReport:
     levels = [level_stats(scenario, i, level_records(records, i))
               for i in range(len(scenario.load.levels))]
     gates = validity_gates(scenario, records, cpu_max=facts.cpu_max,
-                           cpu_warning=facts.cpu_warning, truth=truth)
+                           cpu_warning=facts.cpu_warning, truth=truth, stalls=facts.stalls)
     interrupted = facts.interrupted
     if interrupted and facts.abandoned:
         interrupted += f" ({facts.abandoned} request(s) in flight were abandoned, not recorded)"
@@ -204,6 +207,7 @@ def finalize(out_dir: Path, scenario: Scenario, facts: RunFacts) -> LoadReport:
         token_counts=token_counts([r for r in records if not r.warmup]),
         levels=levels, gates=gates, truth=truth, server_crosscheck=_crosscheck(records),
         timeline=time_series([r for r in records if not r.warmup], t0),
+        worker_stalls=[s.to_json() for s in sorted(facts.stalls, key=lambda s: s.at)],
         definitions=list(DEFINITIONS), run_errors=run_errors, outputs=outputs,
     )
     (out_dir / "summary.json").write_text(

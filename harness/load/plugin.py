@@ -27,6 +27,7 @@ are still written, marked with why (see ``harness.load.analysis`` for the exit c
 
 from __future__ import annotations
 
+import gc
 import json
 import logging
 import os
@@ -51,6 +52,15 @@ from harness.load.metrics import RequestRecord
 from harness.load.scenario import Scenario, ScenarioError, load_scenario, parse_scenario
 from harness.load.schedule import ArrivalQueue, arrival_offsets, worker_slice
 from harness.load.server import api_token_for
+from harness.load.stalls import (
+    MAX_KEPT,
+    MIN_STALL_S,
+    TICK_S,
+    Stall,
+    freeze_times,
+    quiet_gc,
+    run_queue_wait_s,
+)
 from harness.load.transport import Connection
 
 log = logging.getLogger("harness.load")
@@ -87,6 +97,8 @@ class RunState:
     arrivals: ArrivalQueue | None = None
     prepared: dict[str, PreparedRequest] = field(default_factory=dict)
     pending: list[dict[str, Any]] = field(default_factory=list)
+    stalls: list[dict[str, Any]] = field(default_factory=list)  # this process's, not shipped yet
+    stalls_kept: int = 0
     inflight: int = 0
     cpu_max: float = 0.0
     stopping: bool = False  # users start no new request (plan over, interrupted, target down)
@@ -104,6 +116,7 @@ class RunState:
     worker_cpu: dict[str, float] = field(default_factory=dict)
     worker_inflight: dict[str, int] = field(default_factory=dict)
     worker_flushed: set[str] = field(default_factory=set)
+    run_stalls: list[Stall] = field(default_factory=list)  # every process's, for the outputs
     server_info: Any = None
     run_errors: list[str] = field(default_factory=list)
     target_error: str | None = None
@@ -121,13 +134,24 @@ class RunState:
             offsets = worker_slice(arrival_offsets(scenario.load), worker_index, workers)
             self.arrivals = ArrivalQueue(to_perf(t0), offsets)
         self.cpu_max = 0.0
+        self.stalls, self.stalls_kept = [], 0
         self.stopping = False
         self.health = TargetHealth()
         self.api_token = api_token_for(scenario)
+        _quiet_gc(scenario, t0)
         self.started.set()
 
 
 STATE = RunState()
+
+def _quiet_gc(scenario: Scenario, t0: float) -> None:
+    """``harness.load.stalls.quiet_gc`` now, and a freeze (O(1)) as each level's measured window
+    opens, after its users and connections were made in the warm-up."""
+    quiet_gc()
+    now = time.time()
+    for at in freeze_times(scenario.load, t0):
+        if at > now:
+            gevent.spawn_later(at - now, gc.freeze)
 
 
 def _scenario_from_options(environment: Environment) -> Scenario:
@@ -152,6 +176,7 @@ def _on_init(environment: Environment, **_: Any) -> None:
         runner.register_message("harness_flush", _worker_on_flush)
         gevent.spawn(_worker_shipper, environment)
         gevent.spawn(_cpu_sampler, environment)
+        gevent.spawn(_stall_watch)
         return
     if opts is None:
         return
@@ -162,6 +187,7 @@ def _on_init(environment: Environment, **_: Any) -> None:
         runner.register_message("harness_records", _master_on_records)
         runner.register_message("harness_target_down", _master_on_target_down)
     gevent.spawn(_cpu_sampler, environment)
+    gevent.spawn(_stall_watch)
     _note_signals()
     from harness.load import webui
 
@@ -203,6 +229,26 @@ def _cpu_sampler(environment: Environment) -> None:
         if STATE.t0 is not None and time.time() >= STATE.t0 and not STATE.stopping:
             STATE.cpu_max = max(STATE.cpu_max, usage)
             STATE.live.cpu_max = max([STATE.cpu_max, *STATE.worker_cpu.values()])
+
+
+def _stall_watch() -> None:
+    """Note every stall of this process's loop in a measured window (``harness.load.stalls``):
+    when a first token comes out late, the report can say whether the worker was busy or
+    waited for its core."""
+    clock = time.perf_counter
+    while True:
+        started, waited = clock(), run_queue_wait_s()
+        gevent.sleep(TICK_S)
+        lag = clock() - started - TICK_S
+        if lag <= MIN_STALL_S:
+            continue
+        scenario, t0, now = STATE.scenario, STATE.t0, time.time()
+        if (scenario is None or t0 is None or STATE.stopping or now < t0
+                or scenario.load.is_warmup(now - t0) or STATE.stalls_kept >= MAX_KEPT):
+            continue
+        STATE.stalls_kept += 1
+        STATE.stalls.append(Stall(at=now, lag_s=lag, cpu_wait_s=run_queue_wait_s() - waited,
+                                  worker=STATE.worker_index).to_json())
 
 
 # -- master / local: one run from START (test_start) to its outputs ---------------------------
@@ -259,6 +305,7 @@ def _new_run(environment: Environment) -> None:
     STATE.worker_cpu.clear()
     STATE.worker_inflight.clear()
     STATE.worker_flushed.clear()
+    STATE.run_stalls = []
     number = STATE.live.number + 1
     out = STATE.out_root if number == 1 else STATE.out_root / f"run-{number}"
     out.mkdir(parents=True, exist_ok=True)
@@ -356,6 +403,7 @@ def _finish_run(environment: Environment) -> None:
         abandoned=abandoned if STATE.interrupted else 0,
         ended_at=time.time(),
         csv_prefix=getattr(opts, "csv_prefix", None) if opts is not None else None,
+        stalls=[*STATE.run_stalls, *map(Stall.from_json, STATE.stalls)],
     )
     try:
         report = finalize(STATE.out_dir, scenario, facts)
@@ -410,17 +458,21 @@ def _worker_shipper(environment: Environment) -> None:
 
 def _ship(environment: Environment, final: bool = False) -> None:
     batch, STATE.pending = STATE.pending, []
+    stalls, STATE.stalls = STATE.stalls, []
     runner = environment.runner
     if runner is None:
         return
     runner.send_message("harness_records", {
         "records": batch, "cpu_max": STATE.cpu_max, "inflight": STATE.inflight, "final": final,
+        "stalls": stalls,
     })
 
 
 def _master_on_records(environment: Environment, msg: Any, **_: Any) -> None:
     data = msg.data
     _write_records(data["records"])
+    if STATE.active:
+        STATE.run_stalls.extend(Stall.from_json(s) for s in data.get("stalls", ()))
     node = msg.node_id
     STATE.worker_cpu[node] = max(STATE.worker_cpu.get(node, 0.0), float(data["cpu_max"]))
     STATE.worker_inflight[node] = int(data["inflight"])
