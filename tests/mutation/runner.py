@@ -97,6 +97,9 @@ class ModuleScore:
     killed_names: list[str] = field(default_factory=list)
     survivors: list[str] = field(default_factory=list)
     equivalent: list[str] = field(default_factory=list)
+    # Judged equivalent yet "killed": a test failed without the mutant being the cause (a
+    # flaky test under load); counted as equivalent, listed so the flake is seen.
+    suspect_kills: list[str] = field(default_factory=list)
 
     @property
     def killed(self) -> int:
@@ -289,10 +292,12 @@ def run_module(against: str, module_path: str, size: int | None, workdir: Path, 
                         len(chosen), names=names, subset_of=survivors_of)
     for name, status in sorted(statuses.items()):
         score.statuses[status] = score.statuses.get(status, 0) + 1
-        if status in KILLED:
-            score.killed_names.append(name)
-        elif name in equivalent:
+        if name in equivalent:
             score.equivalent.append(name)
+            if status in KILLED:  # no input tells it apart: a test failed for another reason
+                score.suspect_kills.append(name)
+        elif status in KILLED:
+            score.killed_names.append(name)
         else:
             score.survivors.append(name)
     slug = module.replace(".", "-")
@@ -317,6 +322,8 @@ def summary_line(score: ModuleScore) -> str:
     pct = "n/a" if score.score is None else f"{score.score * 100:.1f} %"
     on = f"survivors of {score.subset_of}: {len(score.names)}" if score.subset_of else (
         f"sample {score.sample} of {score.generated}")
+    if score.suspect_kills:
+        on += f"; equivalent yet killed (a flaky test?): {', '.join(score.suspect_kills)}"
     return (f"{score.module:32} {score.against:7} {pct:>8}  killed {score.killed}/"
             f"{len(score.names) - len(score.equivalent)} ({on}; equivalent "
             f"{len(score.equivalent)}; {dict(sorted(score.statuses.items()))}; "
@@ -326,6 +333,7 @@ def summary_line(score: ModuleScore) -> str:
 def cells(sample_names: set[str], killed: set[str], equivalent: set[str], generated: int
           ) -> str:
     """killed | survived | equivalent | score (with its 95 % interval when sampled)."""
+    killed = (killed & sample_names) - equivalent  # an equivalent mutant is never a kill
     lost = sample_names - killed
     equiv = lost & equivalent
     counted = len(sample_names) - len(equiv)
