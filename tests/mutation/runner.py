@@ -54,8 +54,7 @@ EQUIVALENT_FILE = Path(__file__).with_name("equivalent.toml")
 UNIT_TESTS_FOR: dict[str, list[str]] = {
     "harness/client/": ["tests/client", *(f"tests/mutation/test_{name}.py" for name in (
         "sse_killers", "retry_killers", "catalog_killers", "errors_killers", "protocol_killers",
-        "stream_killers",
-        "stress"))],
+        "stream_killers", "stress"))],
     "harness/agent/": ["tests/agent", "tests/mutation/test_agent_killers.py"],
     "harness/review/": ["tests/review", "tests/mutation/test_review_killers.py"],
 }
