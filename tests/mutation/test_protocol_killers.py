@@ -14,7 +14,7 @@ import pytest
 
 from harness.client import errors as E
 from harness.client import protocol
-from harness.client.models import TextDelta, Timings
+from harness.client.models import ReasoningDelta, TextDelta, Timings
 from harness.client.sse import SSEEvent
 
 URL = "http://127.0.0.1:1/v1/chat/completions"
@@ -76,8 +76,11 @@ def test_native_stream_delivers_its_text() -> None:
     assert assembler.feed(native("chat.start", model_instance_id="qwen/qwen3-4b"), 100.1) == []
     assert assembler.feed(native("message.delta", content="Hé"), 100.2) == [TextDelta("Hé")]
     assert assembler.feed(native("message.delta", content="llo"), 100.3) == [TextDelta("llo")]
+    assert assembler.feed(native("reasoning.delta", content="hm"), 100.35) == [
+        ReasoningDelta("hm")]
     assembler.feed(native("chat.end", result={"stats": {"tokens_per_second": 9.0}}), 100.4)
-    assert assembler.finish(100.5).text == "Héllo"
+    result = assembler.finish(100.5)
+    assert result.text == "Héllo" and result.reasoning == "hm"
 
 
 @pytest.mark.parametrize(("message", "kind"), [
