@@ -11,10 +11,12 @@ itself refused the answer. A client that hands such an answer over as a success 
 
 from __future__ import annotations
 
+import gzip
 import json
 import socket
 import threading
 import time
+import zlib
 from collections.abc import Callable, Iterator
 from contextlib import contextmanager
 from itertools import pairwise
@@ -290,6 +292,50 @@ def test_stream_error_counts_the_wait_for_headers_once(record_property: Any) -> 
     elapsed = caught.value.elapsed
     assert 0.8 <= elapsed <= wall, f"error says {elapsed:.3f}s, the call took {wall:.3f}s"
     record_property("evidence", f"{caught.value}; wall {wall:.2f}s")
+
+
+# -- compressed answers --------------------------------------------------------------------------
+ANSWER = json.dumps({"id": "chatcmpl-z", "object": "chat.completion", "created": 1,
+                     "model": "qwen/qwen3-4b", "choices": [{"index": 0, "finish_reason": "stop",
+                     "message": {"role": "assistant", "content": "compressed héllo"}}],
+                     "usage": {"prompt_tokens": 3, "completion_tokens": 2, "total_tokens": 5}},
+                    ensure_ascii=False).encode("utf-8")
+COMPRESS = {"gzip": gzip.compress, "x-gzip": gzip.compress, "deflate": zlib.compress}
+
+
+def _encoded_server(encoding: str, body: bytes) -> Callable[[socket.socket], None]:
+    head = (f"HTTP/1.1 200 OK\r\ncontent-type: application/json\r\ncontent-encoding: "
+            f"{encoding}\r\ncontent-length: {len(body)}\r\nconnection: close\r\n\r\n")
+    return lambda conn: conn.sendall(head.encode() + body)
+
+
+@pytest.mark.subject_needs("sync")
+@pytest.mark.parametrize("encoding", sorted(COMPRESS))
+def test_a_compressed_answer_is_read(make_subject: Any, encoding: str,
+                                     record_property: Any) -> None:
+    """A proxy in front of the server may compress answers (every client advertises what it
+    accepts; ``x-gzip`` is gzip's old name): the client decodes the body it was sent."""
+    model = "qwen/qwen3-4b"
+    with trickling_server(_encoded_server(encoding, COMPRESS[encoding](ANSWER))) as (url, _):
+        subject = make_subject(url, model=model, timeout=10.0)
+        value, error, _ = outcome(lambda: subject.chat(HELLO, model=model), 30)
+    assert error is None, f"a {encoding} answer was refused: {error!r}"
+    assert Answer.of(value).text == "compressed héllo"
+    record_property("evidence", f"{encoding}: {Answer.of(value).text!r}")
+
+
+@pytest.mark.subject_needs("sync")
+def test_a_corrupt_compressed_answer_fails_naming_server_and_model(
+        make_subject: Any, record_property: Any) -> None:
+    """A gzip body that breaks off into garbage (a proxy's truncated buffer) is no answer: the
+    client raises an error naming the server and the model."""
+    model = "qwen/qwen3-4b"
+    body = gzip.compress(ANSWER)[:24] + b"\xff" * 64
+    with trickling_server(_encoded_server("gzip", body)) as (url, _):
+        subject = make_subject(url, model=model, timeout=10.0)
+        value, error, _ = outcome(lambda: subject.chat(HELLO, model=model), 30)
+    refused(value, error, "a corrupt gzip answer")
+    record_property("evidence", assert_failure_names_request(Outcome(error=error), url, model))
 
 
 # -- a stream in unusual but valid SSE framing ---------------------------------------------------

@@ -262,3 +262,29 @@ def test_broken_stream_raises_typed_error_with_partial_output(
     assert client.base_url in str(err) and "POST" in str(err)
     record_property("evidence", f"{type(err).__name__}: kept {partial.chunks} chunks / "
                                 f"{len(partial.text)} of {len(whole.text)} chars")
+
+
+@pytest.mark.harness_api
+@pytest.mark.needs_faults
+def test_a_stall_is_noticed_at_the_idle_limit_not_when_the_server_resumes(
+        target: Target, faults: Faults, record_property: Any) -> None:
+    """Gap: no streaming model handling. A stream that stops for 6 s after 3 chunks raises
+    ``StreamStalled`` at the client's 0.5 s idle limit: the read itself is bounded, so the
+    client does not sit in a blocking read until the server carries on (order, not speed:
+    anything under 4 s is before the server resumed)."""
+    target.require("realtime", "emulator")  # the emulator's token pace is far under 0.5 s
+    faults.set(StallFault(after_chunks=3, seconds=6.0), endpoint="/v1/chat/completions")
+    last = time.perf_counter()
+    with Client(target.base_url, model=target.model(0), api_token=target.api_token,
+                retry=RetryPolicy.none(),
+                timeout=Timeouts(read=30, stream_idle=0.5, deadline=60)) as client:
+        with pytest.raises(StreamStalled) as caught:
+            with client.stream_chat(STORY, seed=21) as stream:
+                for event in stream:
+                    if isinstance(event, TextDelta):
+                        last = time.perf_counter()
+        waited = time.perf_counter() - last
+    assert caught.value.phase == "stream-idle", caught.value
+    assert waited < 4.0, (f"stall noticed {waited:.1f}s after the last text: when the server "
+                          "resumed (6 s), not at the 0.5 s idle limit")
+    record_property("evidence", f"stall noticed {waited:.2f}s after the last text")
