@@ -350,7 +350,8 @@ def _odd_sse_body() -> tuple[bytes, str]:
     """Every framing the SSE standard allows and a reader can get wrong: LF, CRLF and lone CR
     line ends, ``data:`` without its space, one JSON object over two ``data`` lines, a
     ``data`` line without a colon, comments, ``id``/``retry``/unknown fields, an explicit
-    ``event: message``, a blank line with no event before it; the text is multibyte."""
+    ``event: message``, a blank line with no event before it; the text is multibyte, with one
+    invalid byte."""
     pieces = ["Hé", "llo, ", "wörld", " 🙂 ", "日本", "!"]
     first, second = _chunk({"role": "assistant", "content": pieces[0]}), _chunk(
         {"content": pieces[1]})
@@ -368,10 +369,14 @@ def _odd_sse_body() -> tuple[bytes, str]:
         b"data: " + _chunk({"content": pieces[3]}) + b"\ndata\n\n",  # "data" without a colon
         b"data:  " + _chunk({"content": pieces[4]}) + b"\n\n",       # the second space is data
         b"data: " + _chunk({"content": pieces[5]}) + b"\r\n\r\n",
+        # an invalid byte: the standard decodes it as U+FFFD and the stream goes on (once
+        # in a plain LF frame, once in a CRLF one: readers take different paths for them)
+        b"data: " + _chunk({"content": " @@"}).replace(b"@@", b"\xff") + b"\n\n",
+        b"data: " + _chunk({"content": " @@ "}).replace(b"@@", b"\xff") + b"\r\n\r\n",
         b"data: " + _chunk({}, "stop") + b"\n\n",
         b"data: [DONE]\n\n",
     ])
-    return body, "".join(pieces)
+    return body, "".join(pieces) + " \ufffd \ufffd "
 
 
 @pytest.mark.subject_needs("sync", "stream")
