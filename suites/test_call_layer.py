@@ -346,7 +346,7 @@ def _chunk(delta: dict[str, Any], finish: str | None = None) -> bytes:
                       ensure_ascii=False).encode("utf-8")
 
 
-def _odd_sse_body() -> tuple[bytes, str]:
+def _odd_sse_body() -> tuple[bytes, bytes, str]:
     """Every framing the SSE standard allows and a reader can get wrong: LF, CRLF and lone CR
     line ends, ``data:`` without its space, one JSON object over two ``data`` lines, a
     ``data`` line without a colon, comments, ``id``/``retry``/unknown fields, an explicit
@@ -373,10 +373,17 @@ def _odd_sse_body() -> tuple[bytes, str]:
         # in a plain LF frame, once in a CRLF one: readers take different paths for them)
         b"data: " + _chunk({"content": " @@"}).replace(b"@@", b"\xff") + b"\n\n",
         b"data: " + _chunk({"content": " @@ "}).replace(b"@@", b"\xff") + b"\r\n\r\n",
+    ])
+    # Sent in one write: a lone CR between two data lines of one event, ended by LF LF, then
+    # plain frames (a reader must not take that read for plain "data: X" frames).
+    last = _chunk({"content": "end"})
+    split = last.index(b'"choices"')
+    whole = b"".join([
+        b"data: " + last[:split] + b"\rdata: " + last[split:] + b"\n\n",
         b"data: " + _chunk({}, "stop") + b"\n\n",
         b"data: [DONE]\n\n",
     ])
-    return body, "".join(pieces) + " \ufffd \ufffd "
+    return body, whole, "".join(pieces) + " \ufffd \ufffd end"
 
 
 @pytest.mark.subject_needs("sync", "stream")
@@ -384,9 +391,9 @@ def test_stream_in_unusual_but_valid_sse_framing_is_read_exactly(
         make_subject: Any, record_property: Any) -> None:
     """A server may frame its event stream any way the SSE standard allows, and cut it
     anywhere between reads (here every 7 bytes and after each CR: inside characters, between a
-    CR and its LF, after a lone CR):
-    the client must deliver exactly the text the events carry."""
-    body, expected = _odd_sse_body()
+    CR and its LF, after a lone CR; the last frames in one read): the client must deliver
+    exactly the text the events carry."""
+    body, whole, expected = _odd_sse_body()
     head = (b"HTTP/1.1 200 OK\r\ncontent-type: text/event-stream\r\n"
             b"connection: close\r\n\r\n")
 
@@ -399,6 +406,7 @@ def test_stream_in_unusual_but_valid_sse_framing_is_read_exactly(
         for start, end in pairwise([0, *cuts, len(body)]):
             conn.sendall(body[start:end])
             time.sleep(0.002)
+        conn.sendall(whole)
 
     model = "qwen/qwen3-4b"
     with trickling_server(script) as (url, _):
@@ -408,7 +416,8 @@ def test_stream_in_unusual_but_valid_sse_framing_is_read_exactly(
     pieces, answer = value
     assert "".join(pieces) == answer.text == expected, (pieces, answer.text)
     assert answer.finish_reason in (None, "stop"), answer
-    record_property("evidence", f"{len(body)} bytes of odd framing in {len(cuts) + 1} writes -> "
+    record_property("evidence", f"{len(body + whole)} bytes of odd framing in {len(cuts) + 2} "
+                                f"writes -> "
                                 f"{answer.text!r}")
 
 
