@@ -421,6 +421,44 @@ def test_stream_in_unusual_but_valid_sse_framing_is_read_exactly(
                                 f"{answer.text!r}")
 
 
+@pytest.mark.subject_needs("sync", "stream")
+def test_an_event_ended_by_lone_crs_is_delivered_at_once(make_subject: Any,
+                                                        record_property: Any) -> None:
+    """A lone CR ends a line as an LF does: an event whose lines end with CRs, followed in the
+    same read by the start of the next line, is complete, and the client hands its text over
+    at once, not when a later read brings a line feed (here the server waits 2 s before the
+    rest; order, not speed: the first piece must come well before the end)."""
+    event = b"data: " + _chunk({"role": "assistant", "content": "now"})
+    rest = _chunk({}, "stop") + b"\n\ndata: [DONE]\n\n"
+    head = (b"HTTP/1.1 200 OK\r\ncontent-type: text/event-stream\r\n"
+            b"connection: close\r\n\r\n")
+
+    def script(conn: socket.socket) -> None:
+        conn.setsockopt(socket.IPPROTO_TCP, socket.TCP_NODELAY, 1)
+        conn.sendall(head + event[:20])  # an unfinished line the client must keep
+        time.sleep(0.05)
+        conn.sendall(event[20:] + b"\r\rdata: ")  # the event ends; the next line begins
+        time.sleep(2.0)
+        conn.sendall(rest)
+
+    model = "qwen/qwen3-4b"
+    arrivals: list[tuple[Any, float]] = []
+
+    def run() -> None:
+        for item in subject.stream_chat(HELLO, model=model):
+            arrivals.append((item, time.monotonic()))
+
+    with trickling_server(script) as (url, _):
+        subject = make_subject(url, model=model, timeout=10.0)
+        _, error, _ = outcome(run, 30)
+    assert error is None, f"the client refused a valid stream: {error!r}"
+    texts = [(item, at) for item, at in arrivals if isinstance(item, str) and item]
+    assert texts and texts[0][0] == "now", arrivals
+    early = arrivals[-1][1] - texts[0][1]
+    assert early > 1.0, f"the first text came {early:.2f}s before the end: held for a line feed"
+    record_property("evidence", f"'now' delivered {early:.2f}s before the stream ended")
+
+
 # -- Retry-After above a client's cap is never undercut -----------------------------------------
 @pytest.mark.subject_needs("sync")
 def test_retry_after_above_the_cap_is_not_undercut(subject: Any, target: Target, faults: Faults,
