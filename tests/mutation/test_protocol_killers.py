@@ -124,3 +124,38 @@ def test_tool_calls_as_text_say_so() -> None:
         protocol.chat_result(CTX, body, Timings(ttft=0.1, total=0.1), tools_offered=True)
     assert caught.value.message == ("tools were offered and the tool call came back as plain "
                                     "text, not tool_calls")
+
+
+def test_the_not_json_error_keeps_the_status() -> None:
+    with pytest.raises(E.BadResponse) as caught:
+        protocol.json_body(CTX, {}, b"<<garbage>>")
+    assert caught.value.status == 200
+
+
+def test_a_result_keeps_the_completion_id() -> None:
+    body = {"id": "chatcmpl-42", "model": "qwen/qwen3-4b", "choices": [
+        {"index": 0, "finish_reason": "stop", "message": {"role": "assistant", "content": "ok"}}]}
+    assert protocol.chat_result(CTX, body, Timings(ttft=0.1, total=0.1)).id == "chatcmpl-42"
+
+
+def test_native_stream_malformed_data_names_the_request() -> None:
+    assembler = protocol.NativeChatAssembler(CTX, 100.0)
+    with pytest.raises(E.StreamInterrupted) as caught:
+        assembler.feed(SSEEvent("{torn", "message.delta"), 100.5)
+    assert caught.value.url == URL and caught.value.elapsed == pytest.approx(0.75)
+
+
+def test_native_unnamed_events_are_typed_by_their_type_field() -> None:
+    assembler = protocol.NativeChatAssembler(CTX, 100.0)
+    unnamed = SSEEvent(json.dumps({"type": "message.delta", "content": "x"}))  # event: message
+    assert assembler.feed(unnamed, 100.1) == [TextDelta("x")]
+    named = SSEEvent(json.dumps({"content": "y"}), "message.delta")  # no type field
+    assert assembler.feed(named, 100.2) == [TextDelta("y")]
+
+
+def test_native_error_given_as_a_string_is_kept() -> None:
+    assembler = protocol.NativeChatAssembler(CTX, 100.0)
+    assembler.feed(native("error", error="engine crashed"), 100.1)
+    with pytest.raises(E.ServerStreamError) as caught:
+        assembler.finish(100.2)
+    assert caught.value.server_message == "engine crashed"
