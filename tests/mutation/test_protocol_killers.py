@@ -159,3 +159,9 @@ def test_native_error_given_as_a_string_is_kept() -> None:
     with pytest.raises(E.ServerStreamError) as caught:
         assembler.finish(100.2)
     assert caught.value.server_message == "engine crashed"
+
+
+def test_inline_think_closed_at_the_start_of_a_delta_emits_no_empty_reasoning() -> None:
+    think = protocol.InlineThink()
+    assert think.feed("<think>plan") == [(True, "plan")]
+    assert think.feed("</think>answer") == [(False, "answer")]
