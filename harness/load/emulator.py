@@ -35,7 +35,7 @@ class EmulatorError(RuntimeError):
     """The emulator did not start (names the command it was started with)."""
 
 
-def die_with_parent() -> Callable[[], None] | None:
+def own_session_preexec() -> Callable[[], None] | None:
     """A ``preexec_fn`` for a child started in its own session (Linux only): it gets SIGTERM
     when its parent dies, and its session keeps the parent's niceness.
 
@@ -95,7 +95,7 @@ class EmulatorProcess:
             if self.api_token:
                 env["HARNESS_API_TOKEN"] = self.api_token
             self.proc = subprocess.Popen(cmd, stdout=log, stderr=subprocess.STDOUT, env=env,
-                                         start_new_session=True, preexec_fn=die_with_parent())
+                                         start_new_session=True, preexec_fn=own_session_preexec())
         finally:
             if self.log_path:
                 log.close()  # type: ignore[union-attr]

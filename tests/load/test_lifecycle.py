@@ -134,9 +134,9 @@ def test_the_precheck_and_every_request_send_the_token(tmp_path: Path,
 
 _SPAWN_CHILD = """
 import subprocess, sys
-from harness.load.emulator import die_with_parent
+from harness.load.emulator import own_session_preexec
 child = subprocess.Popen([sys.executable, "-c", "import time; time.sleep(30)"],
-                         start_new_session=True, preexec_fn=die_with_parent())
+                         start_new_session=True, preexec_fn=own_session_preexec())
 try:
     print(open(f"/proc/{child.pid}/autogroup").read().strip(), flush=True)
 finally:
