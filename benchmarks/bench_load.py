@@ -17,7 +17,7 @@ because on a shared machine the numbers are depressed and only the ratios travel
 Why a level fails, printed with it: ``late>5ms`` (first tokens over 5 ms late against the
 truth), ``merged first reads`` (first tokens read together with later tokens: the worker was
 more than a token interval behind, the kernel had merged the packets under the newer one's
-stamp, so the TTFT is a whole frame late) and ``waited for CPU`` (the worker's run-queue wait
+stamp, so the TTFT is a whole frame late), ``waited for CPU`` (the worker's run-queue wait
 over the window, ``/proc/<pid>/schedstat``: time other processes took from its core) and
 ``idle`` (the rest of the window, neither running nor waiting: none left means the worker is
 saturated with the CPU it gets, and its reads fall behind). Late first tokens that are all
