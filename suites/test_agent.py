@@ -137,7 +137,9 @@ async def test_multi_server_run_records_every_call(
          call("flaky__echo", text="ping")],
         [call("notes__read", path="plan.txt"), call("calc__multiply", a=4, b=2.5)],
     )
+    started = time.monotonic()
     result = await agent(aclient, shared).run(task)
+    wall = time.monotonic() - started
 
     calls = result.transcript.calls
     assert [(c.server, c.tool, c.status) for c in calls] == [
@@ -154,6 +156,9 @@ async def test_multi_server_run_records_every_call(
     assert [r.index for r in result.transcript.rounds] == [1, 2, 3]
     assert result.failures == [] and len(result.successes) == 5
     assert result.transcript.outcome == "completed"
+    # Times are seconds since the run started: within the run, in order, never negative.
+    assert 0 <= calls[0].started <= calls[-1].started <= result.transcript.elapsed <= wall
+    assert all(0 <= c.duration <= result.transcript.elapsed for c in calls)
     # Every tool result went back to the model as a tool message answering its call id.
     tool_messages = [m for m in result.transcript.messages if m["role"] == "tool"]
     assert [m["tool_call_id"] for m in tool_messages] == [c.call_id for c in calls]
@@ -227,6 +232,17 @@ async def test_continue_feeds_failures_back_and_returns_them_beside_successes(
     assert "disk full" in result.text and "no answer within 2" in result.text
     assert "division by zero" in result.text
     assert result.transcript.outcome == "completed"
+
+
+async def test_a_tool_error_without_a_message_is_still_an_error_with_a_reason(
+    aclient: AsyncClient, shared: ServerPool
+) -> None:
+    result = await agent(aclient, shared, policy=ErrorPolicy.CONTINUE).run(
+        directive([call("flaky__fail_silently")]))
+    [failure] = result.failures
+    assert failure.status is CallStatus.TOOL_ERROR
+    assert failure.error == "tool reported an error"
+    assert failure.output == "error: tool reported an error"
 
 
 async def test_model_stays_pinned_while_the_clients_default_changes(
@@ -311,9 +327,11 @@ async def test_deadlines_and_max_rounds_bound_the_run(aclient: AsyncClient,
     hang = directive([call("flaky__hang")])
     limits = RunLimits(call_timeout=30.0, run_timeout=0.6)
     started = time.monotonic()
-    with pytest.raises(RunDeadlineExceeded, match=r"0\.6s deadline during the tool calls"):
+    with pytest.raises(RunDeadlineExceeded, match=r"0\.6s deadline during the tool calls") as late:
         await agent(aclient, shared, policy=ErrorPolicy.CONTINUE, limits=limits).run(hang)
     assert time.monotonic() - started < 1.5
+    assert late.value.transcript is not None and late.value.transcript.outcome == "failed"
+    assert "deadline" in (late.value.transcript.error or "")
 
     endless = directive(*[[call("flaky__echo", text=str(i))] for i in range(4)])
     with pytest.raises(MaxRoundsExceeded) as info:

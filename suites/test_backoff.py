@@ -25,7 +25,7 @@ from harness.client import AsyncClient, RetryPolicy, Timeouts
 from harness.client.errors import HTTPStatusError, LMStudioTimeout, RateLimited
 from harness.evaluate.support import acall_outcome, call_outcome, prompt
 from harness.evaluate.target import Faults, Target, Truth
-from harness.faults import FaultMatch, FaultPlan, FaultRule, StatusFault
+from harness.faults import FaultMatch, FaultPlan, FaultRule, LatencyFault, StatusFault
 
 pytestmark = [pytest.mark.backoff, pytest.mark.needs_faults, pytest.mark.needs_truth]
 
@@ -177,8 +177,76 @@ async def test_repeated_429s_with_varied_retry_after_are_capped(
     assert "attempt 4/5" in text and "HTTP 429" in text and "waited" in text
     retries = [r for r in caplog.records if r.getMessage().startswith("retry ")]
     assert len(retries) == 3 and "attempt 3/5" in retries[-1].getMessage()
+    assert all("reason=HTTP 429" in r.getMessage() for r in retries), retries[0].getMessage()
     record_property("evidence", f"4 upstream attempts; waits {[round(w, 2) for w in waits]} s "
                                 f"(cap 15 s); one day asked: gave up at once; {text[:160]}")
+
+
+@pytest.mark.harness_api
+@pytest.mark.parametrize(("options", "message"), [
+    ({"max_attempts": 0}, "invalid retry.max_attempts: must be 1..5"),
+    ({"max_attempts": 6}, "invalid retry.max_attempts: must be 1..5"),
+    ({"backoff_max": -0.1}, "invalid retry.backoff_max: must be 0..15 seconds"),
+    ({"backoff_max": 15.5}, "invalid retry.backoff_max: must be 0..15 seconds"),
+    ({"retry_after_max": -1}, "invalid retry.retry_after_max: must be 0..300 seconds"),
+    ({"retry_after_max": 301}, "invalid retry.retry_after_max: must be 0..300 seconds"),
+    ({"backoff_base": -0.5}, "invalid retry.backoff_base: must not be negative"),
+    ({"budget_ratio": -0.1}, "invalid retry.budget: ratio 0..1, floor >= 0, window > 0"),
+    ({"budget_ratio": 1.5}, "invalid retry.budget: ratio 0..1, floor >= 0, window > 0"),
+    ({"budget_floor": -1}, "invalid retry.budget: ratio 0..1, floor >= 0, window > 0"),
+    ({"budget_window": 0}, "invalid retry.budget: ratio 0..1, floor >= 0, window > 0"),
+], ids=lambda v: "-".join(f"{k}={x}" for k, x in v.items()) if isinstance(v, dict) else "")
+def test_the_caps_cannot_be_configured_away(options: dict[str, float], message: str) -> None:
+    """Gap: inadequate rate limit handling (the review: at most 5 retries, 15 s backoff). A
+    policy past a cap is refused before any request, naming the field and its range."""
+    with pytest.raises(ValueError) as caught:
+        RetryPolicy(**options)  # type: ignore[arg-type]
+    assert str(caught.value) == message
+
+
+@pytest.mark.harness_api
+def test_the_caps_themselves_are_allowed() -> None:
+    """Gap: inadequate rate limit handling. Every bound of the policy is inclusive: one or five
+    attempts, no or a 15 s backoff, 0 or 300 s Retry-After, a zero base, ratio 0 or 1, floor 0."""
+    for options in ({"max_attempts": 1}, {"max_attempts": 5}, {"backoff_max": 0},
+                    {"backoff_max": 15}, {"retry_after_max": 0}, {"retry_after_max": 300},
+                    {"backoff_base": 0}, {"budget_ratio": 0}, {"budget_ratio": 1},
+                    {"budget_floor": 0}, {"budget_window": 0.001}):
+        policy = RetryPolicy(**options)  # type: ignore[arg-type]
+        assert all(getattr(policy, k) == v for k, v in options.items()), options
+
+
+@pytest.mark.harness_api
+async def test_retry_after_over_the_cap_gives_up_even_when_the_deadline_allows_it(
+        target: Target, faults: Faults, truth: Truth) -> None:
+    """Gap: inadequate rate limit handling. A hint over ``retry_after_max`` (5 s asked, 1 s
+    cap) is neither undercut nor waited out, even with a deadline that would allow it: the
+    call gives up at once with the hint on the error."""
+    faults.set(FaultPlan(rules=(rule(StatusFault(status=429, retry_after=5)),)))
+    sleep = RecordingSleep()
+    async with client_for(target, sleep, retry=RetryPolicy(retry_after_max=1.0),
+                          timeout=Timeouts(deadline=60)) as client:
+        with pytest.raises(RateLimited) as caught:
+            await client.chat(HELLO)
+    assert caught.value.retry_after == 5 and caught.value.attempt == 1
+    assert sleep.waits == [] and len(truth.settled(CHAT)) == 1
+
+
+@pytest.mark.harness_api
+async def test_read_timeout_before_any_byte_is_retried(target: Target, faults: Faults,
+                                                       truth: Truth) -> None:
+    """Gap: inadequate rate limit handling. A server that sent nothing within the read limit
+    (the first attempt's headers come after 1.5 s, the limit is 0.3 s) is asked again, and
+    the answer of the second attempt is returned."""
+    faults.set(FaultPlan(rules=(FaultRule(match=FaultMatch(endpoint=CHAT, nth=(1,)),
+                                          action=LatencyFault(before_headers_s=1.5)),)))
+    sleep = RecordingSleep()
+    async with client_for(target, sleep, timeout=Timeouts(connect=5, read=0.3,
+                                                          deadline=30)) as client:
+        result = await client.chat(HELLO, max_tokens=16)
+    assert result.finish_reason in ("stop", "length") and result.text
+    assert len(sleep.waits) == 1
+    assert len(truth.settled(CHAT, expect=2)) == 2
 
 
 @pytest.mark.harness_api
@@ -207,6 +275,26 @@ async def test_retries_stop_within_the_deadline(target: Target, faults: Faults, 
     assert elapsed < 2.0, f"gave up after {elapsed:.2f}s, far past the 1 s deadline"
     record_property("evidence", f"gave up after {attempts} attempts in {elapsed:.2f} s "
                                 "(deadline 1 s)")
+
+
+@pytest.mark.harness_api
+async def test_a_wait_that_overran_the_deadline_sends_no_further_attempt(
+        target: Target, faults: Faults, truth: Truth) -> None:
+    """Gap: inadequate rate limit handling. The deadline is checked again after every wait: a
+    0.1 s wait (Retry-After) that a stalled event loop stretched past the 1 s deadline ends
+    the call with the deadline timeout, and no second attempt reaches the server."""
+    faults.set(FaultPlan(rules=(rule(StatusFault(status=429, retry_after=0.1)),)))
+
+    async def overrunning_sleep(seconds: float) -> None:
+        await asyncio.sleep(seconds + 1.2)
+
+    async with client_for(target, overrunning_sleep,
+                          timeout=Timeouts(connect=2, read=5, deadline=1.0)) as client:
+        with pytest.raises(LMStudioTimeout) as caught:
+            await client.chat(HELLO)
+    assert caught.value.phase == "deadline" and caught.value.limit == 1.0
+    assert caught.value.attempt == 2 and "call deadline passed" in str(caught.value)
+    assert len(truth.settled(CHAT)) == 1
 
 
 @pytest.mark.harness_api

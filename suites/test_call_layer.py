@@ -17,12 +17,18 @@ import threading
 import time
 from collections.abc import Callable, Iterator
 from contextlib import contextmanager
+from itertools import pairwise
 from typing import Any
 
 import httpx
 import pytest
 
-from harness.evaluate.support import prompt, require_emulator_behaviour
+from harness.evaluate.support import (
+    Outcome,
+    assert_failure_names_request,
+    prompt,
+    require_emulator_behaviour,
+)
 from harness.evaluate.target import Faults, Target, Truth
 from harness.faults import (
     BlankToolIdFault,
@@ -217,6 +223,142 @@ async def test_async_deadline_holds_while_the_server_trickles(make_subject: Any,
     assert took < 8.0, f"the call ran {took:.1f}s against a trickle (budget ~2 s)"
     record_property("evidence", f"ended after {took:.1f}s: "
                                 + refused(value, error, "a trickled non-answer"))
+
+
+# -- an answer cut off in the middle of a character ---------------------------------------------
+CUT_BODIES = {
+    # content-length promises more; the body stops after the first byte of "é" (0xC3 0xA9)
+    "plain": (b"application/json", b'{"choices": [{"message": {"role": "assistant", '
+                                   b'"content": "caf\xc3'),
+    "stream": (b"text/event-stream", b'data: {"choices": [{"index": 0, "delta": {"content": '
+                                     b'"caf\xc3\xa9 "}}]}\n\ndata: {"choices": [{"index": 0, '
+                                     b'"delta": {"content": "na\xc3'),
+}
+
+
+@pytest.mark.subject_needs("sync")
+@pytest.mark.parametrize("shape", [
+    "plain", pytest.param("stream", marks=pytest.mark.subject_needs("stream"))])
+def test_answer_cut_mid_character_fails_naming_server_and_model(
+        make_subject: Any, shape: str, record_property: Any) -> None:
+    """A server that dies after the first byte of a two-byte UTF-8 character (plain body or
+    stream): the client raises an error naming the server and the model. A client that
+    decodes what it kept strictly raises ``UnicodeDecodeError`` instead, naming neither."""
+    kind, body = CUT_BODIES[shape]
+    head = (b"HTTP/1.1 200 OK\r\ncontent-type: " + kind + b"\r\ncontent-length: 100000\r\n"
+            b"connection: close\r\n\r\n")
+    model = "qwen/qwen3-4b"
+    with trickling_server(lambda conn: conn.sendall(head + body)) as (url, hits):
+        subject = make_subject(url, model=model, timeout=5.0)
+
+        def run() -> Any:
+            if shape == "stream":
+                return collect(subject.stream_chat(HELLO, model=model))
+            return subject.chat(HELLO, model=model)
+
+        value, error, _ = outcome(run, 20)
+    refused(value, error, f"a {shape} answer cut mid-character")
+    assert hits, "the server was never asked"
+    found = assert_failure_names_request(Outcome(error=error), url, model)
+    record_property("evidence", found)
+
+
+@pytest.mark.harness_api
+def test_stream_error_counts_the_wait_for_headers_once(record_property: Any) -> None:
+    """The elapsed time on an error raised mid-stream counts from the call's start: the wait
+    for the headers (0.8 s here) is in it once, not twice (it can never exceed the wall time
+    the caller measured around the call)."""
+    from harness.client import Client, RetryPolicy, Timeouts
+    from harness.client.errors import StreamInterrupted
+
+    head = b"HTTP/1.1 200 OK\r\ncontent-type: text/event-stream\r\nconnection: close\r\n\r\n"
+    frame = b'data: {"choices": [{"index": 0, "delta": {"content": "hi"}}]}\n\n'
+
+    def script(conn: socket.socket) -> None:
+        time.sleep(0.8)
+        conn.sendall(head + frame + b"data: {torn\n\n")
+
+    with trickling_server(script) as (url, _):
+        with Client(url, model="qwen/qwen3-4b", retry=RetryPolicy.none(),
+                    timeout=Timeouts(read=20, deadline=30)) as client:
+            started = time.perf_counter()
+            with pytest.raises(StreamInterrupted) as caught:
+                with client.stream_chat(HELLO) as stream:
+                    for _ in stream:
+                        pass
+            wall = time.perf_counter() - started
+    elapsed = caught.value.elapsed
+    assert 0.8 <= elapsed <= wall, f"error says {elapsed:.3f}s, the call took {wall:.3f}s"
+    record_property("evidence", f"{caught.value}; wall {wall:.2f}s")
+
+
+# -- a stream in unusual but valid SSE framing ---------------------------------------------------
+def _chunk(delta: dict[str, Any], finish: str | None = None) -> bytes:
+    return json.dumps({"id": "chatcmpl-sse", "object": "chat.completion.chunk", "created": 1,
+                       "model": "qwen/qwen3-4b", "choices": [
+                           {"index": 0, "delta": delta, "finish_reason": finish}]},
+                      ensure_ascii=False).encode("utf-8")
+
+
+def _odd_sse_body() -> tuple[bytes, str]:
+    """Every framing the SSE standard allows and a reader can get wrong: LF, CRLF and lone CR
+    line ends, ``data:`` without its space, one JSON object over two ``data`` lines, a
+    ``data`` line without a colon, comments, ``id``/``retry``/unknown fields, an explicit
+    ``event: message``, a blank line with no event before it; the text is multibyte."""
+    pieces = ["Hé", "llo, ", "wörld", " 🙂 ", "日本", "!"]
+    first, second = _chunk({"role": "assistant", "content": pieces[0]}), _chunk(
+        {"content": pieces[1]})
+    half = second.index(b'"choices"')
+    body = b"".join([
+        b": keep-alive\n\n",
+        b"\n",                                     # a blank line with no event: nothing
+        b"data: " + first + b"\n\n",               # LF
+        b"event: message\r\nid: 7\r\n",
+        b"data:" + second[:half] + b"\r\n",       # one object over two data lines, CRLF
+        b"data: " + second[half:] + b"\r\n\r\n",
+        b"retry: 1000\rfoo: bar\r",               # lone CR; fields a reader must ignore
+        b"data: " + _chunk({"content": pieces[2]}) + b"\r\r",
+        b": comment between events\n",
+        b"data: " + _chunk({"content": pieces[3]}) + b"\ndata\n\n",  # "data" without a colon
+        b"data:  " + _chunk({"content": pieces[4]}) + b"\n\n",       # the second space is data
+        b"data: " + _chunk({"content": pieces[5]}) + b"\r\n\r\n",
+        b"data: " + _chunk({}, "stop") + b"\n\n",
+        b"data: [DONE]\n\n",
+    ])
+    return body, "".join(pieces)
+
+
+@pytest.mark.subject_needs("sync", "stream")
+def test_stream_in_unusual_but_valid_sse_framing_is_read_exactly(
+        make_subject: Any, record_property: Any) -> None:
+    """A server may frame its event stream any way the SSE standard allows, and cut it
+    anywhere between reads (here every 7 bytes and after each CR: inside characters, between a
+    CR and its LF, after a lone CR):
+    the client must deliver exactly the text the events carry."""
+    body, expected = _odd_sse_body()
+    head = (b"HTTP/1.1 200 OK\r\ncontent-type: text/event-stream\r\n"
+            b"connection: close\r\n\r\n")
+
+    # Cut every 7 bytes and after every CR (a lone CR ending a read is a line end too).
+    cuts = sorted({*range(7, len(body), 7), *(i + 1 for i, b in enumerate(body) if b == 13)})
+
+    def script(conn: socket.socket) -> None:
+        conn.setsockopt(socket.IPPROTO_TCP, socket.TCP_NODELAY, 1)
+        conn.sendall(head)
+        for start, end in pairwise([0, *cuts, len(body)]):
+            conn.sendall(body[start:end])
+            time.sleep(0.002)
+
+    model = "qwen/qwen3-4b"
+    with trickling_server(script) as (url, _):
+        subject = make_subject(url, model=model, timeout=10.0)
+        value, error, _ = outcome(lambda: collect(subject.stream_chat(HELLO, model=model)), 30)
+    assert error is None, f"the client refused a valid stream: {error!r}"
+    pieces, answer = value
+    assert "".join(pieces) == answer.text == expected, (pieces, answer.text)
+    assert answer.finish_reason in (None, "stop"), answer
+    record_property("evidence", f"{len(body)} bytes of odd framing in {len(cuts) + 1} writes -> "
+                                f"{answer.text!r}")
 
 
 # -- Retry-After above a client's cap is never undercut -----------------------------------------

@@ -29,6 +29,7 @@ from harness.evaluate.support import (
     call_outcome,
     load_models,
     prompt,
+    stream_outcome,
 )
 from harness.evaluate.target import Faults, Target
 from harness.faults import ErrorBody200Fault, HtmlErrorFault, LatencyFault
@@ -130,13 +131,19 @@ def test_html_gateway_page_names_server_and_model(target: Target, faults: Faults
 
 @pytest.mark.needs_faults
 @pytest.mark.subject_needs("sync")
+@pytest.mark.parametrize("streamed", [
+    False, pytest.param(True, marks=pytest.mark.subject_needs("stream"))],
+    ids=["chat", "stream"])
 def test_200_with_error_body_is_an_error_naming_server_and_model(
-        target: Target, faults: Faults, subject: Any, record_property: Any) -> None:
+        target: Target, faults: Faults, subject: Any, streamed: bool,
+        record_property: Any) -> None:
     """Gap: error messages need more context. LM Studio's HTTP 200 carrying ``{"error": ...}``
-    is a failure, not an (empty) answer: it raises naming the server and the model."""
+    is a failure, not an (empty) answer: it raises naming the server and the model, also when
+    a stream was asked for and a plain JSON body came back instead of an event stream."""
     faults.set(ErrorBody200Fault(), endpoint="/v1/chat/completions")
     model = target.model(0)
-    outcome = call_outcome(subject.chat, HELLO, model=model)
+    outcome = (stream_outcome(subject, HELLO, model=model) if streamed else
+               call_outcome(subject.chat, HELLO, model=model))
     record_property("evidence", assert_failure_names_request(outcome, target.base_url, model))
 
 

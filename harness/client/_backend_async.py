@@ -56,8 +56,9 @@ class Cutoff:
         self._loop.call_soon_threadsafe(self._cancel)
 
     def _cancel(self) -> None:
-        """On the loop: cancel the task only if it is waiting inside one of our ``with``."""
-        if self._inside and self._task is not None:
+        """On the loop: cancel the task only if it is waiting inside one of our ``with`` (and
+        only once: a second cancel would outlive the ``uncancel`` that maps the first)."""
+        if self._inside and self._task is not None and not self._requested:
             self._requested = True
             self._task.cancel()
 

@@ -20,16 +20,21 @@ import sys
 import tempfile
 from pathlib import Path
 
-import unasync
-
 HERE = Path(__file__).resolve().parent
 SOURCE = HERE / "aio.py"
 TARGET = HERE / "sync.py"
 
-#: The rename table, beyond unasync's own (``__aenter__`` -> ``__enter__``, ``AsyncIterator``
-#: -> ``Iterator``, ``StopAsyncIteration`` -> ``StopIteration``, ...). unasync would turn any
-#: other ``AsyncX`` into ``SyncX``; the test fails on such a name, so this table stays whole.
+#: The rename table, whole: what ``aio.py`` uses of unasync's own table (``__aenter__`` ->
+#: ``__enter__``, ...) and ours. unasync would turn an ``AsyncX`` missing here into ``SyncX``;
+#: ``test_generated_shells`` fails on such a name, and compares the two files token by token
+#: through this table (without unasync), so it stays whole.
 RENAMES = {
+    "__aenter__": "__enter__",
+    "__aexit__": "__exit__",
+    "__aiter__": "__iter__",
+    "__anext__": "__next__",
+    "AsyncIterator": "Iterator",
+    "StopAsyncIteration": "StopIteration",
     "AsyncClient": "Client",  # ours, and httpx's
     "AsyncChatStream": "ChatStream",
     "AsyncBaseTransport": "BaseTransport",  # httpx's
@@ -49,6 +54,8 @@ HEADER = (
 
 def generate(source: str | None = None) -> str:
     """The text ``sync.py`` must have, made from ``source`` (``aio.py``'s text by default)."""
+    import unasync  # the dev extra's; imported here so RENAMES can be read without it
+
     text = SOURCE.read_text(encoding="utf-8") if source is None else source
     # unasync works on files under a directory named by its rule: run it on a copy.
     with tempfile.TemporaryDirectory() as tmp:

@@ -604,9 +604,11 @@ class ChatStreamAssembler(_Assembler):
         out: list[StreamEvent] = []
         if self.done:
             return out
-        acc, loads, text_parts, append = self.acc, _loads, self.acc._text, out.append
-        # Inline only once the model is checked and the content is known not to open <think>.
-        settled = self._settled()
+        acc, loads, append = self.acc, _loads, out.append
+        text_parts, reasoning_parts = acc._text, acc._reasoning
+        # Inline only once the model is checked; content only once it is known not to open
+        # <think> (until then it goes through ``InlineThink``).
+        settled, plain = self._settled()
         hot = 0  # inline deltas not yet counted in ``acc``
         for raw in data:
             try:
@@ -618,6 +620,9 @@ class ChatStreamAssembler(_Assembler):
                 chunk = None
             if settled and chunk.__class__ is dict and not chunk.get("error") \
                     and not chunk.get("usage"):
+                engine_timings = chunk.get("timings")  # as in ``_chunk``
+                if engine_timings.__class__ is dict:
+                    acc.engine_timings = engine_timings
                 choices = chunk.get("choices")
                 if choices.__class__ is list and choices:
                     choice = choices[0]
@@ -625,11 +630,19 @@ class ChatStreamAssembler(_Assembler):
                         delta = choice.get("delta")
                         if delta.__class__ is dict and len(delta) == 1:
                             text = delta.get("content")
-                            if text and text.__class__ is str:
-                                text_parts.append(text)
-                                append(TextDelta(text))
-                                hot += 1
-                                continue
+                            if text is not None:
+                                if text.__class__ is str and text and plain:
+                                    text_parts.append(text)
+                                    append(TextDelta(text))
+                                    hot += 1
+                                    continue
+                            else:  # a reasoning model's thinking, as long as its answer
+                                text = delta.get("reasoning_content") or delta.get("reasoning")
+                                if text.__class__ is str and text:
+                                    reasoning_parts.append(text)
+                                    append(ReasoningDelta(text))
+                                    hot += 1
+                                    continue
             if hot:
                 acc.chunks += hot
                 acc.mark(now, hot)
@@ -638,15 +651,16 @@ class ChatStreamAssembler(_Assembler):
             if chunk is None:
                 chunk = self._parse(decoded, now)
             out.extend(self._chunk(chunk, decoded, now))
-            settled = self._settled()
+            settled, plain = self._settled()
         if hot:
             acc.chunks += hot
             acc.mark(now, hot)
         return out
 
-    def _settled(self) -> bool:
-        return (self._model_checked and self.acc.model is not None
-                and self._think.state == _CONTENT)
+    def _settled(self) -> tuple[bool, bool]:
+        """(model checked, content known not to open <think>): ``feed_data``'s inline cases."""
+        return (self._model_checked and self.acc.model is not None,
+                self._think.state == _CONTENT)
 
     def _parse(self, data: str, now: float) -> Any:
         try:
