@@ -7,8 +7,7 @@ emulator carries the truth and loaded models of earlier runs. The speed comes fr
 default that makes the generator, not the server, what is measured).
 
 The process gets its own session (a Ctrl-C at the terminal reaches the runner, which stops it in
-order) with the caller's niceness, and, on Linux, dies with its parent (``PR_SET_PDEATHSIG``):
-it is never orphaned.
+order) and, on Linux, dies with its parent (``PR_SET_PDEATHSIG``): it is never orphaned.
 """
 
 from __future__ import annotations
@@ -35,16 +34,8 @@ class EmulatorError(RuntimeError):
     """The emulator did not start (names the command it was started with)."""
 
 
-def own_session_preexec() -> Callable[[], None] | None:
-    """A ``preexec_fn`` for a child started in its own session (Linux only): it gets SIGTERM
-    when its parent dies, and its session keeps the parent's niceness.
-
-    Why the second: under the kernel's autogroup scheduling (``sched_autogroup_enabled``, on by
-    default on many distributions and VMs), nice values weigh a process only against others of
-    its session; a new session is a new group at nice 0, so ``nice -n 19 harness load`` started
-    a master, workers and an emulator that each took a full share of the CPU from every other
-    session. The new group's nice is set to the process's own, so ``nice`` keeps its meaning.
-    """
+def die_with_parent() -> Callable[[], None] | None:
+    """A ``preexec_fn`` that makes a child get SIGTERM when its parent dies (Linux only)."""
     if not sys.platform.startswith("linux"):
         return None
 
@@ -52,14 +43,6 @@ def own_session_preexec() -> Callable[[], None] | None:
         with contextlib.suppress(OSError, AttributeError):
             libc = ctypes.CDLL(None, use_errno=True)
             libc.prctl(1, signal.SIGTERM)  # PR_SET_PDEATHSIG = 1
-        with contextlib.suppress(OSError):
-            nice = os.getpriority(os.PRIO_PROCESS, 0)
-            if nice > 0:  # raising a group's nice needs no privilege; lowering it would
-                fd = os.open("/proc/self/autogroup", os.O_WRONLY)
-                try:
-                    os.write(fd, str(nice).encode())
-                finally:
-                    os.close(fd)
 
     return preexec
 
@@ -95,7 +78,7 @@ class EmulatorProcess:
             if self.api_token:
                 env["HARNESS_API_TOKEN"] = self.api_token
             self.proc = subprocess.Popen(cmd, stdout=log, stderr=subprocess.STDOUT, env=env,
-                                         start_new_session=True, preexec_fn=own_session_preexec())
+                                         start_new_session=True, preexec_fn=die_with_parent())
         finally:
             if self.log_path:
                 log.close()  # type: ignore[union-attr]

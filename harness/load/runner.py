@@ -30,7 +30,7 @@ from pathlib import Path
 from typing import Any
 
 from harness.load.analysis import EXIT_ERROR, EXIT_TARGET
-from harness.load.emulator import EmulatorError, EmulatorProcess, own_session_preexec
+from harness.load.emulator import EmulatorError, EmulatorProcess, die_with_parent
 from harness.load.scenario import Scenario, ScenarioError, load_scenario
 from harness.load.server import LoadRunError, ServerSession, TargetUnreachable, api_token_for
 from harness.studio.server import free_port
@@ -112,7 +112,7 @@ class LoadRun:
         log = (self.log_dir / log_name).open("wb")
         proc = subprocess.Popen([sys.executable, "-m", "locust", *args], stdout=log,
                                 stderr=subprocess.STDOUT, env=self._env(),
-                                start_new_session=True, preexec_fn=own_session_preexec())
+                                start_new_session=True, preexec_fn=die_with_parent())
         self.procs.append(proc)
         return proc
 

@@ -5,7 +5,6 @@ be written, whatever ended the run."""
 from __future__ import annotations
 
 import json
-import os
 import signal
 import subprocess
 import sys
@@ -130,27 +129,3 @@ def test_the_precheck_and_every_request_send_the_token(tmp_path: Path,
         if path.is_file():
             assert token not in path.read_text("utf-8", "replace"), path
 
-
-
-_SPAWN_CHILD = """
-import subprocess, sys
-from harness.load.emulator import own_session_preexec
-child = subprocess.Popen([sys.executable, "-c", "import time; time.sleep(30)"],
-                         start_new_session=True, preexec_fn=own_session_preexec())
-try:
-    print(open(f"/proc/{child.pid}/autogroup").read().strip(), flush=True)
-finally:
-    child.kill()
-    child.wait()
-"""
-
-
-@pytest.mark.skipif(not Path("/proc/self/autogroup").exists(),
-                    reason="no autogroup scheduling on this kernel")
-def test_a_child_in_its_own_session_keeps_the_callers_niceness() -> None:
-    """Under autogroup scheduling a new session is a new group at nice 0: ``nice -n 19 harness
-    load`` ran its master, workers and emulator at full weight against every other session."""
-    out = subprocess.run(["nice", "-n", "7", sys.executable, "-c", _SPAWN_CHILD],
-                         capture_output=True, text=True, timeout=60, check=True)
-    expected = min(os.getpriority(os.PRIO_PROCESS, 0) + 7, 19)  # this test may run niced
-    assert out.stdout.strip().endswith(f"nice {expected}"), out.stdout + out.stderr
