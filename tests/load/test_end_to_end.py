@@ -116,10 +116,13 @@ def test_a_stopped_worker_reports_its_stall_in_the_summary(emulator_url: str,
         os.kill(run.workers[1].pid, signal.SIGSTOP)
         time.sleep(0.3)
         os.kill(run.workers[1].pid, signal.SIGCONT)
-        assert run.watch() in (0, 1)
+        assert run.watch() in (0, 1, 2)  # 2: first tokens due in the stop were read late
     finally:
         run.stop_all()
     summary = json.loads((tmp_path / "summary.json").read_text())
     stalls = summary["worker_stalls"]
     assert any(s["lag_s"] >= 0.25 for s in stalls), stalls
     assert all(s["cpu_wait_s"] <= s["lag_s"] + 0.01 for s in stalls)
+    kept_up = next(g for g in summary["gates"] if g["name"].startswith("load generator kept up"))
+    if not kept_up["passed"]:  # the gate says why: a stall of the worker's own (not runnable)
+        assert "worker loop stall(s) over 20 ms" in kept_up["detail"], kept_up
