@@ -628,7 +628,14 @@ class ChatStreamAssembler(_Assembler):
                     choice = choices[0]
                     if choice.__class__ is dict and choice.get("finish_reason") is None:
                         delta = choice.get("delta")
-                        if delta.__class__ is dict and len(delta) == 1:
+                        if delta is None:  # a text_completion chunk
+                            text = choice.get("text")
+                            if text.__class__ is str and text and plain:
+                                text_parts.append(text)
+                                append(TextDelta(text))
+                                hot += 1
+                                continue
+                        elif delta.__class__ is dict and len(delta) == 1:
                             text = delta.get("content")
                             if text is not None:
                                 if text.__class__ is str and text and plain:

@@ -27,6 +27,11 @@ def chunk(delta: dict[str, Any], finish: str | None = None, model: str = "m",
                       ensure_ascii=False).encode()
 
 
+def completion(text: str) -> bytes:
+    return json.dumps({"model": "m", "choices": [{"index": 0, "text": text,
+                                                  "finish_reason": None}]}).encode()
+
+
 words = st.text(alphabet=st.characters(blacklist_categories=("Cs",), blacklist_characters="\r\n"),
                 max_size=8)
 good = st.one_of(
@@ -38,6 +43,9 @@ good = st.one_of(
     words.map(lambda t: chunk({"content": "<think>" + t})),
     words.map(lambda t: chunk({"content": t}, timings={"predicted_n": len(t)})),  # llama.cpp
     st.just(chunk({"content": None})),
+    words.map(completion),  # /v1/completions
+    words.map(lambda t: completion("<think>" + t)),
+    st.just(chunk({"content": " "})),  # <think> may still come: not yet plain content
     st.just(chunk({}, "stop")),
     st.just(chunk({}, usage={"prompt_tokens": 1, "completion_tokens": 2, "total_tokens": 3})),
     st.just(chunk({"tool_calls": [{"index": 0, "id": "c1", "function": {
