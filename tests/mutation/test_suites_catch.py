@@ -22,14 +22,18 @@ REPO = Path(__file__).resolve().parents[2]
 FLAWED_DECODER = '''
 from harness.client.sse import SSEDecoder
 
-_feed = SSEDecoder.feed
+_feed, _feed_messages = SSEDecoder.feed, SSEDecoder.feed_messages
 
 
 def feed(self, chunk):
     return _feed(self, chunk.decode("utf-8", "replace").encode("utf-8"))
 
 
-SSEDecoder.feed = feed
+def feed_messages(self, chunk):  # the reader's per-read fast path
+    return _feed_messages(self, chunk.decode("utf-8", "replace").encode("utf-8"))
+
+
+SSEDecoder.feed, SSEDecoder.feed_messages = feed, feed_messages
 '''
 
 
