@@ -92,7 +92,7 @@ def stats(values: list[float]) -> str:
     if not values:
         return "-"
     p50, p95 = percentile(values, 50), percentile(values, 95)
-    return f"p50 {p50:.3f}  p95 {p95:.3f}  (n={len(values)})"
+    return f"min {min(values):.3f}  p50 {p50:.3f}  p95 {p95:.3f}  (n={len(values)})"
 
 
 def compare(records: list[RequestRecord]) -> dict[str, Any]:

@@ -297,15 +297,28 @@ def _replayed(request: pytest.FixtureRequest, target: Target) -> Target:
     return recorded.replay(target)
 
 
+_RAN_KEY: pytest.StashKey[bool] = pytest.StashKey()
+# What a recorded test that sent nothing replays from: any request it sends on replay fails.
+EMPTY_CASSETTE = "interactions: []\nversion: 1\n"
+
+
 @pytest.hookimpl(wrapper=True)
 def pytest_runtest_makereport(item: pytest.Item, call: pytest.CallInfo[None]
                               ) -> Generator[None, pytest.TestReport, pytest.TestReport]:
     """``--lmstudio-record``: keep each target test's outcome and target beside its cassette
-    (``RecordedRun``), so ``--lmstudio-replay`` skips what skipped while recording."""
+    (``RecordedRun``), so ``--lmstudio-replay`` skips what skipped while recording; a test
+    that ran without a single exchange (vcrpy writes nothing then) gets an empty cassette."""
     report = yield
     if (not item.config.getoption("harness_record", False)
-            or "target" not in getattr(item, "fixturenames", ())
-            or not (call.when == "call" or (call.when == "setup" and report.skipped))):
+            or "target" not in getattr(item, "fixturenames", ())):
+        return report
+    path = _cassette_of(item.config, item)
+    if call.when == "teardown":
+        if item.stash.get(_RAN_KEY, False) and not path.exists():
+            path.parent.mkdir(parents=True, exist_ok=True)
+            path.write_text(EMPTY_CASSETTE, encoding="utf-8")
+        return report
+    if not (call.when == "call" or (call.when == "setup" and report.skipped)):
         return report
     from harness.evaluate.target import RecordedRun
 
@@ -318,9 +331,12 @@ def pytest_runtest_makereport(item: pytest.Item, call: pytest.CallInfo[None]
         longrepr = report.longrepr
         reason = str(longrepr[2] if isinstance(longrepr, tuple) else longrepr)
         reason = reason.removeprefix("Skipped: ")
-    path = _cassette_of(item.config, item)
-    if call.when == "setup":
-        path.unlink(missing_ok=True)  # a stale recording of a run that no longer happens
+    if report.skipped:
+        # A stale recording of a run that no longer happens (exchanges made before a skip in
+        # the test's body are still written, fresh, when its cassette closes).
+        path.unlink(missing_ok=True)
+    else:
+        item.stash[_RAN_KEY] = True
     RecordedRun.of(target, report.outcome, reason).write(path)
     return report
 

@@ -35,6 +35,7 @@ BINARY_ENV = "HARNESS_LLAMA_SERVER"
 BUILD_DIR = Path(os.environ.get("XDG_CACHE_HOME", Path.home() / ".cache")) / "harness" / \
     "llama-server"
 SDIST = "llama-cpp-python==0.3.36"  # the version the `llama` extra was proven with
+SDIST_ENV = "LLAMA_CPP_SDIST"  # a local copy of that sdist (no download)
 # Portable, offline and lean: no web UI (it would be downloaded), no HTTPS, no tests or examples.
 CMAKE_OPTIONS = ("-DCMAKE_BUILD_TYPE=Release", "-DGGML_NATIVE=ON", "-DLLAMA_CURL=OFF",
                  "-DLLAMA_OPENSSL=OFF", "-DLLAMA_USE_PREBUILT_UI=OFF", "-DLLAMA_BUILD_UI=OFF",
@@ -69,10 +70,14 @@ def missing() -> str | None:
     return None
 
 
-def build(sdist: Path | None = None, build_dir: Path = BUILD_DIR, jobs: int = 2) -> Path:
+def build(sdist: Path | None = None, build_dir: Path = BUILD_DIR, jobs: int = 2, *,
+          force: bool = False) -> Path:
     """Build ``llama-server`` from the llama.cpp source vendored in llama-cpp-python's sdist
-    (``sdist``, or downloaded by pip from PyPI); returns the binary. Compiles under ``nice -n
-    19``: a build must not slow down what else runs on the machine."""
+    (``sdist``, or downloaded by pip from PyPI); returns the binary, at once if it is already
+    built (``force`` rebuilds). Compiles under ``nice -n 19``: a build must not slow down what
+    else runs on the machine."""
+    if built_binary(build_dir).is_file() and not force:
+        return built_binary(build_dir)
     build_dir.mkdir(parents=True, exist_ok=True)
     if sdist is None:
         with tempfile.TemporaryDirectory() as tmp:
@@ -176,10 +181,11 @@ def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(prog="python -m harness.engines.llamaserver",
                                      description=__doc__.splitlines()[0] if __doc__ else None)
     parser.add_argument("--build", action="store_true",
-                        help=f"build llama-server into {BUILD_DIR} and exit")
-    parser.add_argument("--sdist", type=Path, default=None,
-                        help=f"llama-cpp-python sdist to build from (default: pip downloads "
-                             f"{SDIST})")
+                        help=f"build llama-server into {BUILD_DIR} (unless it is there) and exit")
+    parser.add_argument("--rebuild", action="store_true", help="--build even if it is there")
+    parser.add_argument("--sdist", type=Path, default=os.environ.get(SDIST_ENV) or None,
+                        help=f"llama-cpp-python sdist to build from (default: ${SDIST_ENV}, "
+                             f"else pip downloads {SDIST})")
     parser.add_argument("--jobs", type=int, default=2)
     parser.add_argument("--port", type=int, default=None)
     parser.add_argument("--model", type=Path, default=None, help="GGUF (default: SmolLM2)")
@@ -187,9 +193,9 @@ def main(argv: list[str] | None = None) -> int:
                         help=f"model alias, repeatable (default: {', '.join(DEFAULT_ALIASES)})")
     parser.add_argument("--parallel", type=int, default=1, help="slots (requests at once)")
     args = parser.parse_args(argv)
-    if args.build:
+    if args.build or args.rebuild:
         try:
-            print(f"built {build(args.sdist, jobs=args.jobs)}")
+            print(f"built {build(args.sdist, jobs=args.jobs, force=args.rebuild)}")
         except EngineError as exc:
             print(f"error: {exc}", file=sys.stderr)
             return 1

@@ -315,12 +315,15 @@ class RecordedRun:
     models: tuple[str, ...]
     capabilities: frozenset[str]
     calibration: Calibration
+    listed: tuple[dict[str, Any], ...] = ()  # the server's model listing (id, type, state)
 
     @classmethod
     def of(cls, target: Target, outcome: Literal["passed", "failed", "skipped"],
            reason: str | None = None) -> RecordedRun:
+        listed = tuple({k: m.get(k) for k in ("id", "type", "state")}
+                       for m in target.info.get("models", []) if isinstance(m, dict))
         return cls(outcome, reason, target.kind, target.info.get("server"), target.models,
-                   target.capabilities, target.calibration)
+                   target.capabilities, target.calibration, listed)
 
     @staticmethod
     def path(cassette: Path) -> Path:
@@ -330,7 +333,7 @@ class RecordedRun:
         data = {"outcome": self.outcome, "reason": self.reason, "kind": self.kind,
                 "server": self.server, "models": list(self.models),
                 "capabilities": sorted(self.capabilities),
-                "calibration": asdict(self.calibration)}
+                "calibration": asdict(self.calibration), "listed": list(self.listed)}
         path = self.path(cassette)
         path.parent.mkdir(parents=True, exist_ok=True)
         path.write_text(json.dumps(data, indent=2) + "\n", encoding="utf-8")
@@ -343,7 +346,7 @@ class RecordedRun:
             data = json.loads(path.read_text(encoding="utf-8"))
             return cls(data["outcome"], data.get("reason"), data["kind"], data.get("server"),
                        tuple(data["models"]), frozenset(data["capabilities"]),
-                       Calibration(**data["calibration"]))
+                       Calibration(**data["calibration"]), tuple(data.get("listed", ())))
         except FileNotFoundError:
             return None
         except (ValueError, KeyError, TypeError) as exc:
@@ -355,12 +358,14 @@ class RecordedRun:
         return f"skipped when recorded against {where}: {self.reason or 'no reason given'}"
 
     def replay(self, base: Target) -> Target:
-        """The replay target as this test saw its recorded target: its models, capabilities
-        (less what no replay has) and calibration; still no socket."""
+        """The replay target as this test saw its recorded target: its models, listing,
+        capabilities (less what no replay has) and calibration; still no socket."""
+        info = {**base.info, "recorded_against": self.server or self.kind}
+        if self.listed:
+            info["models"] = [dict(m) for m in self.listed]
         return replace(base, models=self.models or base.models,
                        capabilities=self.capabilities - _NOT_REPLAYABLE,
-                       calibration=self.calibration,
-                       info={**base.info, "recorded_against": self.server or self.kind})
+                       calibration=self.calibration, info=info)
 
 
 @contextmanager

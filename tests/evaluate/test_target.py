@@ -224,6 +224,10 @@ def test_branches_on_what_the_target_has(client, target):
     assert target.calibration.ttft_s is not None  # the recorded calibration, not unscaled
     assert client.chat([{"role": "user", "content": "again"}], seed=2).text
 
+def test_sends_nothing(target):
+    """Ran while recording without a single exchange: replays from an empty cassette."""
+    assert target.models and target.info["models"]
+
 def test_needs_a_live_socket(target):
     target.require("realtime")  # recording reads whole responses: skips in the body
 
@@ -261,15 +265,17 @@ def test_replay_gives_the_recording_s_passes_and_skips_with_the_engine_stopped(
         recorded = run("--lmstudio-url", studio.base_url, "--lmstudio-api-token", TOKEN,
                        "--lmstudio-record")
     assert recorded.returncode == 0, recorded.stdout + recorded.stderr
-    assert outcomes(recorded.stdout) == "2 passed, 3 skipped", recorded.stdout
+    assert outcomes(recorded.stdout) == "3 passed, 3 skipped", recorded.stdout
     runs = {p.name: json.loads(p.read_text()) for p in cassettes.rglob("*.target.json")}
-    assert len(runs) == 5 and all(TOKEN not in json.dumps(r) for r in runs.values()), runs
+    assert len(runs) == 6 and all(TOKEN not in json.dumps(r) for r in runs.values()), runs
     assert runs["test_needs_tools.target.json"]["outcome"] == "skipped"
     assert not (cassettes / "test_probe" / "test_needs_tools.yaml").exists()
+    assert (cassettes / "test_probe" / "test_sends_nothing.yaml").read_text() == \
+        "interactions: []\nversion: 1\n"
 
     replayed = run("--lmstudio-replay")  # the server is gone
     assert replayed.returncode == 0, replayed.stdout + replayed.stderr
-    assert outcomes(replayed.stdout) == "2 passed, 3 skipped", replayed.stdout
+    assert outcomes(replayed.stdout) == "3 passed, 3 skipped", replayed.stdout
     assert "skipped when recorded against LM Studio (live): target live" \
            in replayed.stdout and "cannot provide: tools" in replayed.stdout, replayed.stdout
     assert "no cassette" not in replayed.stdout

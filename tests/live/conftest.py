@@ -13,8 +13,9 @@ from collections.abc import Iterator
 import pytest
 
 from harness.engines.llamacpp import LlamaCppServer, running_llama_cpp
+from harness.engines.llamaserver import LlamaServer
 
-ENGINE_FIXTURES = frozenset({"engine", "queued_engine"})
+ENGINE_FIXTURES = frozenset({"engine", "queued_engine", "llama_server"})
 
 
 def pytest_collection_modifyitems(config: pytest.Config, items: list[pytest.Item]) -> None:
@@ -39,3 +40,20 @@ def queued_engine() -> Iterator[LlamaCppServer]:
     """The same server with ``interrupt_requests`` off: concurrent requests wait their turn."""
     with running_llama_cpp(interrupt_requests=False) as server:
         yield server
+
+
+@pytest.fixture(scope="session")
+def llama_server() -> Iterator[LlamaServer]:
+    """llama.cpp's C++ ``llama-server`` (built with ``python -m harness.engines.llamaserver
+    --build``); skipped, with how to build it, where there is none."""
+    from harness.engines.llamaserver import missing
+
+    reason = missing()
+    if reason is not None:
+        pytest.skip(reason)
+    server = LlamaServer()
+    try:
+        server.start()
+        yield server
+    finally:
+        server.close()
