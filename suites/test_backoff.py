@@ -236,17 +236,18 @@ async def test_retry_after_over_the_cap_gives_up_even_when_the_deadline_allows_i
 async def test_read_timeout_before_any_byte_is_retried(target: Target, faults: Faults,
                                                        truth: Truth) -> None:
     """Gap: inadequate rate limit handling. A server that sent nothing within the read limit
-    (the first attempt's headers come after 1.5 s, the limit is 0.3 s) is asked again, and
-    the answer of the second attempt is returned."""
+    (the first attempt's headers come after 4 s, the limit is 1 s) is asked again, and the
+    answer of a later attempt is returned. Counted, not timed: every attempt but the last
+    timed out and was followed by one wait (a busy machine may time out a second one too)."""
     faults.set(FaultPlan(rules=(FaultRule(match=FaultMatch(endpoint=CHAT, nth=(1,)),
-                                          action=LatencyFault(before_headers_s=1.5)),)))
+                                          action=LatencyFault(before_headers_s=4.0)),)))
     sleep = RecordingSleep()
-    async with client_for(target, sleep, timeout=Timeouts(connect=5, read=0.3,
-                                                          deadline=30)) as client:
+    async with client_for(target, sleep, timeout=Timeouts(connect=5, read=1.0,
+                                                          deadline=60)) as client:
         result = await client.chat(HELLO, max_tokens=16)
     assert result.finish_reason in ("stop", "length") and result.text
-    assert len(sleep.waits) == 1
-    assert len(truth.settled(CHAT, expect=2)) == 2
+    attempts = len(truth.settled(CHAT, expect=2))
+    assert attempts >= 2 and len(sleep.waits) == attempts - 1, (attempts, sleep.waits)
 
 
 @pytest.mark.harness_api
@@ -281,18 +282,18 @@ async def test_retries_stop_within_the_deadline(target: Target, faults: Faults, 
 async def test_a_wait_that_overran_the_deadline_sends_no_further_attempt(
         target: Target, faults: Faults, truth: Truth) -> None:
     """Gap: inadequate rate limit handling. The deadline is checked again after every wait: a
-    0.1 s wait (Retry-After) that a stalled event loop stretched past the 1 s deadline ends
+    0.1 s wait (Retry-After) that a stalled event loop stretched past the 3 s deadline ends
     the call with the deadline timeout, and no second attempt reaches the server."""
     faults.set(FaultPlan(rules=(rule(StatusFault(status=429, retry_after=0.1)),)))
 
     async def overrunning_sleep(seconds: float) -> None:
-        await asyncio.sleep(seconds + 1.2)
+        await asyncio.sleep(seconds + 3.0)
 
     async with client_for(target, overrunning_sleep,
-                          timeout=Timeouts(connect=2, read=5, deadline=1.0)) as client:
+                          timeout=Timeouts(connect=2, read=3, deadline=3.0)) as client:
         with pytest.raises(LMStudioTimeout) as caught:
             await client.chat(HELLO)
-    assert caught.value.phase == "deadline" and caught.value.limit == 1.0
+    assert caught.value.phase == "deadline" and caught.value.limit == 3.0
     assert caught.value.attempt == 2 and "call deadline passed" in str(caught.value)
     assert len(truth.settled(CHAT)) == 1
 

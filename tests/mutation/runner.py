@@ -53,7 +53,8 @@ EQUIVALENT_FILE = Path(__file__).with_name("equivalent.toml")
 # the measured checkout does not have (an older commit) is skipped.
 UNIT_TESTS_FOR: dict[str, list[str]] = {
     "harness/client/": ["tests/client", *(f"tests/mutation/test_{name}.py" for name in (
-        "sse_killers", "retry_killers", "catalog_killers", "errors_killers", "stress"))],
+        "sse_killers", "retry_killers", "catalog_killers", "errors_killers", "protocol_killers",
+        "stress"))],
     "harness/agent/": ["tests/agent", "tests/mutation/test_agent_killers.py"],
     "harness/review/": ["tests/review", "tests/mutation/test_review_killers.py"],
 }
@@ -201,14 +202,16 @@ def prepare(workdir: Path, modules: Sequence[str], tests: Sequence[str], source:
                   flags=re.S)
     pyproject.write_text(text.rstrip() + "\n\n" + section, "utf-8")
     stamp.write_text(made_of, "utf-8")
+    (workdir / ".harness-mutation-commit").write_text(commit_of(source), "utf-8")
     return False
 
 
-def commit_of(source: Path, module_path: str) -> str:
+def commit_of(source: Path) -> str:
+    """The commit a scratch copy is made of ("+uncommitted" when tracked files differ)."""
     head = subprocess.run(["git", "rev-parse", "--short", "HEAD"], cwd=source, check=True,
                           capture_output=True, text=True).stdout.strip()
-    changed = subprocess.run(["git", "diff", "--quiet", "HEAD", "--", module_path],
-                             cwd=source, check=False).returncode
+    changed = subprocess.run(["git", "diff", "--quiet", "HEAD"], cwd=source,
+                             check=False).returncode
     return head + ("+uncommitted" if changed else "")
 
 
@@ -244,7 +247,7 @@ def load_scores(store: Path) -> list[dict[str, Any]]:
 def run_module(against: str, module_path: str, size: int | None, workdir: Path, out: Path,
                source: Path, extra: Sequence[str], *, tests: Sequence[str],
                modules: Sequence[str], survivors_of: str | None, rerun: bool, resume: bool,
-               children: int) -> ModuleScore | None:
+               same_run: bool, children: int) -> ModuleScore | None:
     module = module_name(module_path)
     every = mutant_names(source / module_path, module)
     chosen = sample(every, size)
@@ -253,7 +256,7 @@ def run_module(against: str, module_path: str, size: int | None, workdir: Path, 
     prior: dict[str, Any] = {"killed_names": [], "statuses": {}}
     for wanted in filter(None, (survivors_of, against if rerun else None)):
         base = earlier.get((module_path, wanted))
-        if base is None or sorted(base["names"]) != chosen:
+        if base is None or base["sample"] != len(chosen) or not set(base["names"]) <= set(chosen):
             print(f"{module_path}: no {wanted} run of this sample in {out}; run it first",
                   flush=True)
             return None
@@ -265,7 +268,9 @@ def run_module(against: str, module_path: str, size: int | None, workdir: Path, 
             names = sorted(base["survivors"])
     done = set(prior["killed_names"])
     log = out / f"mutmut-{against}.log"
-    kept = prepare(workdir, modules, tests, source, extra, resume)
+    # One snapshot per invocation: a copy made earlier in this run is kept as it is.
+    kept = True if same_run else prepare(workdir, modules, tests, source, extra, resume)
+    commit = (workdir / ".harness-mutation-commit").read_text("utf-8")
     pending = [n for n in names if n not in done]
     todo = pending
     if kept:
@@ -280,7 +285,7 @@ def run_module(against: str, module_path: str, size: int | None, workdir: Path, 
               f"run failed?); see {log}", flush=True)
         return None
     equivalent = load_equivalent()
-    score = ModuleScore(module_path, against, commit_of(source, module_path), len(every),
+    score = ModuleScore(module_path, against, commit, len(every),
                         len(chosen), names=names, subset_of=survivors_of)
     for name, status in sorted(statuses.items()):
         score.statuses[status] = score.statuses.get(status, 0) + 1
@@ -408,14 +413,16 @@ def main(argv: Sequence[str] | None = None) -> int:
                 print(f"{path}: no {against} test reaches it ({', '.join(tests) or 'none'})",
                       flush=True)
                 continue
-            slug = hashlib.sha256("\0".join(tests).encode()).hexdigest()[:8]
-            workdir = args.workdir / f"{against}-{slug}"
+            # A copy per test selection and set of mutated modules: two runs at once (one per
+            # worker) never share one, and a later run of the same modules can --resume it.
+            slug = hashlib.sha256("\0".join([*tests, "", *groups[tests]]).encode()).hexdigest()
+            workdir = args.workdir / f"{against}-{slug[:8]}"
             # One scratch copy (and one stats run) per test selection and invocation.
             score = run_module(
                 against, path, int(own_size) if own_size else args.sample, workdir, args.out,
                 args.source, args.pytest_arg, tests=present, modules=groups[tests],
                 survivors_of=args.on_survivors_of, rerun=args.rerun_survivors,
-                resume=args.resume or workdir in prepared, children=args.max_children)
+                resume=args.resume, same_run=workdir in prepared, children=args.max_children)
             prepared.add(workdir)
             if score is not None:
                 results.append(score)

@@ -22,14 +22,15 @@ REPO = Path(__file__).resolve().parents[2]
 FLAWED_DECODER = '''
 from harness.client.sse import SSEDecoder
 
-_feed = SSEDecoder.feed
+_take = SSEDecoder._take
 
 
-def feed(self, chunk):
-    return _feed(self, chunk.decode("utf-8", "replace").encode("utf-8"))
+def take(self, chunk):
+    # Every read, on the fast path (feed_messages) or the general one (feed), enters here.
+    return _take(self, chunk.decode("utf-8", "replace").encode("utf-8"))
 
 
-SSEDecoder.feed = feed
+SSEDecoder._take = take
 '''
 
 
