@@ -144,6 +144,7 @@ class RunState:
 
 STATE = RunState()
 
+
 def _quiet_gc(scenario: Scenario, t0: float) -> None:
     """``harness.load.stalls.quiet_gc`` now, and a freeze (O(1)) as each level's measured window
     opens, after its users and connections were made in the warm-up."""
