@@ -17,10 +17,12 @@ because on a shared machine the numbers are depressed and only the ratios travel
 Why a level fails, printed with it: ``late>5ms`` (first tokens over 5 ms late against the
 truth), ``merged first reads`` (first tokens read together with later tokens: the worker was
 more than a token interval behind, the kernel had merged the packets under the newer one's
-stamp, so the TTFT is a whole frame late) and ``waited for CPU`` (the worker's run-queue wait
-over the window, ``/proc/<pid>/schedstat``: time other processes took from its core). Late
-first tokens that are all merged reads, with seconds of CPU wait, are a busy machine, not the
-worker's own cost. ``benchmarks/bench_reader_loop.py`` prices the loop without gevent.
+stamp, so the TTFT is a whole frame late), ``waited for CPU`` (the worker's run-queue wait
+over the window, ``/proc/<pid>/schedstat``: time other processes took from its core) and
+``idle`` (the rest of the window, neither running nor waiting: none left means the worker is
+saturated with the CPU it gets, and its reads fall behind). Late first tokens that are all
+merged reads, with seconds of CPU wait, are a busy machine, not the worker's own cost.
+``benchmarks/bench_reader_loop.py`` prices the loop without gevent.
 
     .venv/bin/python benchmarks/bench_load.py [--levels 100,200,400,600,800,1000]
         [--openai-levels 25,50,100,200] [--seconds 8] [--runs 1] [--guidellm]
@@ -130,10 +132,11 @@ def run_level(url: str, scenario: Path, users: int, user_class: str, work: Path,
     rows = [json.loads(line) for line in (out / "requests.jsonl").read_text().splitlines()]
     measured = [r for r in rows if not r["warmup"] and r["ok"]]
     merged = sum(r.get("first_read_tokens", 1) > 1 for r in measured)
-    cpu_pct = per_chunk_us = None
+    cpu_pct = per_chunk_us = idle_ms = None
     if cpu_start is not None and cpu_end is not None:
         wall, cpu = cpu_end[0] - cpu_start[0], cpu_end[1] - cpu_start[1]
         cpu_pct = 100 * cpu / wall
+        idle_ms = 1000 * (wall - cpu - (waited[1] - waited[0]))
         chunks = sum(r["chunks"] for r in rows
                      if cpu_start[0] <= (r["t_done"] or 0) <= cpu_end[0])
         per_chunk_us = 1e6 * cpu / chunks if chunks else None
@@ -143,6 +146,7 @@ def run_level(url: str, scenario: Path, users: int, user_class: str, work: Path,
             "per_chunk_us": per_chunk_us, "load": load,
             "late": truth.get("late_first_tokens"), "merged_first_reads": merged,
             "cpu_wait_ms": 1000 * (waited[1] - waited[0]) if cpu_end is not None else None,
+            "idle_ms": idle_ms,
             "sustained": err is not None and err <= ERROR_LIMIT_MS and level["errors"] == 0
             and level["requests"] > 0}
 
@@ -158,6 +162,7 @@ def _line(row: dict[str, Any]) -> str:
             f"{f(row.get('merged_first_reads'), 'd')} "
             f"cpu={f(row['cpu_pct'], '.0f')}% per chunk={f(row['per_chunk_us'], '.0f')} us "
             f"waited for CPU={f(row.get('cpu_wait_ms'), '.0f')} ms "
+            f"idle={f(row.get('idle_ms'), '.0f')} ms "
             f"loadavg={row['load']:.1f} -> {'ok' if row['sustained'] else 'NOT sustained'}")
 
 

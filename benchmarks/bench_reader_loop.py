@@ -192,6 +192,7 @@ def run_level(url: str, users: int, seconds: float, warmup: float) -> dict[str, 
             "ttft_p95_ms": None, "cpu_pct": 100 * cpu / seconds,
             "per_chunk_us": 1e6 * cpu / chunks if chunks else None, "load": load,
             "late": comparison.late_first_tokens, "cpu_wait_ms": 1000 * (waited[1] - waited[0]),
+            "idle_ms": 1000 * (seconds - cpu - (waited[1] - waited[0])),
             "merged_first_reads": sum(r.first_read_tokens > 1 for r in records if not r.warmup),
             "sustained": err is not None and err <= bench_load.ERROR_LIMIT_MS}
 

@@ -20,7 +20,9 @@ Options:
                                ``harness`` (default), ``openai``, ``litellm``, an entry point of
                                group ``harness.subjects`` or ``module:factory``
 ``--lmstudio-record`` / ``--lmstudio-replay`` (``--record`` / ``--replay``) every test records
-                               to / replays from cassettes (replay: no server at all)
+                               to / replays from cassettes (replay: no server at all); each
+                               test's outcome and target are kept beside its cassette
+                               (``<test>.target.json``), so a replay skips what skipped
 ``--lmstudio-cassette-dir DIR`` (``--cassette-dir``) where ``--record``/``--replay`` keep them
 ``--record-mode MODE``         for ``@pytest.mark.vcr`` tests, as in pytest-recording
                                (``none`` / ``once`` / ``new_episodes`` / ``all`` / ``rewrite``)
@@ -331,7 +333,6 @@ def pytest_runtest_makereport(item: pytest.Item, call: pytest.CallInfo[None]
         longrepr = report.longrepr
         reason = str(longrepr[2] if isinstance(longrepr, tuple) else longrepr)
         reason = reason.removeprefix("Skipped: ")
-    if report.skipped:
         # A stale recording of a run that no longer happens (exchanges made before a skip in
         # the test's body are still written, fresh, when its cassette closes).
         path.unlink(missing_ok=True)

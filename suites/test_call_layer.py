@@ -239,6 +239,7 @@ CUT_BODIES = {
 
 
 @pytest.mark.subject_needs("sync")
+@pytest.mark.target_needs("realtime")  # counts the raw server's hits: no replay has them
 @pytest.mark.parametrize("shape", [
     "plain", pytest.param("stream", marks=pytest.mark.subject_needs("stream"))])
 def test_answer_cut_mid_character_fails_naming_server_and_model(
@@ -479,6 +480,7 @@ def test_retry_after_above_the_cap_is_not_undercut(subject: Any, target: Target,
 
 # -- a request whose response had started is never silently re-run -----------------------------
 @pytest.mark.subject_needs("sync")
+@pytest.mark.target_needs("realtime")  # a recorder reads the cut body whole; a replay never cuts
 def test_body_cut_after_headers_is_not_re_run(make_subject: Any, record_property: Any) -> None:
     """A non-streamed body cut after the headers means the generation ran; sending it again
     runs it again (the first-generation harness ran it five times)."""

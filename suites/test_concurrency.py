@@ -180,7 +180,7 @@ FAULTY = FaultPlan(seed=7, rules=(
 
 
 @pytest.mark.harness_api
-@pytest.mark.target_needs("concurrent")
+@pytest.mark.target_needs("concurrent", "realtime")  # counts open sockets: no replay has them
 async def test_200_concurrent_async_calls_no_cross_talk(target: Target,
                                                         record_property: Any) -> None:
     """Gap: no async/await safety. 200 concurrent async calls (half streamed) on one client,

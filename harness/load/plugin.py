@@ -144,6 +144,7 @@ class RunState:
 
 STATE = RunState()
 
+
 def _quiet_gc(scenario: Scenario, t0: float) -> None:
     """``harness.load.stalls.quiet_gc`` now, and a freeze (O(1)) as each level's measured window
     opens, after its users and connections were made in the warm-up."""
@@ -187,7 +188,8 @@ def _on_init(environment: Environment, **_: Any) -> None:
         runner.register_message("harness_records", _master_on_records)
         runner.register_message("harness_target_down", _master_on_target_down)
     gevent.spawn(_cpu_sampler, environment)
-    gevent.spawn(_stall_watch)
+    if not isinstance(runner, MasterRunner):  # a master times nothing: its stalls say nothing
+        gevent.spawn(_stall_watch)
     _note_signals()
     from harness.load import webui
 

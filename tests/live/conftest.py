@@ -8,14 +8,15 @@ Without the engine installed, ``--llama-cpp`` stops the run with what to install
 
 from __future__ import annotations
 
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
+from contextlib import AbstractContextManager
 
 import pytest
 
 from harness.engines.llamacpp import LlamaCppServer, running_llama_cpp
 from harness.engines.llamaserver import LlamaServer
 
-ENGINE_FIXTURES = frozenset({"engine", "queued_engine", "llama_server"})
+ENGINE_FIXTURES = frozenset({"engine", "queued_engine", "llama_server", "private_engine"})
 
 
 def pytest_collection_modifyitems(config: pytest.Config, items: list[pytest.Item]) -> None:
@@ -57,3 +58,9 @@ def llama_server() -> Iterator[LlamaServer]:
         yield server
     finally:
         server.close()
+
+
+@pytest.fixture
+def private_engine() -> Callable[..., AbstractContextManager[LlamaCppServer]]:
+    """``running_llama_cpp`` for a test that starts and stops an engine of its own."""
+    return running_llama_cpp

@@ -12,9 +12,11 @@ from __future__ import annotations
 import subprocess
 import sys
 import xml.etree.ElementTree as ET
+from collections.abc import Callable
+from contextlib import AbstractContextManager
 from pathlib import Path
 
-from harness.engines.llamacpp import running_llama_cpp
+from harness.engines.llamacpp import LlamaCppServer
 
 ROOT = Path(__file__).resolve().parents[2]
 SUITES = ("suites/test_streaming.py", "suites/test_errors.py", "suites/test_cache_expiry.py")
@@ -40,8 +42,9 @@ def run_suites(tmp_path: Path, name: str, *args: str) -> tuple[dict[str, str], s
 
 
 def test_suites_recorded_on_the_engine_replay_alike_with_the_engine_stopped(
+        private_engine: Callable[..., AbstractContextManager[LlamaCppServer]],
         tmp_path: Path) -> None:
-    with running_llama_cpp(interrupt_requests=False) as server:
+    with private_engine(interrupt_requests=False) as server:
         recorded, _ = run_suites(tmp_path, "record", "--lmstudio-url", server.base_url,
                                  "--lmstudio-record")
     assert not server.running()

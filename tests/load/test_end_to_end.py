@@ -74,6 +74,14 @@ def test_unreachable_server_is_a_clear_error_not_a_hang(tmp_path: Path) -> None:
     assert time.time() - started < 10
 
 
+def _wait_for_records(out: Path, timeout: float = 20) -> None:
+    """Until the run's first records are written (its first requests completed)."""
+    deadline = time.time() + timeout
+    records = out / "requests.jsonl"
+    while not (records.exists() and records.stat().st_size) and time.time() < deadline:
+        time.sleep(0.05)
+
+
 @pytest.mark.slow
 @pytest.mark.timeout(60)
 def test_a_crashed_worker_ends_the_run_with_an_error_naming_it(emulator_url: str,
@@ -83,10 +91,7 @@ def test_a_crashed_worker_ends_the_run_with_an_error_naming_it(emulator_url: str
     run = LoadRun(options, load_scenario(options.scenario_path).with_overrides(duration_s=20))
     run.start()
     try:
-        deadline = time.time() + 20
-        records = tmp_path / "requests.jsonl"
-        while not (records.exists() and records.stat().st_size) and time.time() < deadline:
-            time.sleep(0.1)
+        _wait_for_records(tmp_path)
         os.kill(run.workers[1].pid, signal.SIGKILL)
         started = time.time()
         with pytest.raises(LoadRunError, match=r"worker 1 \(pid \d+\) exited with code -9"):
@@ -95,3 +100,31 @@ def test_a_crashed_worker_ends_the_run_with_an_error_naming_it(emulator_url: str
     finally:
         run.stop_all()
     assert all(p.poll() is not None for p in run.procs)
+
+
+@pytest.mark.slow
+@pytest.mark.timeout(60)
+def test_a_stopped_worker_reports_its_stall_in_the_summary(emulator_url: str,
+                                                          tmp_path: Path) -> None:
+    """A worker frozen for 300 ms inside a measured window (SIGSTOP: as if other processes had
+    its core) notes the stall of its loop and ships it to the master's summary."""
+    options = LoadOptions(scenario_path=FIXTURES / "smoke.toml", base_url=emulator_url,
+                          out_dir=tmp_path, workers=2)
+    run = LoadRun(options, load_scenario(options.scenario_path))
+    run.start()
+    try:
+        _wait_for_records(tmp_path)
+        time.sleep(0.3)  # inside level 0's measured window (0.5 s to 3 s after t0)
+        os.kill(run.workers[1].pid, signal.SIGSTOP)
+        time.sleep(0.3)
+        os.kill(run.workers[1].pid, signal.SIGCONT)
+        assert run.watch() in (0, 1, 2)  # 2: first tokens due in the stop were read late
+    finally:
+        run.stop_all()
+    summary = json.loads((tmp_path / "summary.json").read_text())
+    stalls = summary["worker_stalls"]
+    assert any(s["lag_s"] >= 0.25 for s in stalls), stalls
+    assert all(s["cpu_wait_s"] <= s["lag_s"] + 0.01 for s in stalls)
+    kept_up = next(g for g in summary["gates"] if g["name"].startswith("load generator kept up"))
+    if not kept_up["passed"]:  # the gate says why: a stall of the worker's own (not runnable)
+        assert "worker loop stall(s) over 20 ms" in kept_up["detail"], kept_up
