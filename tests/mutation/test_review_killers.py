@@ -10,7 +10,12 @@ from __future__ import annotations
 
 import pytest
 
-from harness.review.aggregate import merge_findings, parse_location
+from harness.review.aggregate import (
+    _locations_relation,
+    _specificity,
+    merge_findings,
+    parse_location,
+)
 from harness.review.agreement import krippendorff_alpha, phi
 from harness.review.models import Finding, Priority, Severity
 
@@ -20,6 +25,7 @@ from harness.review.models import Finding, Priority, Severity
     ("./A.py:10-20", "a.py", 10, 20),
     ("`a.py` line ~180", "a.py", 180, 180),
     ("a.py", "a.py", None, None),
+    ("a.py (around line 42)", "a.py", 42, 42),  # the line named later in the text
 ])
 def test_a_location_parses_to_its_path_and_line_range(text: str, path: str, start: int | None,
                                                       end: int | None) -> None:
@@ -69,3 +75,34 @@ def test_phi_is_defined_for_two_observations() -> None:
     assert phi([0, 1], [0, 1]) == pytest.approx(1.0)
     assert phi([0, 1], [1, 0]) == pytest.approx(-1.0)
     assert phi([1], [1]) is None and phi([0, 1], [0, 1, 1]) is None
+
+
+def test_far_apart_lines_of_one_file_are_different_locations() -> None:
+    assert _locations_relation("a.py:10", "a.py:500", 5) == "different"
+    assert _locations_relation("a.py:500", "a.py:10", 5) == "different"
+    assert _locations_relation("a.py:10", "a.py:14", 5) == "same"
+
+
+def test_a_location_with_a_line_is_more_specific_than_a_longer_one_without() -> None:
+    assert _specificity("a.py:10") > _specificity("harness/review/a_much_longer_path.py")
+    assert _specificity("a.py:10") == (True, 7)
+    assert _specificity("a.py") == (False, 4)
+
+
+def test_alpha_of_a_single_pair_that_disagrees_is_zero() -> None:
+    assert krippendorff_alpha([[1, 2]]) == 0.0
+
+
+def test_alpha_whose_expected_disagreement_is_exactly_one() -> None:
+    assert krippendorff_alpha([[0, 0, 0.5]], "interval") == 0.0
+
+
+def test_ordinal_alpha_orders_string_categories_by_their_text() -> None:
+    # first seen c, a, b: sorted order a < b < c decides the ordinal distances
+    units = [["c", "a"], ["a", "b"], ["b", "b"], ["c", "c"]]
+    assert krippendorff_alpha(units, "ordinal") == pytest.approx(0.148333, abs=1e-6)
+
+
+def test_ordinal_alpha_puts_numbers_before_labels() -> None:
+    units = [[1, "high"], [2, "high"], [1, 1]]
+    assert krippendorff_alpha(units, "ordinal") == pytest.approx(0.194444, abs=1e-6)
