@@ -13,7 +13,9 @@ import pytest
 from harness.review.aggregate import (
     _locations_relation,
     _specificity,
+    _strength_key,
     merge_findings,
+    merge_strengths,
     parse_location,
 )
 from harness.review.agreement import krippendorff_alpha, phi
@@ -106,3 +108,56 @@ def test_ordinal_alpha_orders_string_categories_by_their_text() -> None:
 def test_ordinal_alpha_puts_numbers_before_labels() -> None:
     units = [[1, "high"], [2, "high"], [1, 1]]
     assert krippendorff_alpha(units, "ordinal") == pytest.approx(0.194444, abs=1e-6)
+
+
+def test_a_location_without_a_line_is_the_same_place_as_any_line_of_its_file() -> None:
+    assert _locations_relation("a.py", "a.py:10", 5) == "same"
+    assert _locations_relation("a.py:10", "a.py", 5) == "same"
+
+
+def test_the_line_window_is_inclusive_at_both_ends() -> None:
+    assert _locations_relation("a.py:20", "a.py:15", 5) == "same"
+    assert _locations_relation("a.py:15", "a.py:20", 5) == "same"
+    assert _locations_relation("a.py:21", "a.py:15", 5) == "different"
+
+
+def test_a_path_keeps_its_letters_when_dots_and_slashes_are_stripped() -> None:
+    location = parse_location("./XML.py:3")
+    assert location is not None and location.path == "xml.py"
+
+
+def test_a_merge_takes_the_most_specific_location_not_the_greatest_text() -> None:
+    merged = merge_findings(
+        [("r1", [finding("Parser drops the last line", Severity.MAJOR,
+                         location="a.py (the parser)")]),
+         ("r2", [finding("Parser drops the last line", Severity.MAJOR,
+                         location="`a.py` line 12")])],
+        panel_size=2)
+    assert len(merged) == 1 and merged[0].location == "`a.py` line 12"
+
+
+def test_a_merge_without_any_impact_has_an_empty_one() -> None:
+    merged = merge_findings(
+        [("r1", [finding("Parser drops the last line", Severity.MAJOR)]),
+         ("r2", [finding("Parser drops the last line", Severity.MAJOR)])],
+        panel_size=2)
+    assert merged[0].impact == ""
+
+
+@pytest.mark.parametrize(("text", "key"), [
+    ("Clean architecture: layered and small", "clean architecture"),
+    ("Fast: really: yes", "fast"),
+    ("x" * 85 + ": tail", "x" * 85 + "  tail"),  # a colon past the headline is text
+    ("x" * 80 + ":y", "x" * 80 + " y"),  # the 81st character is past the headline
+])
+def test_a_strength_is_compared_on_its_headline(text: str, key: str) -> None:
+    assert _strength_key(text) == key
+
+
+def test_unrelated_strengths_stay_apart_and_the_most_noted_come_first() -> None:
+    merged = merge_strengths(
+        [("r1", ["Clear error messages"]),
+         ("r2", ["Thorough property-based tests", "Clear error messages"])],
+        panel_size=2)
+    assert [m.support for m in merged] == [2, 1]
+    assert merged[0].text == "Clear error messages" and merged[0].noted_by == ["r1", "r2"]
