@@ -178,6 +178,10 @@ async def test_repeated_429s_with_varied_retry_after_are_capped(
     retries = [r for r in caplog.records if r.getMessage().startswith("retry ")]
     assert len(retries) == 3 and "attempt 3/5" in retries[-1].getMessage()
     assert all("reason=HTTP 429" in r.getMessage() for r in retries), retries[0].getMessage()
+    # The structured fields a log pipeline reads: which request, which attempt, how long.
+    assert [(r.event, r.url, r.attempt) for r in retries] == [  # type: ignore[attr-defined]
+        ("retry", f"{target.base_url}{CHAT}", n) for n in (1, 2, 3)]
+    assert [r.wait for r in retries] == [round(w, 3) for w in waits]  # type: ignore[attr-defined]
     record_property("evidence", f"4 upstream attempts; waits {[round(w, 2) for w in waits]} s "
                                 f"(cap 15 s); one day asked: gave up at once; {text[:160]}")
 
@@ -230,6 +234,19 @@ async def test_retry_after_over_the_cap_gives_up_even_when_the_deadline_allows_i
             await client.chat(HELLO)
     assert caught.value.retry_after == 5 and caught.value.attempt == 1
     assert sleep.waits == [] and len(truth.settled(CHAT)) == 1
+
+
+@pytest.mark.harness_api
+async def test_retry_after_exactly_at_the_cap_is_waited(target: Target, faults: Faults,
+                                                        truth: Truth) -> None:
+    """Gap: inadequate rate limit handling. A hint exactly at ``retry_after_max`` is within
+    the cap: waited exactly, then the next attempt answers."""
+    faults.set(FaultPlan(rules=(rule(StatusFault(status=429, retry_after=2), nth=(1,)),)))
+    sleep = RecordingSleep()
+    async with client_for(target, sleep, retry=RetryPolicy(retry_after_max=2.0)) as client:
+        result = await client.chat(HELLO, max_tokens=16)
+    assert result.text and sleep.waits == [2.0]
+    assert len(truth.settled(CHAT, expect=2)) == 2
 
 
 @pytest.mark.harness_api

@@ -168,3 +168,18 @@ def test_an_unknown_model_is_refused_naming_the_closest_listed(target: Target,
     with pytest.raises(ModelNotFound) as caught:
         client.catalog.validate_model("gemma")
     assert caught.value.available == ("google/gemma-3-12b",)
+
+
+def test_the_default_catalog_and_its_bounds(client: Client) -> None:
+    """Gap: model cache expiration not implemented (the review recommended a 10-minute TTL and
+    bounded memory). By default a listing is kept 600 s and at most 1024 models; a TTL or size
+    that is not positive is refused naming the field; a TTL under a second is allowed."""
+    catalog = ModelCatalog(fetch=client.list_models)
+    assert (catalog.ttl, catalog.max_entries) == (600.0, 1024)
+    assert ModelCatalog(fetch=client.list_models, ttl=0.5).ttl == 0.5
+    for options, message in (({"ttl": 0}, "invalid catalog.ttl: must be positive"),
+                             ({"max_entries": 0},
+                              "invalid catalog.max_entries: must be positive")):
+        with pytest.raises(ValueError) as caught:
+            ModelCatalog(fetch=client.list_models, **options)  # type: ignore[arg-type]
+        assert str(caught.value) == message
