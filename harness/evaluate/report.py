@@ -193,14 +193,15 @@ def build_report(tests: list[TestEvidence], target: TargetInfo | None, *, durati
         ))
     totals = Totals(tests=len(tests), **_counts(tests), duration_s=round(duration_s, 3))
     problems = list(problems or [])
+    subjects = list(subjects or ["harness"])
     failed = (any(g.status == "FAIL" for g in gaps) or totals.failed > 0 or bool(problems)
               or target_error is not None)
     return EvaluationReport(
         generated_at=(now or datetime.now(UTC)).isoformat(timespec="seconds"),
         harness_version=__version__, verdict="FAIL" if failed else "PASS", target=target,
         totals=totals, gaps=gaps, other_tests=[t for t in tests if t.gap is None],
-        problems=problems, target_error=target_error, subjects=list(subjects or ["harness"]),
-        matrix=build_matrix(tests, list(subjects or ["harness"])),
+        problems=problems, target_error=target_error, subjects=subjects,
+        matrix=build_matrix(tests, subjects),
     )
 
 

@@ -127,7 +127,7 @@ def run_suites(options: EvaluationOptions, progress: Any = None
             problems.append("no suite test ran")
     report = build_report(collector.tests, collector.target, duration_s=collector.duration_s,
                           problems=problems, target_error=collector.target_error,
-                          subjects=list(options.subjects or ("harness",)))
+                          subjects=list(options.subjects))
     return report, int(code)
 
 
