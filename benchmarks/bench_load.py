@@ -54,7 +54,7 @@ from harness.load.emulator import EmulatorProcess  # noqa: E402
 from harness.load.metrics import percentile  # noqa: E402
 from harness.load.scenario import EmulatorShape  # noqa: E402
 from harness.load.stalls import run_queue_wait_s  # noqa: E402
-from harness.load.truth import generation_truth  # noqa: E402
+from harness.load.truth import _first_token_s, generation_truth  # noqa: E402
 
 ERROR_LIMIT_MS = 5.0
 SPEED = EmulatorShape(tokens_per_s=20.0, ttft_ms=50.0, parallel=4096)
@@ -212,14 +212,7 @@ def guidellm(url: str, binary: str, users: int, seconds: float, work: Path) -> d
     control.close()
     if proc.returncode != 0 or not out.exists():
         return {"error": (proc.stderr.read().decode() if proc.stderr else "")[-600:]}
-    true_ttfts = []
-    for t in truth:
-        sent, target = t.get("sent_chunk_times_s") or [], t.get("scheduled_ttft_s")
-        first = next((s for s, d in zip(sent, t.get("scheduled_chunk_times_s") or [],
-                                        strict=False) if target is None or d >= target - 1e-6),
-                     None)
-        if first is not None:
-            true_ttfts.append(first * 1000)
+    true_ttfts = [first * 1000 for t in truth if (first := _first_token_s(t)) is not None]
     reported = [r["time_to_first_token_ms"]
                 for b in json.loads(out.read_text()).get("benchmarks", [])
                 for r in b.get("requests", {}).get("successful", [])

@@ -29,7 +29,7 @@ from dataclasses import dataclass, replace
 from pathlib import Path
 from typing import Any
 
-from harness.load.analysis import EXIT_ERROR, EXIT_TARGET
+from harness.load.analysis import EXIT_ERROR, EXIT_TARGET, SERVER_USAGE
 from harness.load.emulator import EmulatorError, EmulatorProcess, die_with_parent
 from harness.load.scenario import Scenario, ScenarioError, load_scenario
 from harness.load.server import LoadRunError, ServerSession, TargetUnreachable, api_token_for
@@ -335,7 +335,7 @@ def run_load_command(*, scenario: Path, base_url: str, users: int | None, durati
     for reason in summary["reasons"]:
         console.print(f" - {term(reason)}")
     counted = summary.get("token_counts")
-    if counted and counted != "server usage":
+    if counted and counted != SERVER_USAGE:
         console.print(f"output token counts: {term(counted)}")
     truth = summary.get("truth")
     if truth and truth.get("ttft_abs_error_ms"):

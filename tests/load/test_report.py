@@ -21,6 +21,10 @@ def _rec(level: int, t: float, ttft: float, gap: float, n: int = 9) -> RequestRe
                          n_server=n, status=200, level=level)
 
 
+def _write_records(out: Path, rows: list[RequestRecord]) -> None:
+    (out / "requests.jsonl").write_text("".join(json.dumps(r.to_json()) + "\n" for r in rows))
+
+
 def test_report_has_sweep_and_cdf_charts_scaled_to_the_page(tmp_path: Path) -> None:
     scenario = parse_scenario({"name": "sweep<&>", "load": {"levels": [1, 4, 16],
                                                             "level_duration_s": 10,
@@ -29,8 +33,7 @@ def test_report_has_sweep_and_cdf_charts_scaled_to_the_page(tmp_path: Path) -> N
     t0 = 1000.0
     rows = [_rec(level, t0 + level * 10 + i * 0.1, ttft=0.03 * (level + 1), gap=0.05)
             for level in range(3) for i in range(40)]
-    (tmp_path / "requests.jsonl").write_text(
-        "".join(json.dumps(r.to_json()) + "\n" for r in rows))
+    _write_records(tmp_path, rows)
     report = finalize(tmp_path, scenario, RunFacts(t0=t0, base_url="http://127.0.0.1:1",
                                                    workers=1, cpu_max=10, cpu_warning=False))
     assert report.verdict == "fail"  # level 16's TTFT (90 ms) misses the 80 ms SLO
@@ -68,8 +71,7 @@ def test_report_states_chunk_counted_tokens_and_the_engine_s_own_timings(tmp_pat
     rows = [_rec(0, 1000.0 + i, ttft=0.05, gap=0.02) for i in range(5)]
     for r in rows:
         r.n_server = None  # llama-cpp-python: no usage in streams
-    (tmp_path / "requests.jsonl").write_text(
-        "".join(json.dumps(r.to_json()) + "\n" for r in rows))
+    _write_records(tmp_path, rows)
     facts = RunFacts(t0=1000.0, base_url="http://127.0.0.1:1", workers=1, cpu_max=10,
                      cpu_warning=False)
     report = finalize(tmp_path, scenario, facts)
@@ -80,8 +82,7 @@ def test_report_states_chunk_counted_tokens_and_the_engine_s_own_timings(tmp_pat
         assert chunked in (tmp_path / name).read_text(), name
     for r in rows:  # llama-server: usage, and its own prompt_ms / per-token decode time
         r.n_server, r.server_ttft_s, r.server_itl_s = 9, 0.04, 0.016
-    (tmp_path / "requests.jsonl").write_text(
-        "".join(json.dumps(r.to_json()) + "\n" for r in rows))
+    _write_records(tmp_path, rows)
     check = finalize(tmp_path, scenario, facts).server_crosscheck
     assert check is not None and check.source == "llama.cpp timings" and check.requests == 5
     assert check.ttft_minus_server_ms and abs((check.ttft_minus_server_ms.p50 or 0) - 10) < 1e-6

@@ -85,9 +85,9 @@ def test_messages_failures_are_typed(fresh: StudioHandle) -> None:
         fresh.clear_faults()
 
 
-async def test_native_stream_keeps_response_id_and_tool_events(calculator_url: str) -> None:
+async def test_native_stream_keeps_response_id_and_tool_events(http_calculator: str) -> None:
     integrations = [{"type": "ephemeral_mcp", "server_label": "calc",
-                     "server_url": calculator_url}]
+                     "server_url": http_calculator}]
     text = ('Add. [[tools: [[{"name": "add", "arguments": {"a": 1, "b": 2}}], '
             '[{"name": "open_browser", "arguments": {}}]]]]')
     with running_studio(allow_ephemeral_mcp=True, allow_local_mcp=True) as s:

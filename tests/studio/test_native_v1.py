@@ -220,11 +220,11 @@ TOOL_INPUT = ('Compute. [[tools: [[{"name": "add", "arguments": {"a": 1, "b": 2}
               '[{"name": "open_browser", "arguments": {}}]]]]')
 
 
-def test_ephemeral_mcp_tools_run_for_real(calculator_url: str) -> None:
+def test_ephemeral_mcp_tools_run_for_real(http_calculator: str) -> None:
     with running_studio(allow_ephemeral_mcp=True, allow_local_mcp=True) as s, \
             httpx.Client(base_url=s.base_url, timeout=30) as c:
         integration = {"type": "ephemeral_mcp", "server_label": "calc",
-                       "server_url": calculator_url, "allowed_tools": ["add"]}
+                       "server_url": http_calculator, "allowed_tools": ["add"]}
         body = {"model": MODEL, "input": TOOL_INPUT, "integrations": [integration]}
         plain = c.post("/api/v1/chat", json=body)
         assert plain.status_code == 200, plain.text
@@ -249,8 +249,8 @@ def test_ephemeral_mcp_tools_run_for_real(calculator_url: str) -> None:
         assert hidden[0]["type"] == "invalid_tool_call"
 
 
-def test_integrations_refused_as_lm_studio_does(calculator_url: str) -> None:
-    ephemeral = {"type": "ephemeral_mcp", "server_label": "calc", "server_url": calculator_url}
+def test_integrations_refused_as_lm_studio_does(http_calculator: str) -> None:
+    ephemeral = {"type": "ephemeral_mcp", "server_label": "calc", "server_url": http_calculator}
     with running_studio() as s, httpx.Client(base_url=s.base_url) as c:
         cases = [
             ([ephemeral], 403, "mcp_connection_error"),
