@@ -168,8 +168,9 @@ def test_needs_native(target):
 '''
 
 
-def run_pytest(tmp_path: Path, *args: str) -> subprocess.CompletedProcess[str]:
-    (tmp_path / "test_probe.py").write_text(PROBE)
+def run_pytest(tmp_path: Path, *args: str, probe: str = PROBE
+               ) -> subprocess.CompletedProcess[str]:
+    (tmp_path / "test_probe.py").write_text(probe)
     env = {k: v for k, v in os.environ.items() if k != "LMSTUDIO_API_TOKEN"}
     return subprocess.run(
         [sys.executable, "-m", "pytest", "-p", "no:cacheprovider", "-rs", "-q",
@@ -250,16 +251,11 @@ def test_replay_gives_the_recording_s_passes_and_skips_with_the_engine_stopped(
     """Tests that skipped while recording (capability missing on the server) skip on replay
     with the recorded reason instead of failing on a missing cassette; tests that ran replay
     against the target they were recorded with (capabilities, calibration)."""
-    (tmp_path / "test_probe.py").write_text(RECORDED_PROBE)
     cassettes = tmp_path / "cassettes"
 
     def run(*args: str) -> subprocess.CompletedProcess[str]:
-        env = {k: v for k, v in os.environ.items() if k != "LMSTUDIO_API_TOKEN"}
-        return subprocess.run(
-            [sys.executable, "-m", "pytest", "-p", "no:cacheprovider", "-rs", "-q",
-             "--rootdir", str(tmp_path), "-o", "addopts=", str(tmp_path / "test_probe.py"),
-             "--lmstudio-cassette-dir", str(cassettes), *args],
-            cwd=tmp_path, capture_output=True, text=True, timeout=90, env=env)
+        return run_pytest(tmp_path, "--lmstudio-cassette-dir", str(cassettes), *args,
+                          probe=RECORDED_PROBE)
 
     with running_studio(api_token=TOKEN) as studio:
         recorded = run("--lmstudio-url", studio.base_url, "--lmstudio-api-token", TOKEN,
