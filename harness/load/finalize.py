@@ -195,6 +195,7 @@ def finalize(out_dir: Path, scenario: Scenario, facts: RunFacts) -> LoadReport:
                "markdown": "report.md", "html": "report.html"}
     if facts.csv_prefix:
         outputs["llm_csv"] = f"{facts.csv_prefix}_llm.csv"
+    measured = [r for r in records if not r.warmup]
     report = LoadReport(
         scenario=scenario.model_dump(mode="json"),
         verdict=outcome.name, valid=all(g.passed for g in gates), exit_code=outcome.exit_code,
@@ -204,9 +205,9 @@ def finalize(out_dir: Path, scenario: Scenario, facts: RunFacts) -> LoadReport:
         base_url=facts.base_url, workers=facts.workers, locust_version=version("locust"),
         server=facts.server.as_dict() if facts.server is not None else None,
         records_total=len(records), records_warmup=sum(r.warmup for r in records),
-        token_counts=token_counts([r for r in records if not r.warmup]),
+        token_counts=token_counts(measured),
         levels=levels, gates=gates, truth=truth, server_crosscheck=_crosscheck(records),
-        timeline=time_series([r for r in records if not r.warmup], t0),
+        timeline=time_series(measured, t0),
         worker_stalls=[s.to_json() for s in sorted(facts.stalls, key=lambda s: s.at)],
         definitions=list(DEFINITIONS), run_errors=run_errors, outputs=outputs,
     )
