@@ -129,6 +129,7 @@ def test_nonstreamed_answer_cut_by_auto_evict_is_not_an_answer(
 
 # -- the deadline holds whatever the server trickles ---------------------------------------------
 HEAD = b"HTTP/1.1 200 OK\r\ncontent-type: application/json\r\ncontent-length: 100000\r\n\r\n"
+SSE_HEAD = b"HTTP/1.1 200 OK\r\ncontent-type: text/event-stream\r\nconnection: close\r\n\r\n"
 
 
 def _trickle(conn: socket.socket, data: bytes, every: float, until: float) -> None:
@@ -274,12 +275,11 @@ def test_stream_error_counts_the_wait_for_headers_once(record_property: Any) -> 
     from harness.client import Client, RetryPolicy, Timeouts
     from harness.client.errors import StreamInterrupted
 
-    head = b"HTTP/1.1 200 OK\r\ncontent-type: text/event-stream\r\nconnection: close\r\n\r\n"
     frame = b'data: {"choices": [{"index": 0, "delta": {"content": "hi"}}]}\n\n'
 
     def script(conn: socket.socket) -> None:
         time.sleep(0.8)
-        conn.sendall(head + frame + b"data: {torn\n\n")
+        conn.sendall(SSE_HEAD + frame + b"data: {torn\n\n")
 
     with trickling_server(script) as (url, _):
         with Client(url, model="qwen/qwen3-4b", retry=RetryPolicy.none(),
@@ -395,15 +395,13 @@ def test_stream_in_unusual_but_valid_sse_framing_is_read_exactly(
     CR and its LF, after a lone CR; the last frames in one read): the client must deliver
     exactly the text the events carry."""
     body, whole, expected = _odd_sse_body()
-    head = (b"HTTP/1.1 200 OK\r\ncontent-type: text/event-stream\r\n"
-            b"connection: close\r\n\r\n")
 
     # Cut every 7 bytes and after every CR (a lone CR ending a read is a line end too).
     cuts = sorted({*range(7, len(body), 7), *(i + 1 for i, b in enumerate(body) if b == 13)})
 
     def script(conn: socket.socket) -> None:
         conn.setsockopt(socket.IPPROTO_TCP, socket.TCP_NODELAY, 1)
-        conn.sendall(head)
+        conn.sendall(SSE_HEAD)
         for start, end in pairwise([0, *cuts, len(body)]):
             conn.sendall(body[start:end])
             time.sleep(0.002)
@@ -431,12 +429,10 @@ def test_an_event_ended_by_lone_crs_is_delivered_at_once(make_subject: Any,
     rest; order, not speed: the first piece must come well before the end)."""
     event = b"data: " + _chunk({"role": "assistant", "content": "now"})
     rest = _chunk({}, "stop") + b"\n\ndata: [DONE]\n\n"
-    head = (b"HTTP/1.1 200 OK\r\ncontent-type: text/event-stream\r\n"
-            b"connection: close\r\n\r\n")
 
     def script(conn: socket.socket) -> None:
         conn.setsockopt(socket.IPPROTO_TCP, socket.TCP_NODELAY, 1)
-        conn.sendall(head + event[:20])  # an unfinished line the client must keep
+        conn.sendall(SSE_HEAD + event[:20])  # an unfinished line the client must keep
         time.sleep(0.05)
         conn.sendall(event[20:] + b"\r\rdata: ")  # the event ends; the next line begins
         time.sleep(2.0)

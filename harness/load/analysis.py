@@ -438,9 +438,11 @@ def llm_csv(handle: Any, rows: list[dict[str, Any]]) -> None:
         writer.writerow({k: _csv_value(v) for k, v in row.items()})
 
 
-def write_llm_csv(path: Path, scenario: Scenario, records: list[RequestRecord]) -> None:
+def write_llm_csv(path: Path, scenario: Scenario, records: list[RequestRecord],
+                  levels: Iterable[LevelStats] = ()) -> None:
     """``<--csv prefix>_llm.csv``: Locust's CSVs hold one response time per request; this file
-    holds the per-request LLM metrics beside them (TTFT, ITL, TPOT, tokens/s)."""
+    holds the per-request LLM metrics beside them (TTFT, ITL, TPOT, tokens/s). ``levels``: as
+    for ``llm_rows``."""
     path.parent.mkdir(parents=True, exist_ok=True)
     with path.open("w", newline="", encoding="utf-8") as handle:
-        llm_csv(handle, llm_rows(scenario, records))
+        llm_csv(handle, llm_rows(scenario, records, levels))

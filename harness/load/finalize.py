@@ -214,7 +214,7 @@ def finalize(out_dir: Path, scenario: Scenario, facts: RunFacts) -> LoadReport:
         json.dumps(report.model_dump(mode="json"), indent=2) + "\n", encoding="utf-8")
     write_sweep_csv(out_dir / "sweep.csv", levels)
     if facts.csv_prefix:
-        write_llm_csv(Path(f"{facts.csv_prefix}_llm.csv"), scenario, records)
+        write_llm_csv(Path(f"{facts.csv_prefix}_llm.csv"), scenario, records, levels)
     charts = report_charts(scenario, levels, records, report.timeline)
     write_report(report, "report", out_dir, template="load/report", formats=("md", "html"),
                  extra_context={"charts": charts, "dist_rows": _dist_rows(levels)})
