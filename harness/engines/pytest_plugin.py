@@ -15,7 +15,7 @@ import os
 
 import pytest
 
-from harness.engines.llamacpp import LlamaCppOptions, LlamaCppServer
+from harness.engines.llamacpp import EngineError, LlamaCppOptions, LlamaCppServer, missing
 
 _SERVER_KEY: pytest.StashKey[LlamaCppServer] = pytest.StashKey()
 URL_ENV = "HARNESS_LLAMA_CPP_URL"
@@ -44,8 +44,6 @@ def pytest_configure(config: pytest.Config) -> None:
     if hasattr(config, "workerinput"):  # an xdist worker: the controller's engine
         _point_at(config, os.environ[URL_ENV], os.environ[MODELS_ENV])
         return
-    from harness.engines.llamacpp import EngineError, missing
-
     if config.getoption("harness_base_url", None):
         raise pytest.UsageError("--llama-cpp starts its own server: drop --base-url")
     reason = missing()
