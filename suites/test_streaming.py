@@ -11,13 +11,19 @@ tests of the harness's own stream API (reasoning and tool-call deltas, the parti
 
 from __future__ import annotations
 
+import asyncio
 import time
 from typing import Any
 
 import pytest
 
 from harness.client import AsyncClient, Client, ReasoningDelta, TextDelta, Timeouts, ToolCallDelta
-from harness.client.errors import StreamInterrupted, StreamStalled
+from harness.client.errors import (
+    LMStudioError,
+    ServerStreamError,
+    StreamInterrupted,
+    StreamStalled,
+)
 from harness.client.retry import RetryPolicy
 from harness.evaluate.support import (
     TOOLS,
@@ -33,6 +39,7 @@ from harness.evaluate.target import Faults, Target, Truth
 from harness.faults import (
     DisconnectFault,
     EarlyEndFault,
+    ErrorFrameFault,
     FaultAction,
     MalformedSseFault,
     MissingDoneFault,
@@ -288,3 +295,80 @@ def test_a_stall_is_noticed_at_the_idle_limit_not_when_the_server_resumes(
     assert waited < 4.0, (f"stall noticed {waited:.1f}s after the last text: when the server "
                           "resumed (6 s), not at the 0.5 s idle limit")
     record_property("evidence", f"stall noticed {waited:.2f}s after the last text")
+
+
+NATIVE_FAULTS: list[tuple[str, FaultAction | None]] = [
+    ("clean", None),
+    ("error-event", ErrorFrameFault(after_chunks=14, message="Compute error.")),
+    ("disconnect-after-14", DisconnectFault(after_chunks=14)),
+    ("truncated-json", TruncatedJsonFault(after_chunks=14, then="close")),
+]
+
+
+def native_stream(shell: str, target: Target, text: str) -> tuple[list[str], Any]:
+    """``text`` streamed on LM Studio's native ``/api/v1/chat`` through one shell: the text
+    deltas it yielded, and the result or the error the stream ended with."""
+    scaled = target.calibration.seconds(10)
+    options: dict[str, Any] = dict(model=target.model(0), api_token=target.api_token,
+                                   retry=RetryPolicy.none(),
+                                   timeout=Timeouts(read=scaled, deadline=scaled))
+    deltas: list[str] = []
+    if shell == "sync":
+        with Client(target.base_url, **options) as client:
+            try:
+                with client.stream_native_chat(text) as stream:
+                    for event in stream:  # kept one by one: the stream may raise midway
+                        if isinstance(event, TextDelta):
+                            deltas.append(event.text)
+                    return deltas, stream.result()
+            except LMStudioError as exc:
+                return deltas, exc
+
+    async def run() -> tuple[list[str], Any]:
+        async with AsyncClient(target.base_url, **options) as client:
+            try:
+                async with client.stream_native_chat(text) as stream:
+                    async for event in stream:
+                        if isinstance(event, TextDelta):
+                            deltas.append(event.text)
+                    return deltas, await stream.result()
+            except LMStudioError as exc:
+                return deltas, exc
+
+    return asyncio.run(run())
+
+
+@pytest.mark.harness_api
+@pytest.mark.parametrize("shell", ["sync", "async"])
+@pytest.mark.parametrize("name,fault", NATIVE_FAULTS, ids=[n for n, _ in NATIVE_FAULTS])
+def test_native_stream_is_whole_or_raises_with_its_prefix(
+        target: Target, faults: Faults, shell: str, name: str, fault: FaultAction | None,
+        record_property: Any) -> None:
+    """Gap: no streaming model handling, on LM Studio's own ``/api/v1/chat`` (named SSE events,
+    complete only on ``chat.end``; an ``error`` event is followed by ``chat.end`` with what was
+    generated). Read whole, it is the non-streamed answer from the requested model; broken (an
+    error event, a cut connection, a torn frame) it raises ``StreamInterrupted`` whose partial
+    output is exactly the deltas delivered, a strict prefix of the real answer."""
+    target.require("native_v1", *(("faults", "realtime") if fault else ()))
+    text = "Tell a short story about a local model server."
+    with Client(target.base_url, model=target.model(0), api_token=target.api_token) as client:
+        whole = client.native_chat(text)
+    if fault is not None:
+        faults.set(fault, endpoint="/api/v1/chat")
+    deltas, outcome = native_stream(shell, target, text)
+    if fault is None:
+        assert not isinstance(outcome, Exception), outcome
+        assert "".join(deltas) == outcome.text == whole.text and whole.text
+        assert bare_model(outcome.model) == bare_model(whole.model) == target.model(0)
+        record_property("evidence", f"{shell}: {len(deltas)} deltas rebuild the "
+                                    f"{len(whole.text)}-char native answer")
+        return
+    assert isinstance(outcome, StreamInterrupted), f"{name}: {outcome!r}"
+    if name == "error-event":
+        assert isinstance(outcome, ServerStreamError) and "Compute error." in str(outcome)
+    partial = outcome.partial
+    assert partial is not None and partial.text == "".join(deltas) and partial.text
+    assert whole.text.startswith(partial.text) and len(partial.text) < len(whole.text)
+    assert target.base_url in str(outcome) and "/api/v1/chat" in str(outcome)
+    record_property("evidence", f"{shell} {name}: {type(outcome).__name__}, kept "
+                                f"{len(partial.text)} of {len(whole.text)} chars")
