@@ -76,11 +76,13 @@ class ModelCatalog:
 
     # -- sync ----------------------------------------------------------------------------------
     def models(self) -> list[ModelInfo]:
+        # The shell is checked first, so a catalog asked on the wrong one fails the same way
+        # whether or not its listing happens to be cached.
+        if self._fetch is None:
+            raise RuntimeError("this catalog belongs to an AsyncClient: use await amodels()")
         cached = self._fresh()
         if cached is not None:
             return cached
-        if self._fetch is None:
-            raise RuntimeError("this catalog belongs to an AsyncClient: use await amodels()")
         with self._sync_lock:
             cached = self._fresh()
             if cached is not None:
@@ -98,11 +100,11 @@ class ModelCatalog:
 
     # -- async ---------------------------------------------------------------------------------
     async def amodels(self) -> list[ModelInfo]:
+        if self._afetch is None:
+            raise RuntimeError("this catalog belongs to a Client: use models()")
         cached = self._fresh()
         if cached is not None:
             return cached
-        if self._afetch is None:
-            raise RuntimeError("this catalog belongs to a Client: use models()")
         if self._async_lock is None:
             self._async_lock = asyncio.Lock()
         async with self._async_lock:
