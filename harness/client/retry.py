@@ -179,10 +179,11 @@ class Attempts:
         """The wait before the next attempt; re-raises ``error`` when the call must give up."""
         if isinstance(error, ModelNotFound) and self._on_not_found is not None:
             self._on_not_found()  # the cached catalog is stale
-        remaining = self.deadline - (self._clock() - self.started)
-        ctx = error.context or self._call.context(self.number, self._policy.max_attempts,
-                                                  self.deadline - remaining, self.waited)
-        wait, reason = self._policy.decide(self.number, error, remaining=remaining,
+        elapsed = self._clock() - self.started
+        # The log names this loop's own attempt and times, whatever context (if any) the error
+        # carries: a driver's errors need not carry one, and the logged fields stay the same.
+        ctx = self._call.context(self.number, self._policy.max_attempts, elapsed, self.waited)
+        wait, reason = self._policy.decide(self.number, error, remaining=self.deadline - elapsed,
                                            budget=self._budget)
         if wait is None:
             log_attempt("give-up", ctx, reason=reason, error=type(error).__name__)
@@ -204,7 +205,9 @@ def log_attempt(event: str, ctx: RequestContext, **fields: Any) -> None:
                    ctx.model or "-", ctx.attempt, ctx.max_attempts,
                    "".join(f" {k}={v}" for k, v in fields.items()),
                    extra={"event": event, "method": ctx.method, "url": ctx.url,
-                          "model": ctx.model, "attempt": ctx.attempt, **fields})
+                          "model": ctx.model, "attempt": ctx.attempt,
+                          "max_attempts": ctx.max_attempts, "elapsed": round(ctx.elapsed, 3),
+                          "waited": round(ctx.waited, 3), **fields})
 
 
 def _reason(error: BaseException) -> str:
