@@ -3,8 +3,9 @@
 from __future__ import annotations
 
 import json
+import re
 
-from hypothesis import assume, given, settings
+from hypothesis import assume, example, given, settings
 from hypothesis import strategies as st
 
 from harness.client.errors import RequestContext
@@ -88,3 +89,82 @@ def test_any_split_assembles_the_same_result(texts: list[str], cuts: list[int]) 
         assembler.feed(event, 1.0)
     result = assembler.finish(2.0)
     assert result.text == "".join(texts) and result.finish_reason == "stop"
+
+
+# -- against a reference -------------------------------------------------------------------------
+# The WHATWG event-stream rules written the plain way (decode, split lines, one field at a time),
+# with the one rule this decoder documents on top: an event whose data is empty is not dispatched.
+# Lines are any mix of the fields a server may send, well-formed or not, with any line ends and
+# bytes that are not UTF-8; the decoder must agree with the reference after every read, not only
+# at the end (it returns the events each read completed), both through ``feed`` and through the
+# ``feed_messages`` fast path.
+LINE_ENDS = re.compile(rb"\r\n|\r|\n")
+
+
+def reference(wire: bytes) -> tuple[list[SSEEvent], str | None]:
+    """The events of the complete lines of ``wire`` and the last event id, by the spec."""
+    events: list[SSEEvent] = []
+    data: list[str] = []
+    name: str | None = None
+    last_id: str | None = None
+    for raw in LINE_ENDS.split(wire)[:-1]:  # after the last line end: not a line yet
+        line = raw.decode("utf-8", "replace")
+        if not line:
+            if data and "\n".join(data):
+                events.append(SSEEvent("\n".join(data), name or "message", last_id))
+            data, name = [], None
+            continue
+        if line.startswith(":"):
+            continue
+        field, _, value = line.partition(":")
+        value = value[1:] if value.startswith(" ") else value
+        if field == "data":
+            data.append(value)
+        elif field == "event":
+            name = value
+        elif field == "id" and "\x00" not in value:
+            last_id = value
+    return events, last_id
+
+
+wire_lines = st.lists(st.one_of(
+    st.sampled_from([b"", b"", b"data", b"data:", b"data: ", b":", b": keep-alive", b"event",
+                     b"event:", b"id", b"id:", b"retry: 3000", b"unknown: x", b"dat: a",
+                     b"data:  two spaces", b"id: a\x00b", b"\xff\xfe", b"data: \xe2\x82",
+                     b"event: \xc3"]),
+    st.tuples(st.sampled_from([b"data:", b"data: ", b"event:", b"event: ", b"id:", b"id: ",
+                               b":", b"x:"]),
+              st.binary(max_size=6).filter(lambda b: b"\r" not in b and b"\n" not in b)
+              ).map(b"".join),
+), min_size=1, max_size=14)
+
+
+@settings(max_examples=400, deadline=None)
+@example([b"data: x", b"", b"data: y", b""], [b"\r\n", b"\n"], [], True)  # CRLF, then LF
+@given(wire_lines, st.lists(st.sampled_from([b"\n", b"\r\n", b"\r"]), min_size=1),
+       st.lists(st.integers(min_value=0, max_value=400)), st.booleans())
+def test_every_read_agrees_with_the_reference(lines: list[bytes], ends: list[bytes],
+                                              cuts: list[int], fast: bool) -> None:
+    wire = b"".join(line + ends[i % len(ends)] for i, line in enumerate(lines))
+    if len(lines) % 2:
+        wire += b"data: unterminated"  # the stream may end inside a line
+    decoder = SSEDecoder()
+    got: list[SSEEvent] = []
+    last = 0
+    for cut in [*sorted({c % (len(wire) + 1) for c in cuts}), len(wire)]:
+        if fast:
+            data, events = decoder.feed_messages(wire[last:cut])
+            got += [SSEEvent(d.decode("utf-8", "replace"), "message", decoder.last_event_id)
+                    for d in data] + events
+        else:
+            got += decoder.feed(wire[last:cut])
+        last = cut
+        # A CR at the very end of a read may be the first half of a CRLF: held, not yet a line.
+        seen = wire[:cut][:-1] if wire[:cut].endswith(b"\r") else wire[:cut]
+        expected, expected_id = reference(seen)
+        assert got == expected, (wire, cut)
+        if not fast:
+            assert decoder.last_event_id == expected_id
+    got += decoder.flush()
+    expected, expected_id = reference(wire)
+    assert got == expected and decoder.last_event_id == expected_id, wire
