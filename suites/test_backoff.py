@@ -332,7 +332,7 @@ async def test_a_wait_that_overran_the_deadline_sends_no_further_attempt(
         with pytest.raises(LMStudioTimeout) as caught:
             await client.chat(HELLO)
     assert caught.value.phase == "deadline" and caught.value.limit == 3.0
-    assert caught.value.attempt == 2 and "call deadline passed" in str(caught.value)
+    assert caught.value.attempt == 2 and caught.value.message == "call deadline passed"
     assert len(truth.settled(CHAT)) == 1
 
 
@@ -451,7 +451,10 @@ async def test_every_retry_and_give_up_is_logged_with_its_reason(
     assert fields(give_up, "reason", "error", "attempt", "max_attempts", "url", "model") == (
         reason, error, attempts, policy.max_attempts, f"{target.base_url}{CHAT}",
         target.model(0))
-    assert give_up.getMessage().startswith(f"give-up POST {target.base_url}{CHAT}")
+    assert give_up.getMessage() == (
+        f"give-up POST {target.base_url}{CHAT} (model={target.model(0)}, attempt {attempts}/"
+        f"{policy.max_attempts}) reason={reason} error={error}")
+    assert not logged(caplog, "send"), "sending is logged at DEBUG, not as a warning"
     assert give_up.waited == pytest.approx(sum(sleep.waits), abs=1e-3)  # type: ignore[attr-defined]
     assert 0 <= give_up.elapsed <= 60  # type: ignore[attr-defined]
     record_property("evidence", f"{attempts} attempts; give-up: {give_up.getMessage()}")
@@ -549,3 +552,26 @@ async def test_a_deterministic_500_is_never_retried(target: Target, faults: Faul
     assert caught.value.status == 500 and caught.value.reason == "template"
     assert caught.value.attempt == 1 and sleep.waits == []
     assert len(truth.settled(CHAT)) == 1
+
+
+@pytest.mark.harness_api
+async def test_a_listing_that_fails_is_logged_without_a_model(
+        target: Target, faults: Faults, truth: Truth, caplog: pytest.LogCaptureFixture) -> None:
+    """Gap: errors that don't say what failed. A request that names no model (the model
+    listing) is retried and given up like any other, its log saying ``model=-`` rather than
+    naming a model it never asked for."""
+    faults.set(FaultPlan(rules=(FaultRule(match=FaultMatch(endpoint="/v1/models"),
+                                          action=StatusFault(status=503)),)))
+    caplog.set_level(logging.WARNING, logger="harness.client")
+    sleep = RecordingSleep()
+    async with client_for(target, sleep, retry=RetryPolicy(max_attempts=2)) as client:
+        with pytest.raises(HTTPStatusError):
+            await client.list_models()
+    [retry] = logged(caplog, "retry")
+    [give_up] = logged(caplog, "give-up")
+    url = f"{target.base_url}/v1/models"
+    assert retry.getMessage() == (f"retry GET {url} (model=-, attempt 1/2) "
+                                  f"wait={round(sleep.waits[0], 3)} reason=HTTP 503")
+    assert give_up.getMessage() == (f"give-up GET {url} (model=-, attempt 2/2) "
+                                    "reason=attempts exhausted (2/2) error=HTTPStatusError")
+    assert len(truth.settled("/v1/models")) == 2
