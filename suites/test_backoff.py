@@ -419,6 +419,16 @@ GIVE_UPS = {
                       [], "not retryable", "HTTPStatusError"),
     "budget-exhausted": (StatusFault(status=503), RetryPolicy(budget_floor=0, budget_ratio=0),
                          [], "client retry budget exhausted", "HTTPStatusError"),
+    # Every call may be retried once, but only calls of the last microsecond count: by the
+    # time this one failed, it no longer did.
+    "budget-window-passed": (StatusFault(status=503),
+                             RetryPolicy(budget_floor=0, budget_ratio=1.0, budget_window=1e-6),
+                             [], "client retry budget exhausted", "HTTPStatusError"),
+    # One retry per call of the last minute: this call and the listing that warmed the cache.
+    "budget-one-per-call": (StatusFault(status=503),
+                            RetryPolicy(budget_floor=0, budget_ratio=1.0, budget_window=60),
+                            ["HTTP 503"] * 2, "client retry budget exhausted",
+                            "HTTPStatusError"),
 }
 
 
@@ -448,9 +458,9 @@ async def test_every_retry_and_give_up_is_logged_with_its_reason(
     assert [fields(r, "reason", "attempt", "max_attempts") for r in retries] == [
         (why, n, policy.max_attempts) for n, why in enumerate(retry_reasons, start=1)]
     [give_up] = logged(caplog, "give-up")
-    assert fields(give_up, "reason", "error", "attempt", "max_attempts", "url", "model") == (
-        reason, error, attempts, policy.max_attempts, f"{target.base_url}{CHAT}",
-        target.model(0))
+    assert fields(give_up, "reason", "error", "attempt", "max_attempts", "method", "url",
+                  "model") == (reason, error, attempts, policy.max_attempts, "POST",
+                               f"{target.base_url}{CHAT}", target.model(0))
     assert give_up.getMessage() == (
         f"give-up POST {target.base_url}{CHAT} (model={target.model(0)}, attempt {attempts}/"
         f"{policy.max_attempts}) reason={reason} error={error}")
