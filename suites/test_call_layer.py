@@ -17,8 +17,7 @@ import socket
 import threading
 import time
 import zlib
-from collections.abc import Callable, Iterator
-from contextlib import contextmanager
+from collections.abc import Callable
 from itertools import pairwise
 from typing import Any
 
@@ -30,6 +29,7 @@ from harness.evaluate.support import (
     assert_failure_names_request,
     prompt,
     require_emulator_behaviour,
+    trickling_server,
 )
 from harness.evaluate.target import Faults, Target, Truth
 from harness.faults import (
@@ -150,47 +150,6 @@ TRICKLES: dict[str, Callable[[socket.socket], None]] = {
 }
 
 
-@contextmanager
-def trickling_server(script: Callable[[socket.socket], None]) -> Iterator[tuple[str, list[int]]]:
-    """A raw loopback server answering every request with ``script``; yields (url, hits)."""
-    listener = socket.create_server(("127.0.0.1", 0))
-    listener.settimeout(0.1)
-    hits: list[int] = []
-    stop = threading.Event()
-
-    def serve(conn: socket.socket) -> None:
-        with conn:
-            try:
-                conn.settimeout(5)
-                data = b""
-                while b"\r\n\r\n" not in data:
-                    piece = conn.recv(65536)
-                    if not piece:
-                        return
-                    data += piece
-                hits.append(1)
-                script(conn)
-            except OSError:
-                pass  # the client hung up: what the test provokes
-
-    def accept() -> None:
-        while not stop.is_set():
-            try:
-                conn, _ = listener.accept()
-            except OSError:
-                continue
-            threading.Thread(target=serve, args=(conn,), daemon=True).start()
-
-    acceptor = threading.Thread(target=accept, daemon=True)
-    acceptor.start()
-    try:
-        yield f"http://127.0.0.1:{listener.getsockname()[1]}", hits
-    finally:
-        stop.set()
-        listener.close()
-        acceptor.join(2)
-
-
 @pytest.mark.subject_needs("sync")
 @pytest.mark.parametrize("trickle", sorted(TRICKLES))
 def test_sync_deadline_holds_while_the_server_trickles(make_subject: Any, trickle: str,
@@ -301,7 +260,16 @@ ANSWER = json.dumps({"id": "chatcmpl-z", "object": "chat.completion", "created":
                      "message": {"role": "assistant", "content": "compressed héllo"}}],
                      "usage": {"prompt_tokens": 3, "completion_tokens": 2, "total_tokens": 5}},
                     ensure_ascii=False).encode("utf-8")
-COMPRESS = {"gzip": gzip.compress, "x-gzip": gzip.compress, "deflate": zlib.compress}
+
+
+def raw_deflate(body: bytes) -> bytes:
+    squeeze = zlib.compressobj(wbits=-zlib.MAX_WBITS)
+    return squeeze.compress(body) + squeeze.flush()
+
+
+# "deflate-raw" is labelled "deflate" but sent without its zlib wrapper, as some servers do.
+COMPRESS = {"gzip": gzip.compress, "x-gzip": gzip.compress, "deflate": zlib.compress,
+            "deflate-raw": raw_deflate}
 
 
 def _encoded_server(encoding: str, body: bytes) -> Callable[[socket.socket], None]:
@@ -315,9 +283,11 @@ def _encoded_server(encoding: str, body: bytes) -> Callable[[socket.socket], Non
 def test_a_compressed_answer_is_read(make_subject: Any, encoding: str,
                                      record_property: Any) -> None:
     """A proxy in front of the server may compress answers (every client advertises what it
-    accepts; ``x-gzip`` is gzip's old name): the client decodes the body it was sent."""
+    accepts; ``x-gzip`` is gzip's old name; "deflate" may come with or without its zlib
+    wrapper): the client decodes the body it was sent."""
     model = "qwen/qwen3-4b"
-    with trickling_server(_encoded_server(encoding, COMPRESS[encoding](ANSWER))) as (url, _):
+    label = encoding.removesuffix("-raw")
+    with trickling_server(_encoded_server(label, COMPRESS[encoding](ANSWER))) as (url, _):
         subject = make_subject(url, model=model, timeout=10.0)
         value, error, _ = outcome(lambda: subject.chat(HELLO, model=model), 30)
     assert error is None, f"a {encoding} answer was refused: {error!r}"

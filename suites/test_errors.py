@@ -13,11 +13,16 @@ answer: there was none); the ``harness_api`` tests check the harness's own error
 
 from __future__ import annotations
 
+import asyncio
 import contextlib
+import gzip
+import json
 import logging
 import pickle
 import socket
-from collections.abc import Iterator
+import time
+import zlib
+from collections.abc import Callable, Iterator
 from typing import Any
 
 import pytest
@@ -30,6 +35,7 @@ from harness.evaluate.support import (
     load_models,
     prompt,
     stream_outcome,
+    trickling_server,
 )
 from harness.evaluate.target import Faults, Target
 from harness.faults import ErrorBody200Fault, HtmlErrorFault, LatencyFault
@@ -364,3 +370,174 @@ def test_error_tree_aligns_with_python_exceptions() -> None:
     err = E.RateLimited("rate limited", retry_after=2.0, context=ctx, status=429)
     clone = pickle.loads(pickle.dumps(err))
     assert type(clone) is E.RateLimited and str(clone) == str(err) and clone.retry_after == 2.0
+
+
+# -- what a broken or late answer says and keeps, on both shells --------------------------------
+BIG = json.dumps({"id": "chatcmpl-big", "object": "chat.completion", "created": 1,
+                  "model": MODEL, "choices": [{"index": 0, "finish_reason": "stop", "message": {
+                      "role": "assistant", "content": "a long answer " * 500}}]}).encode()
+
+
+def sse_chunk(text: str) -> bytes:
+    return b"data: " + json.dumps({"id": "c", "object": "chat.completion.chunk", "model": MODEL,
+                                   "choices": [{"index": 0, "delta": {"content": text},
+                                                "finish_reason": None}]}).encode() + b"\n\n"
+
+
+def head(content_type: str, *extra: str) -> bytes:
+    lines = ["HTTP/1.1 200 OK", f"content-type: {content_type}", *extra, "connection: close"]
+    return ("\r\n".join(lines) + "\r\n\r\n").encode()
+
+
+def pieces(*parts: bytes, gap: float = 0.1, then_wait: float = 0.0
+           ) -> Callable[[socket.socket], None]:
+    """A server script: each part in its own write, ``gap`` apart, then hold the line open."""
+    def script(conn: socket.socket) -> None:
+        for part in parts:
+            conn.sendall(part)
+            time.sleep(gap)
+        time.sleep(then_wait)
+    return script
+
+
+def failure_on(shell: str, url: str, stream: bool, timeout: Timeouts) -> E.LMStudioError:
+    """The error one call on ``shell`` ends with (the answer, if any, fails the test)."""
+    options: dict[str, Any] = dict(model=MODEL, retry=RetryPolicy.none(), timeout=timeout)
+    if shell == "sync":
+        with Client(url, **options) as client:
+            try:
+                if stream:
+                    with client.stream_chat(HELLO) as s:
+                        return pytest.fail(f"a broken stream gave an answer: {s.result()!r}")
+                return pytest.fail(f"a broken answer was returned: {client.chat(HELLO)!r}")
+            except E.LMStudioError as exc:
+                return exc
+
+    async def run() -> E.LMStudioError:
+        async with AsyncClient(url, **options) as client:
+            try:
+                if stream:
+                    async with client.stream_chat(HELLO) as s:
+                        return pytest.fail(f"a broken stream gave an answer: "
+                                           f"{await s.result()!r}")
+                return pytest.fail(f"a broken answer was returned: {await client.chat(HELLO)!r}")
+            except E.LMStudioError as exc:
+                return exc
+
+    return asyncio.run(run())
+
+
+SHELLS = ["sync", "async"]
+LIMITS = Timeouts(connect=2, read=0.3, first_token=0.3, stream_idle=0.3, deadline=10)
+GZIP_STREAM = zlib.compressobj(wbits=16 + zlib.MAX_WBITS)
+STREAM_START = (GZIP_STREAM.compress(sse_chunk("Hello") + sse_chunk(", wor"))
+                + GZIP_STREAM.flush(zlib.Z_SYNC_FLUSH))
+# name: (script, stream?, type raised, message (or its start), what the partial output holds)
+BROKEN: dict[str, tuple[Callable[[socket.socket], None], bool, type, str, str]] = {
+    "body-cut-off": (
+        pieces(head("application/json", f"content-length: {len(BIG)}"), BIG[:2500],
+               BIG[2500:5000]),
+        False, E.IncompleteAnswer, "connection lost after the response had started: ",
+        BIG[:4096].decode()),  # a plain body's partial output is its first 4096 bytes
+    "gzip-body-corrupt": (
+        pieces(head("application/json", "content-encoding: gzip"),
+               gzip.compress(BIG)[:60], b"\xff" * 64),
+        False, E.IncompleteAnswer, "undecodable gzip body: ", "prefix"),
+    "body-labelled-gzip-is-zlib": (
+        pieces(head("application/json", "content-encoding: gzip"), zlib.compress(BIG)),
+        False, E.IncompleteAnswer, "undecodable gzip body: ", ""),
+    "gzip-stream-corrupt": (
+        pieces(head("text/event-stream", "content-encoding: gzip"), STREAM_START,
+               b"\xff" * 64),
+        True, E.StreamInterrupted, "undecodable gzip body: ", "Hello, wor"),
+}
+
+
+@pytest.mark.harness_api
+@pytest.mark.parametrize("shell", SHELLS)
+@pytest.mark.parametrize("case", sorted(BROKEN))
+def test_a_broken_answer_is_typed_and_keeps_what_arrived(case: str, shell: str,
+                                                         record_property: Any) -> None:
+    """Gap: error messages need more context, and nothing is lost. An answer that breaks after
+    its headers (the connection lost, a compressed body that stops decoding, one compressed
+    otherwise than its label says) raises the type of what broke (a plain answer: an
+    ``IncompleteAnswer`` with the status; a stream: ``StreamInterrupted``) saying why, and keeps
+    what had arrived on ``partial``."""
+    script, stream, kind, reason, kept = BROKEN[case]
+    with trickling_server(script) as (url, _):
+        err = failure_on(shell, url, stream, LIMITS)
+    assert type(err) is kind, repr(err)
+    assert err.message.startswith(reason), err.message
+    assert_context(err, f"{url}/v1/chat/completions", MODEL, "1/1")
+    partial = err.partial  # type: ignore[attr-defined]
+    if kept == "prefix":  # what the intact start of the gzip stream decoded to
+        assert partial.text and BIG.decode().startswith(partial.text), partial
+        assert partial.chunks >= 1
+    else:
+        assert partial.text == kept, partial
+    if not stream:
+        assert err.status == 200
+    record_property("evidence", str(err)[:200])
+
+
+# name: (script, stream?, type raised, phase, message; {host} is the server's host:port)
+LATE: dict[str, tuple[Callable[[socket.socket], None], bool, type, str, str]] = {
+    "no-headers-plain": (pieces(then_wait=3), False, E.LMStudioTimeout, "read",
+                         "no response from {host}"),
+    "no-headers-stream": (pieces(then_wait=3), True, E.LMStudioTimeout, "first-token",
+                          "no response from {host} before the first token"),
+    "body-stalls": (pieces(head("application/json", "content-length: 900"), b'{"choices": [',
+                           then_wait=3), False, E.StreamStalled, "body",
+                    "response body stalled for 0.3s after the headers"),
+    "only-keep-alives": (pieces(head("text/event-stream"), b": keep-alive\n\n", then_wait=3),
+                         True, E.StreamStalled, "first-token", "no first token within 0.3s"),
+    "idle-after-a-token": (pieces(head("text/event-stream"), sse_chunk("Hi"), then_wait=3),
+                           True, E.StreamStalled, "stream-idle", "no stream data for 0.3s"),
+}
+
+
+@pytest.mark.harness_api
+@pytest.mark.parametrize("shell", SHELLS)
+@pytest.mark.parametrize("case", sorted(LATE))
+def test_a_late_answer_says_which_limit_it_passed(case: str, shell: str,
+                                                  record_property: Any) -> None:
+    """Gap: error messages need more context ("Timeout doesn't specify which request timed
+    out"). Whatever part of the answer is late (the headers of a plain answer or of a stream,
+    the rest of a body, the first token, the next one), the timeout says which limit it passed,
+    with its phase and value, naming the server; a stream keeps what it had delivered."""
+    script, stream, kind, phase, message = LATE[case]
+    with trickling_server(script) as (url, _):
+        err = failure_on(shell, url, stream, LIMITS)
+    assert type(err) is kind, repr(err)
+    assert isinstance(err, E.LMStudioTimeout) and err.phase == phase and err.limit == 0.3
+    assert err.message == message.format(host=url.removeprefix("http://")), err.message
+    assert_context(err, f"{url}/v1/chat/completions", MODEL, "1/1")
+    if case == "idle-after-a-token":
+        assert err.partial.text == "Hi" and err.partial.chunks == 1  # type: ignore[attr-defined]
+    if case == "body-stalls":
+        assert err.partial.text == '{"choices": ['  # type: ignore[attr-defined]
+    record_property("evidence", str(err)[:200])
+
+
+@pytest.mark.harness_api
+@pytest.mark.parametrize("shell", SHELLS)
+@pytest.mark.parametrize("stream", [False, True], ids=["plain", "stream"])
+def test_the_call_deadline_names_where_it_passed(shell: str, stream: bool,
+                                                 record_property: Any) -> None:
+    """Gap: error messages need more context. The call's own deadline (0.6 s) passing while the
+    server sends a token every 0.1 s (stream) or nothing at all (plain) is a ``deadline``
+    timeout, mid-answer (keeping the tokens) or waiting for the server (naming it)."""
+    script = (pieces(head("text/event-stream"), *(sse_chunk("tok ") for _ in range(30)))
+              if stream else pieces(then_wait=3))
+    limits = Timeouts(connect=2, read=5, first_token=5, stream_idle=5, deadline=0.6)
+    with trickling_server(script) as (url, _):
+        err = failure_on(shell, url, stream, limits)
+    assert isinstance(err, E.LMStudioTimeout) and err.phase == "deadline", repr(err)
+    if stream:
+        assert type(err) is E.StreamStalled and err.message == "call deadline passed mid-answer"
+        assert err.partial.text.startswith("tok ") and err.partial.chunks >= 1
+    else:
+        assert type(err) is E.LMStudioTimeout
+        assert err.message == f"call deadline passed waiting for {url.removeprefix('http://')}"
+    assert 0.5 <= err.limit <= 0.7, err.limit  # type: ignore[operator]
+    record_property("evidence", str(err)[:200])

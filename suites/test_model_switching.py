@@ -209,6 +209,8 @@ async def test_switch_with_streams_in_flight_cancel(target: Target, aclient: Asy
     for outcome in outcomes:
         assert isinstance(outcome, ModelSwitched), repr(outcome)
         assert outcome.partial.text and outcome.model == first
+        assert outcome.message == "cut off by switch_model(inflight='cancel')", outcome.message
+        assert outcome.url == f"{aclient.base_url}/v1/chat/completions" and outcome.elapsed > 0
     if target.can("emulator"):  # a disconnect seen by the generator is engine-side truth
         assert target.control is not None
         records = Truth(target.control).settled("/v1/chat/completions")

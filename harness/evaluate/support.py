@@ -6,7 +6,10 @@ the same way in a checkout and in an installation."""
 from __future__ import annotations
 
 import os
-from collections.abc import Awaitable, Callable
+import socket
+import threading
+from collections.abc import Awaitable, Callable, Iterator
+from contextlib import contextmanager
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -231,3 +234,44 @@ def load_models(target: Target, models: list[str]) -> None:
     with Client(target.base_url, api_token=target.api_token) as client:
         for model in models:
             client.load_model(model)
+
+
+@contextmanager
+def trickling_server(script: Callable[[socket.socket], None]) -> Iterator[tuple[str, list[int]]]:
+    """A raw loopback server answering every request with ``script``; yields (url, hits)."""
+    listener = socket.create_server(("127.0.0.1", 0))
+    listener.settimeout(0.1)
+    hits: list[int] = []
+    stop = threading.Event()
+
+    def serve(conn: socket.socket) -> None:
+        with conn:
+            try:
+                conn.settimeout(5)
+                data = b""
+                while b"\r\n\r\n" not in data:
+                    piece = conn.recv(65536)
+                    if not piece:
+                        return
+                    data += piece
+                hits.append(1)
+                script(conn)
+            except OSError:
+                pass  # the client hung up: what the test provokes
+
+    def accept() -> None:
+        while not stop.is_set():
+            try:
+                conn, _ = listener.accept()
+            except OSError:
+                continue
+            threading.Thread(target=serve, args=(conn,), daemon=True).start()
+
+    acceptor = threading.Thread(target=accept, daemon=True)
+    acceptor.start()
+    try:
+        yield f"http://127.0.0.1:{listener.getsockname()[1]}", hits
+    finally:
+        stop.set()
+        listener.close()
+        acceptor.join(2)
