@@ -11,6 +11,8 @@ model-not-found answer, and a bounded size.
 from __future__ import annotations
 
 import asyncio
+import threading
+import time
 from collections.abc import Awaitable, Callable
 from concurrent.futures import ThreadPoolExecutor
 from typing import Any
@@ -89,9 +91,19 @@ def test_single_flight_across_32_threads(target: Target, client: Client,
     """Gap: model cache expiration not implemented. The sync catalog is single-flight across
     threads too: 32 threads finding it cold make one upstream request."""
     truth = maybe_truth(target)
-    catalog = ModelCatalog(fetch=client.list_models, ttl=60.0, clock=FakeClock())
+    start = threading.Barrier(32)
+
+    def slow_fetch() -> list[Any]:
+        time.sleep(0.05)  # the others all reach the lock while the first one fetches
+        return client.list_models()
+
+    def lookup(_: int) -> Any:
+        start.wait(timeout=30)  # all 32 find the catalog cold at once
+        return catalog.get(target.model(0))
+
+    catalog = ModelCatalog(fetch=slow_fetch, ttl=60.0, clock=FakeClock())
     with ThreadPoolExecutor(max_workers=32) as pool:
-        found = list(pool.map(lambda _: catalog.get(target.model(0)), range(32)))
+        found = list(pool.map(lookup, range(32)))
     assert all(info is not None and info.id == target.model(0) for info in found)
     assert upstream(truth, catalog) == 1
     record_property("evidence", "32 threads, 1 upstream listing")
