@@ -540,4 +540,5 @@ def test_the_call_deadline_names_where_it_passed(shell: str, stream: bool,
         assert type(err) is E.LMStudioTimeout
         assert err.message == f"call deadline passed waiting for {url.removeprefix('http://')}"
     assert 0.5 <= err.limit <= 0.7, err.limit  # type: ignore[operator]
+    assert_context(err, f"{url}/v1/chat/completions", MODEL, "1/1")
     record_property("evidence", str(err)[:200])
