@@ -1,11 +1,15 @@
 """Tests that kill the surviving mutants of ``harness/client/stream.py`` (docs/mutation.md):
-the ``host:port`` errors name when a URL gives no port (a scheme's default port)."""
+the ``host:port`` errors name when a URL gives no port (a scheme's default port), and the
+instant an error is timed at."""
 
 from __future__ import annotations
 
 import pytest
 
-from harness.client.stream import where
+from harness.client import request
+from harness.client.config import Timeouts
+from harness.client.errors import RequestContext
+from harness.client.stream import ResponseReader, where
 
 
 @pytest.mark.parametrize(("url", "named"), [
@@ -16,3 +20,23 @@ from harness.client.stream import where
 ])
 def test_an_error_names_the_port_the_scheme_implies(url: str, named: str) -> None:
     assert where(url) == named
+
+
+def reader(now: float, *, stream: bool = True) -> ResponseReader:
+    """A reader on a clock that always says ``now``, for a call that started at 0."""
+    call = request.chat("http://127.0.0.1:1", [{"role": "user", "content": "hi"}], "m/x", {},
+                        stream=stream)
+    ctx = RequestContext("POST", call.url, "m/x", 1, 1, 0.0)
+    return ResponseReader(call, ctx, Timeouts(read=1, first_token=1, stream_idle=1, deadline=9),
+                          deadline_at=9.0, started=0.0, clock=lambda: now)
+
+
+def test_an_error_built_for_an_instant_is_timed_at_that_instant() -> None:
+    """Each error says how long the call had run when it went wrong: at the instant the
+    caller names (the moment the read returned), not whenever the error object got built."""
+    late = reader(7.0)
+    assert late.timed_out(2.5).context.elapsed == 2.5  # type: ignore[union-attr]
+    assert late.timed_out().context.elapsed == 7.0  # type: ignore[union-attr]
+    assert late.switched(2.5).context.elapsed == 2.5  # type: ignore[union-attr]
+    late.head(200, {"content-type": "text/event-stream"})
+    assert late._broken("undecodable", 3.5).context.elapsed == 3.5  # type: ignore[union-attr]
