@@ -181,6 +181,68 @@ def final(text: str, model: str = "served/model") -> ChatResult:
     return ChatResult(text=text, model=model, finish_reason="stop")
 
 
+
+async def test_the_model_is_the_agents_else_the_clients_and_one_is_required() -> None:
+    nobody = Agent(ScriptedModel(model=None), ServerPool([]))
+    with pytest.raises(AgentError) as info:
+        await nobody.run("who answers?")
+    assert str(info.value) == "no model for the agent run: pass model= or give the client one"
+    assert info.value.transcript is None
+
+    client = ScriptedModel(final("hi", model=""), model="client/model")
+    result = await Agent(client, ServerPool([]), system_prompt="be brief").run("hello")
+    assert (result.text, result.model, result.transcript.model) == (
+        "hi", "client/model", "client/model")
+    assert client.views == ["client/model"]
+    assert [r.model for r in result.transcript.rounds] == ["client/model"]
+    assert client.requests == [("chat", "client/model", [
+        {"role": "system", "content": "be brief"}, {"role": "user", "content": "hello"}], {})]
+
+
+
+async def test_the_model_call_failing_names_round_and_model() -> None:
+    cause = LMStudioError("the model went away")
+    model = ScriptedModel(tool_calls(1, ("mail__send", {})), cause, model=None)
+    agent = Agent(model, ServerPool([]), model="agent/model")
+    with pytest.raises(ModelCallFailed) as info:
+        await agent.run("fail in round 2")
+    error = info.value
+    assert str(error) == "model call failed in round 2 (model agent/model): the model went away"
+    assert (error.round_index, error.model, error.__cause__) == (2, "agent/model", cause)
+    transcript = error.transcript
+    assert transcript is not None and (transcript.outcome, transcript.error) == (
+        "failed", str(error))
+    unknown = "unknown tool 'mail__send'; available tools: none"
+    assert [c.output for c in transcript.calls] == [f"error: {unknown}"]
+    assert transcript.calls[0].error == unknown and transcript.calls[0].status == "rejected"
+    assert model.views == ["agent/model"]
+
+
+
+async def test_the_run_deadline_names_the_phase_it_cut_and_keeps_the_transcript(
+    clock: TickingClock,
+) -> None:
+    model = ScriptedModel(30.0)
+    agent = Agent(model, ServerPool([]), limits=RunLimits(run_timeout=0.3), system_prompt=None)
+    with anyio.fail_after(10):
+        with pytest.raises(RunDeadlineExceeded) as info:
+            await agent.run("think forever")
+    error = info.value
+    assert str(error) == (
+        "agent run exceeded its 0.3s deadline during the model call of round 1")
+    assert (error.deadline, error.phase) == (0.3, "the model call of round 1")
+    transcript = error.transcript
+    assert transcript is not None
+    assert (transcript.outcome, transcript.error, transcript.final_text, transcript.elapsed) == (
+        "failed", str(error), None, tick(1))
+    assert transcript.rounds == [] and transcript.servers == []
+    assert transcript.messages == [{"role": "user", "content": "think forever"}]
+    # no tools offered: the request carries no tools and no tool_choice
+    assert model.requests == [
+        ("chat", "default/model", [{"role": "user", "content": "think forever"}], {})]
+
+
+
 async def test_every_outcome_of_a_call_is_recorded_and_fed_back_exactly(
     notes_root: Path, clock: TickingClock, monkeypatch: pytest.MonkeyPatch
 ) -> None:
@@ -275,6 +337,7 @@ async def test_every_outcome_of_a_call_is_recorded_and_fed_back_exactly(
     assert model.views == ["agent/model"] and model.script == []
 
 
+
 async def test_fail_fast_cancels_the_round_and_raises_with_every_field(
     notes_root: Path, clock: TickingClock
 ) -> None:
@@ -332,28 +395,6 @@ async def test_fail_fast_cancels_the_round_and_raises_with_every_field(
     assert len(model.requests) == 2 and model.views == ["default/model"]
 
 
-async def test_the_run_deadline_names_the_phase_it_cut_and_keeps_the_transcript(
-    clock: TickingClock,
-) -> None:
-    model = ScriptedModel(30.0)
-    agent = Agent(model, ServerPool([]), limits=RunLimits(run_timeout=0.3), system_prompt=None)
-    with anyio.fail_after(10):
-        with pytest.raises(RunDeadlineExceeded) as info:
-            await agent.run("think forever")
-    error = info.value
-    assert str(error) == (
-        "agent run exceeded its 0.3s deadline during the model call of round 1")
-    assert (error.deadline, error.phase) == (0.3, "the model call of round 1")
-    transcript = error.transcript
-    assert transcript is not None
-    assert (transcript.outcome, transcript.error, transcript.final_text, transcript.elapsed) == (
-        "failed", str(error), None, tick(1))
-    assert transcript.rounds == [] and transcript.servers == []
-    assert transcript.messages == [{"role": "user", "content": "think forever"}]
-    # no tools offered: the request carries no tools and no tool_choice
-    assert model.requests == [
-        ("chat", "default/model", [{"role": "user", "content": "think forever"}], {})]
-
 
 async def test_a_deadline_in_the_tool_calls_and_the_servers_in_the_transcript(
     clock: TickingClock,
@@ -380,40 +421,6 @@ async def test_a_deadline_in_the_tool_calls_and_the_servers_in_the_transcript(
     assert [f.server for f in failures] == ["broken"] and transcript.server_failures == failures
     assert [(r.index, r.calls) for r in transcript.rounds] == [(1, [])]
 
-
-async def test_the_model_call_failing_names_round_and_model() -> None:
-    cause = LMStudioError("the model went away")
-    model = ScriptedModel(tool_calls(1, ("mail__send", {})), cause, model=None)
-    agent = Agent(model, ServerPool([]), model="agent/model")
-    with pytest.raises(ModelCallFailed) as info:
-        await agent.run("fail in round 2")
-    error = info.value
-    assert str(error) == "model call failed in round 2 (model agent/model): the model went away"
-    assert (error.round_index, error.model, error.__cause__) == (2, "agent/model", cause)
-    transcript = error.transcript
-    assert transcript is not None and (transcript.outcome, transcript.error) == (
-        "failed", str(error))
-    unknown = "unknown tool 'mail__send'; available tools: none"
-    assert [c.output for c in transcript.calls] == [f"error: {unknown}"]
-    assert transcript.calls[0].error == unknown and transcript.calls[0].status == "rejected"
-    assert model.views == ["agent/model"]
-
-
-async def test_the_model_is_the_agents_else_the_clients_and_one_is_required() -> None:
-    nobody = Agent(ScriptedModel(model=None), ServerPool([]))
-    with pytest.raises(AgentError) as info:
-        await nobody.run("who answers?")
-    assert str(info.value) == "no model for the agent run: pass model= or give the client one"
-    assert info.value.transcript is None
-
-    client = ScriptedModel(final("hi", model=""), model="client/model")
-    result = await Agent(client, ServerPool([]), system_prompt="be brief").run("hello")
-    assert (result.text, result.model, result.transcript.model) == (
-        "hi", "client/model", "client/model")
-    assert client.views == ["client/model"]
-    assert [r.model for r in result.transcript.rounds] == ["client/model"]
-    assert client.requests == [("chat", "client/model", [
-        {"role": "system", "content": "be brief"}, {"role": "user", "content": "hello"}], {})]
 
 
 async def test_streamed_requests_carry_the_tools_and_keep_a_given_tool_choice() -> None:
