@@ -427,6 +427,9 @@ def failure_on(shell: str, url: str, stream: bool, timeout: Timeouts) -> E.LMStu
     return asyncio.run(run())
 
 
+ROLE_ONLY = b"data: " + json.dumps({"id": "c", "object": "chat.completion.chunk", "model": MODEL,
+                                     "choices": [{"index": 0, "delta": {"role": "assistant"},
+                                                  "finish_reason": None}]}).encode() + b"\n\n"
 SHELLS = ["sync", "async"]
 LIMITS = Timeouts(connect=2, read=0.3, first_token=0.3, stream_idle=0.3, deadline=10)
 GZIP_STREAM = zlib.compressobj(wbits=16 + zlib.MAX_WBITS)
@@ -491,6 +494,9 @@ LATE: dict[str, tuple[Callable[[socket.socket], None], bool, type, str, str]] = 
                     "response body stalled for 0.3s after the headers"),
     "only-keep-alives": (pieces(head("text/event-stream"), b": keep-alive\n\n", then_wait=3),
                          True, E.StreamStalled, "first-token", "no first token within 0.3s"),
+    # LM Studio's first chunk carries only the role: a chunk, but not yet a token.
+    "role-only-then-silence": (pieces(head("text/event-stream"), ROLE_ONLY, then_wait=3), True,
+                               E.StreamStalled, "first-token", "no first token within 0.3s"),
     "idle-after-a-token": (pieces(head("text/event-stream"), sse_chunk("Hi"), then_wait=3),
                            True, E.StreamStalled, "stream-idle", "no stream data for 0.3s"),
 }
@@ -516,6 +522,9 @@ def test_a_late_answer_says_which_limit_it_passed(case: str, shell: str,
         assert err.partial.text == "Hi" and err.partial.chunks == 1  # type: ignore[attr-defined]
     if case == "body-stalls":
         assert err.partial.text == '{"choices": ['  # type: ignore[attr-defined]
+    if case == "role-only-then-silence":  # the chunk is kept: it names the model
+        assert (err.partial.chunks, err.partial.model, err.partial.text) == (  # type: ignore
+            1, MODEL, "")
     record_property("evidence", str(err)[:200])
 
 
@@ -542,3 +551,22 @@ def test_the_call_deadline_names_where_it_passed(shell: str, stream: bool,
     assert 0.5 <= err.limit <= 0.7, err.limit  # type: ignore[operator]
     assert_context(err, f"{url}/v1/chat/completions", MODEL, "1/1")
     record_property("evidence", str(err)[:200])
+
+
+@pytest.mark.harness_api
+@pytest.mark.parametrize(("scheme", "port"), [("http", 80), ("https", 443)])
+def test_a_url_without_a_port_is_named_with_its_default_port(scheme: str, port: int,
+                                                             closed_port: int) -> None:
+    """Gap: error messages need more context. A base URL without a port means the scheme's
+    default one, and the error says which (``127.0.0.1:443``, not a bare host); with a port,
+    that port. Loopback only; skipped where something listens on the default port."""
+    with socket.socket() as probe:
+        probe.settimeout(1)
+        if probe.connect_ex(("127.0.0.1", port)) == 0:
+            pytest.skip(f"something listens on 127.0.0.1:{port}")
+    for base, named in ((f"{scheme}://127.0.0.1", f"127.0.0.1:{port}"),
+                        (f"http://127.0.0.1:{closed_port}", f"127.0.0.1:{closed_port}")):
+        with Client(base, model=MODEL, retry=RetryPolicy.none(), timeout=Timeouts(connect=2)) as c:
+            with pytest.raises(E.ConnectError) as caught:
+                c.chat(HELLO)
+        assert caught.value.message == f"connection refused by {named}", caught.value.message

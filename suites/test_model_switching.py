@@ -13,11 +13,12 @@ drive ``switch_model`` (the harness's own API) are marked ``harness_api``; the o
 from __future__ import annotations
 
 import asyncio
+import threading
 from typing import Any
 
 import pytest
 
-from harness.client import AsyncClient, ChatResult, TextDelta
+from harness.client import AsyncClient, ChatResult, Client, TextDelta
 from harness.client.errors import ModelMismatch, ModelSwitched, StreamInterrupted
 from harness.evaluate.support import (
     Outcome,
@@ -221,6 +222,48 @@ async def test_switch_with_streams_in_flight_cancel(target: Target, aclient: Asy
     record_property("evidence", f"{n} stream(s) cut off with ModelSwitched, partial text kept: "
                     + ", ".join(f"{len(o.partial.text)} chars" for o in outcomes
                                 if isinstance(o, ModelSwitched)))
+
+
+@pytest.mark.harness_api
+@pytest.mark.target_needs("concurrent")
+def test_switch_cancels_a_sync_stream_in_flight(target: Target, client: Client,
+                                                record_property: Any) -> None:
+    """Gap: mid-request model switching, on the sync shell. ``switch_model(inflight="cancel")``
+    from another thread closes the connection under the stream's blocking read: the stream
+    raises ``ModelSwitched`` with its partial text (not a lost connection, never a short
+    success), and the next call runs on the new model."""
+    target.require("realtime")
+    first, second = target.model(0), target.model(1)
+    load_natively(target, [first, second])
+    client.switch_model(first)
+    reading = threading.Event()
+    box: dict[str, Any] = {}
+
+    def stream_first() -> None:
+        try:
+            with client.stream_chat(STORY, seed=3, **live_bound(target, 300)) as stream:
+                for event in stream:
+                    if isinstance(event, TextDelta) and event.text:
+                        reading.set()
+                box["value"] = stream.result()
+        except Exception as exc:  # judged below
+            box["error"] = exc
+        finally:
+            reading.set()
+
+    thread = threading.Thread(target=stream_first, daemon=True)
+    thread.start()
+    assert reading.wait(target.calibration.seconds(15)), "the stream delivered no text"
+    client.switch_model(second, inflight="cancel")
+    thread.join(target.calibration.seconds(30))
+    assert not thread.is_alive(), "the cut-off stream was still reading"
+    err = box.get("error")
+    assert isinstance(err, ModelSwitched), repr(box)
+    assert err.message == "cut off by switch_model(inflight='cancel')" and err.partial.text
+    assert err.model == first and err.url == f"{client.base_url}/v1/chat/completions"
+    assert client.chat(prompt("Say hi."), max_tokens=8).model == second
+    record_property("evidence", f"sync stream cut off with ModelSwitched after "
+                                f"{len(err.partial.text)} chars")
 
 
 async def test_another_model_requested_mid_stream_never_passes_as_complete(
