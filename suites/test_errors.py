@@ -20,11 +20,13 @@ import json
 import logging
 import pickle
 import socket
+import threading
 import time
 import zlib
 from collections.abc import Callable, Iterator
 from typing import Any
 
+import httpx
 import pytest
 
 from harness.client import AsyncClient, Client, RetryPolicy, Timeouts
@@ -570,3 +572,55 @@ def test_a_url_without_a_port_is_named_with_its_default_port(scheme: str, port: 
             with pytest.raises(E.ConnectError) as caught:
                 c.chat(HELLO)
         assert caught.value.message == f"connection refused by {named}", caught.value.message
+
+
+@pytest.mark.harness_api
+@pytest.mark.parametrize("shell", SHELLS)
+def test_a_full_connection_pool_says_so(shell: str, record_property: Any) -> None:
+    """Gap: error messages need more context, and races under concurrency. With every pooled
+    connection busy (a pool of one, held by a slow answer), the next call waits ``pool``
+    seconds for one and then fails as a ``pool`` timeout that says the pool is full and what to
+    do, naming the server; it is not retried (another attempt would queue the same way)."""
+    busy = pieces(head("application/json", f"content-length: {len(BIG)}"), BIG[:100],
+                  then_wait=1.5)
+    limits = httpx.Limits(max_connections=1, max_keepalive_connections=1)
+    timeout = Timeouts(connect=2, read=5, pool=0.2, deadline=10)
+    with trickling_server(busy) as (url, hits):
+        host = url.removeprefix("http://")
+        if shell == "sync":
+            with Client(url, model=MODEL, limits=limits, timeout=timeout) as client:
+                def hold() -> None:
+                    with contextlib.suppress(E.LMStudioError):  # the slow answer: not judged
+                        client.chat(HELLO)
+
+                holder = threading.Thread(target=hold, daemon=True)
+                holder.start()
+                until = time.monotonic() + 5
+                while not hits and time.monotonic() < until:
+                    time.sleep(0.01)
+                with pytest.raises(E.LMStudioTimeout) as caught:
+                    client.chat(HELLO)
+                holder.join(10)
+        else:
+            async def run() -> None:
+                async with AsyncClient(url, model=MODEL, limits=limits, timeout=timeout) as c:
+                    holder = asyncio.create_task(c.chat(HELLO))
+                    until = time.monotonic() + 5
+                    while not hits and time.monotonic() < until:
+                        await asyncio.sleep(0.01)
+                    with pytest.raises(E.LMStudioTimeout) as inner:
+                        await c.chat(HELLO)
+                    caught_box.append(inner)
+                    with contextlib.suppress(E.LMStudioError):
+                        await holder
+            caught_box: list[Any] = []
+            asyncio.run(run())
+            caught = caught_box[0]
+    err = caught.value
+    assert err.phase == "pool" and err.limit == 0.2 and err.attempt == 1, repr(err)
+    assert err.message == (f"waiting for a connection: all 1 connections of the client's pool "
+                           f"to {host} busy (raise limits.max_connections, or run fewer calls "
+                           "at once)"), err.message
+    assert_context(err, f"{url}/v1/chat/completions", MODEL, "1/")
+    assert len(hits) == 1, "the waiting call must not have reached the server"
+    record_property("evidence", str(err)[:200])
