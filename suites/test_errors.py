@@ -214,6 +214,10 @@ def test_unresolvable_host_is_named(record_property: Any) -> None:
             c.chat(HELLO)
     text = assert_context(caught.value, f"{base}/v1/chat/completions", MODEL, "1/1")
     assert "resolve" in text and "no-such-lmstudio-host.invalid" in text
+    # The message itself names the host (the URL in front of it would hide a message that
+    # does not), then the resolver's own words.
+    message = caught.value.message
+    assert message.startswith("cannot resolve host 'no-such-lmstudio-host.invalid' ("), message
     record_property("evidence", text)
 
 
