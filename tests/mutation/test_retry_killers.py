@@ -4,13 +4,20 @@ log fields, the validation messages, the smallest valid budget, and which timeou
 from __future__ import annotations
 
 import logging
+import random
 
 import pytest
 
-from harness.client.errors import LMStudioTimeout, RequestContext, ValidationError
+from harness.client.errors import (
+    HTTPStatusError,
+    LMStudioTimeout,
+    RequestContext,
+    ValidationError,
+)
 from harness.client.retry import (
     HARD_MAX_RETRY_AFTER,
     HARD_MAX_WAIT,
+    RetryBudget,
     RetryPolicy,
     log_attempt,
 )
@@ -49,3 +56,22 @@ def test_a_budget_floor_of_zero_is_valid() -> None:
                                                  ("pool", False)])
 def test_only_connect_and_read_timeouts_are_retried(phase: str, retried: bool) -> None:
     assert RetryPolicy().is_retryable(LMStudioTimeout("t", phase=phase)) is retried
+
+
+def test_an_injected_draw_decides_the_wait() -> None:
+    """``decide`` and ``wait_after`` take the jitter's draw from the ``rng`` they are given
+    (tests and replays pin the backoff with it), not from the module's own generator."""
+    policy = RetryPolicy()
+    error = HTTPStatusError("busy", status=503)
+    expected = policy.backoff(3, random.Random(7))
+    assert policy.wait_after(3, error, random.Random(7)) == expected
+    wait, _ = policy.decide(3, error, remaining=None, rng=random.Random(7))
+    assert wait == expected
+
+
+def test_a_budget_for_a_policy_keeps_its_clock() -> None:
+    def clock() -> float:
+        return 5.0
+
+    budget = RetryBudget.for_policy(RetryPolicy(budget_window=2.0), clock=clock)
+    assert budget.clock is clock and budget.window == 2.0
