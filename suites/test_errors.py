@@ -628,3 +628,18 @@ def test_a_full_connection_pool_says_so(shell: str, record_property: Any) -> Non
     assert_context(err, f"{url}/v1/chat/completions", MODEL, "1/")
     assert len(hits) == 1, "the waiting call must not have reached the server"
     record_property("evidence", str(err)[:200])
+
+
+@pytest.mark.harness_api
+@pytest.mark.parametrize("shell", SHELLS)
+def test_a_connection_closed_before_any_answer_says_so(shell: str) -> None:
+    """Gap: error messages need more context. A server that reads the request and closes the
+    connection without a byte of answer (what a keep-alive connection closed under a reuse
+    looks like): a ``ConnectError`` saying so and naming the server, safe to send again."""
+    with trickling_server(pieces(gap=0)) as (url, hits):
+        err = failure_on(shell, url, False, LIMITS)
+    assert type(err) is E.ConnectError, repr(err)
+    host = url.removeprefix("http://")
+    assert err.message.startswith(f"connection to {host} closed before a response: "), err.message
+    assert_context(err, f"{url}/v1/chat/completions", MODEL, "1/1")
+    assert len(hits) == 1
