@@ -201,6 +201,8 @@ STREAM_FAULTS: list[tuple[str, FaultAction]] = [
     ("done-without-finish", EarlyEndFault(after_chunks=3)),
     ("stall", StallFault(after_chunks=3, seconds=1.0)),
 ]
+WHY_IT_BROKE = {"truncated-json": "malformed stream data: ",
+                "disconnect-after-3": "connection lost mid-stream: "}
 # A stall is about the client's idle timeout, which each client configures: not judged here.
 BROKEN_STREAMS = [(n, f) for n, f in STREAM_FAULTS if n != "stall"]
 
@@ -266,6 +268,8 @@ def test_broken_stream_raises_typed_error_with_partial_output(
     assert whole.text.startswith(partial.text)
     if name != "missing-done":
         assert len(partial.text) < len(whole.text)
+    if name in WHY_IT_BROKE:  # what the error says happened
+        assert err.message.startswith(WHY_IT_BROKE[name]), err.message
     assert client.base_url in str(err) and "POST" in str(err)
     record_property("evidence", f"{type(err).__name__}: kept {partial.chunks} chunks / "
                                 f"{len(partial.text)} of {len(whole.text)} chars")
