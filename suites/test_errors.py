@@ -643,3 +643,42 @@ def test_a_connection_closed_before_any_answer_says_so(shell: str) -> None:
     assert err.message.startswith(f"connection to {host} closed before a response: "), err.message
     assert_context(err, f"{url}/v1/chat/completions", MODEL, "1/1")
     assert len(hits) == 1
+
+
+@pytest.mark.harness_api
+@pytest.mark.parametrize("shell", SHELLS)
+def test_a_stream_answered_with_a_plain_body_is_no_answer(shell: str) -> None:
+    """Gap: no streaming model handling. A streamed request answered with a plain (complete,
+    valid) JSON answer, as some proxies do, is not taken for a stream: a ``BadResponse`` that
+    says what came instead, with the status."""
+    answer = pieces(head("application/json", f"content-length: {len(BIG)}"), BIG)
+    with trickling_server(answer) as (url, _):
+        err = failure_on(shell, url, True, LIMITS)
+    assert type(err) is E.BadResponse and err.status == 200, repr(err)
+    assert err.message == "expected an event stream, got a plain body"
+    assert_context(err, f"{url}/v1/chat/completions", MODEL, "1/1")
+
+
+@pytest.mark.harness_api
+def test_a_plain_answer_is_timed_whole(record_property: Any) -> None:
+    """A non-streamed answer's time to first token is its whole time: nothing of it can be
+    used before the last byte (both are set, equal and positive)."""
+    with trickling_server(pieces(head("application/json", f"content-length: {len(BIG)}"),
+                                 BIG)) as (url, _):
+        with Client(url, model=MODEL, retry=RetryPolicy.none(), timeout=LIMITS) as client:
+            result = client.chat(HELLO)
+    assert result.timings.ttft is not None and result.timings.ttft == result.timings.total > 0
+    record_property("evidence", f"ttft = total = {result.timings.total:.3f}s")
+
+
+@pytest.mark.harness_api
+def test_a_redirect_without_a_location_says_so() -> None:
+    """Gap: error messages need more context. A GET redirected nowhere (no ``Location``) ends
+    as ``Redirected`` saying so, with the status."""
+    nowhere = pieces(b"HTTP/1.1 302 Found\r\ncontent-length: 0\r\nconnection: close\r\n\r\n")
+    with trickling_server(nowhere) as (url, _):
+        with Client(url, model=MODEL, retry=RetryPolicy.none(), timeout=LIMITS) as client:
+            with pytest.raises(E.Redirected) as caught:
+                client.list_models()
+    assert caught.value.status == 302 and caught.value.location is None
+    assert caught.value.message == "redirected (302) to nowhere; too many redirects or no Location"
