@@ -384,9 +384,11 @@ BIG = json.dumps({"id": "chatcmpl-big", "object": "chat.completion", "created": 
                       "role": "assistant", "content": "a long answer " * 500}}]}).encode()
 
 
-def sse_chunk(text: str) -> bytes:
+def sse_chunk(text: str | None) -> bytes:
+    """One chat chunk: a piece of text, or (None) LM Studio's first chunk, only the role."""
+    delta = {"role": "assistant"} if text is None else {"content": text}
     return b"data: " + json.dumps({"id": "c", "object": "chat.completion.chunk", "model": MODEL,
-                                   "choices": [{"index": 0, "delta": {"content": text},
+                                   "choices": [{"index": 0, "delta": delta,
                                                 "finish_reason": None}]}).encode() + b"\n\n"
 
 
@@ -433,9 +435,7 @@ def failure_on(shell: str, url: str, stream: bool, timeout: Timeouts) -> E.LMStu
     return asyncio.run(run())
 
 
-ROLE_ONLY = b"data: " + json.dumps({"id": "c", "object": "chat.completion.chunk", "model": MODEL,
-                                     "choices": [{"index": 0, "delta": {"role": "assistant"},
-                                                  "finish_reason": None}]}).encode() + b"\n\n"
+ROLE_ONLY = sse_chunk(None)
 SHELLS = ["sync", "async"]
 LIMITS = Timeouts(connect=2, read=0.3, first_token=0.3, stream_idle=0.3, deadline=10)
 GZIP_STREAM = zlib.compressobj(wbits=16 + zlib.MAX_WBITS)
