@@ -14,8 +14,8 @@ an injected sleep, so the caps (5 attempts, 15 s) are checked without waiting fo
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import logging
-import socket
 import time
 from itertools import pairwise
 from typing import Any
@@ -31,7 +31,13 @@ from harness.client.errors import (
     RateLimited,
     ServerRejected,
 )
-from harness.evaluate.support import acall_outcome, call_outcome, prompt
+from harness.evaluate.support import (
+    acall_outcome,
+    call_outcome,
+    closed_port,
+    full_backlog,
+    prompt,
+)
 from harness.evaluate.target import Faults, Target, Truth
 from harness.faults import (
     EmptyReplyFault,
@@ -482,26 +488,15 @@ async def test_a_connection_that_never_opened_is_retried_and_logged(
     never accepted (a server whose accept queue is full: the kernel drops the handshake, the
     connect times out), so both are retried, each retry saying why, and the call then gives up
     with the same typed error. A raw loopback socket, no server at all."""
-    listener = socket.socket()
-    listener.bind(("127.0.0.1", 0))
-    port = listener.getsockname()[1]
-    filler = socket.socket()
-    if how == "refused":
-        listener.close()  # nothing listens on the port any more
-    else:
-        listener.listen(0)  # a backlog of one, taken by the filler: the next SYN is dropped
-        filler.connect(("127.0.0.1", port))
     sleep = RecordingSleep()
     caplog.set_level(logging.WARNING, logger="harness.client")
-    try:
+    with contextlib.ExitStack() as stack:
+        port = closed_port() if how == "refused" else stack.enter_context(full_backlog())
         async with AsyncClient(f"http://127.0.0.1:{port}", model="m/x", sleep=sleep,
                                retry=RetryPolicy(max_attempts=3),
                                timeout=Timeouts(connect=0.2, deadline=30)) as client:
             with pytest.raises((ConnectError, LMStudioTimeout)) as caught:
                 await client.chat(HELLO)
-    finally:
-        filler.close()
-        listener.close()
     expected = "ConnectError" if how == "refused" else "timeout (connect)"
     err = caught.value
     assert (type(err) is ConnectError) if how == "refused" else (

@@ -34,6 +34,8 @@ from harness.client import errors as E
 from harness.evaluate.support import (
     assert_failure_names_request,
     call_outcome,
+    closed_port,
+    full_backlog,
     load_models,
     prompt,
     stream_outcome,
@@ -61,31 +63,15 @@ def assert_context(err: E.LMStudioError, url: str, model: str | None, attempt: s
     return text
 
 
-@pytest.fixture
-def closed_port() -> int:
-    with socket.socket() as sock:
-        sock.bind(("127.0.0.1", 0))
-        return int(sock.getsockname()[1])
+@pytest.fixture(name="closed_port")
+def closed_port_fixture() -> int:
+    return closed_port()
 
 
-@pytest.fixture
-def full_backlog() -> Iterator[int]:
-    """A loopback port whose accept queue is full: connects hang until they time out."""
-    listener = socket.socket()
-    listener.bind(("127.0.0.1", 0))
-    listener.listen(0)
-    port = int(listener.getsockname()[1])
-    fillers = []
-    for _ in range(4):
-        sock = socket.socket()
-        sock.setblocking(False)
-        with contextlib.suppress(BlockingIOError):  # non-blocking connect: in progress
-            sock.connect(("127.0.0.1", port))
-        fillers.append(sock)
-    yield port
-    for sock in fillers:
-        sock.close()
-    listener.close()
+@pytest.fixture(name="full_backlog")
+def full_backlog_fixture() -> Iterator[int]:
+    with full_backlog() as port:
+        yield port
 
 
 @pytest.mark.subject_needs("sync")

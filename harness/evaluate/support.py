@@ -5,6 +5,7 @@ the same way in a checkout and in an installation."""
 
 from __future__ import annotations
 
+import contextlib
 import os
 import socket
 import threading
@@ -275,3 +276,32 @@ def trickling_server(script: Callable[[socket.socket], None]) -> Iterator[tuple[
         stop.set()
         listener.close()
         acceptor.join(2)
+
+
+def closed_port() -> int:
+    """A loopback port nothing listens on (bound once, then released): connects are refused."""
+    with socket.socket() as sock:
+        sock.bind(("127.0.0.1", 0))
+        return int(sock.getsockname()[1])
+
+
+@contextmanager
+def full_backlog() -> Iterator[int]:
+    """A loopback port whose accept queue is full: connects hang until they time out."""
+    listener = socket.socket()
+    listener.bind(("127.0.0.1", 0))
+    listener.listen(0)
+    port = int(listener.getsockname()[1])
+    fillers = []
+    for _ in range(4):
+        sock = socket.socket()
+        sock.setblocking(False)
+        with contextlib.suppress(BlockingIOError):  # non-blocking connect: in progress
+            sock.connect(("127.0.0.1", port))
+        fillers.append(sock)
+    try:
+        yield port
+    finally:
+        for sock in fillers:
+            sock.close()
+        listener.close()
