@@ -29,6 +29,7 @@ from harness.evaluate.support import (
     assert_failure_names_request,
     prompt,
     require_emulator_behaviour,
+    response_head,
     trickling_server,
 )
 from harness.evaluate.target import Faults, Target, Truth
@@ -129,7 +130,7 @@ def test_nonstreamed_answer_cut_by_auto_evict_is_not_an_answer(
 
 # -- the deadline holds whatever the server trickles ---------------------------------------------
 HEAD = b"HTTP/1.1 200 OK\r\ncontent-type: application/json\r\ncontent-length: 100000\r\n\r\n"
-SSE_HEAD = b"HTTP/1.1 200 OK\r\ncontent-type: text/event-stream\r\nconnection: close\r\n\r\n"
+SSE_HEAD = response_head("text/event-stream")
 
 
 def _trickle(conn: socket.socket, data: bytes, every: float, until: float) -> None:
@@ -208,8 +209,7 @@ def test_answer_cut_mid_character_fails_naming_server_and_model(
     stream): the client raises an error naming the server and the model. A client that
     decodes what it kept strictly raises ``UnicodeDecodeError`` instead, naming neither."""
     kind, body = CUT_BODIES[shape]
-    head = (b"HTTP/1.1 200 OK\r\ncontent-type: " + kind + b"\r\ncontent-length: 100000\r\n"
-            b"connection: close\r\n\r\n")
+    head = response_head(kind.decode(), "content-length: 100000")
     model = "qwen/qwen3-4b"
     with trickling_server(lambda conn: conn.sendall(head + body)) as (url, hits):
         subject = make_subject(url, model=model, timeout=5.0)
@@ -273,9 +273,9 @@ COMPRESS = {"gzip": gzip.compress, "x-gzip": gzip.compress, "deflate": zlib.comp
 
 
 def _encoded_server(encoding: str, body: bytes) -> Callable[[socket.socket], None]:
-    head = (f"HTTP/1.1 200 OK\r\ncontent-type: application/json\r\ncontent-encoding: "
-            f"{encoding}\r\ncontent-length: {len(body)}\r\nconnection: close\r\n\r\n")
-    return lambda conn: conn.sendall(head.encode() + body)
+    head = response_head("application/json", f"content-encoding: {encoding}",
+                         f"content-length: {len(body)}")
+    return lambda conn: conn.sendall(head + body)
 
 
 @pytest.mark.subject_needs("sync")

@@ -38,6 +38,7 @@ from harness.evaluate.support import (
     full_backlog,
     load_models,
     prompt,
+    response_head,
     stream_outcome,
     trickling_server,
 )
@@ -378,11 +379,6 @@ def sse_chunk(text: str | None) -> bytes:
                                                 "finish_reason": None}]}).encode() + b"\n\n"
 
 
-def head(content_type: str, *extra: str) -> bytes:
-    lines = ["HTTP/1.1 200 OK", f"content-type: {content_type}", *extra, "connection: close"]
-    return ("\r\n".join(lines) + "\r\n\r\n").encode()
-
-
 def pieces(*parts: bytes, gap: float = 0.1, then_wait: float = 0.0
            ) -> Callable[[socket.socket], None]:
     """A server script: each part in its own write, ``gap`` apart, then hold the line open."""
@@ -422,6 +418,7 @@ def failure_on(shell: str, url: str, stream: bool, timeout: Timeouts) -> E.LMStu
 
 
 ROLE_ONLY = sse_chunk(None)
+SSE_HEAD = response_head("text/event-stream")
 SHELLS = ["sync", "async"]
 LIMITS = Timeouts(connect=2, read=0.3, first_token=0.3, stream_idle=0.3, deadline=10)
 GZIP_STREAM = zlib.compressobj(wbits=16 + zlib.MAX_WBITS)
@@ -430,19 +427,19 @@ STREAM_START = (GZIP_STREAM.compress(sse_chunk("Hello") + sse_chunk(", wor"))
 # name: (script, stream?, type raised, message (or its start), what the partial output holds)
 BROKEN: dict[str, tuple[Callable[[socket.socket], None], bool, type, str, str]] = {
     "body-cut-off": (
-        pieces(head("application/json", f"content-length: {len(BIG)}"), BIG[:2500],
+        pieces(response_head("application/json", f"content-length: {len(BIG)}"), BIG[:2500],
                BIG[2500:5000]),
         False, E.IncompleteAnswer, "connection lost after the response had started: ",
         BIG[:4096].decode()),  # a plain body's partial output is its first 4096 bytes
     "gzip-body-corrupt": (
-        pieces(head("application/json", "content-encoding: gzip"),
+        pieces(response_head("application/json", "content-encoding: gzip"),
                gzip.compress(BIG)[:60], b"\xff" * 64),
         False, E.IncompleteAnswer, "undecodable gzip body: ", "prefix"),
     "body-labelled-gzip-is-zlib": (
-        pieces(head("application/json", "content-encoding: gzip"), zlib.compress(BIG)),
+        pieces(response_head("application/json", "content-encoding: gzip"), zlib.compress(BIG)),
         False, E.IncompleteAnswer, "undecodable gzip body: ", ""),
     "gzip-stream-corrupt": (
-        pieces(head("text/event-stream", "content-encoding: gzip"), STREAM_START,
+        pieces(response_head("text/event-stream", "content-encoding: gzip"), STREAM_START,
                b"\xff" * 64),
         True, E.StreamInterrupted, "undecodable gzip body: ", "Hello, wor"),
 }
@@ -481,15 +478,15 @@ LATE: dict[str, tuple[Callable[[socket.socket], None], bool, type, str, str]] = 
                          "no response from {host}"),
     "no-headers-stream": (pieces(then_wait=3), True, E.LMStudioTimeout, "first-token",
                           "no response from {host} before the first token"),
-    "body-stalls": (pieces(head("application/json", "content-length: 900"), b'{"choices": [',
-                           then_wait=3), False, E.StreamStalled, "body",
+    "body-stalls": (pieces(response_head("application/json", "content-length: 900"),
+                           b'{"choices": [', then_wait=3), False, E.StreamStalled, "body",
                     "response body stalled for 0.3s after the headers"),
-    "only-keep-alives": (pieces(head("text/event-stream"), b": keep-alive\n\n", then_wait=3),
+    "only-keep-alives": (pieces(SSE_HEAD, b": keep-alive\n\n", then_wait=3),
                          True, E.StreamStalled, "first-token", "no first token within 0.3s"),
     # LM Studio's first chunk carries only the role: a chunk, but not yet a token.
-    "role-only-then-silence": (pieces(head("text/event-stream"), ROLE_ONLY, then_wait=3), True,
+    "role-only-then-silence": (pieces(SSE_HEAD, ROLE_ONLY, then_wait=3), True,
                                E.StreamStalled, "first-token", "no first token within 0.3s"),
-    "idle-after-a-token": (pieces(head("text/event-stream"), sse_chunk("Hi"), then_wait=3),
+    "idle-after-a-token": (pieces(SSE_HEAD, sse_chunk("Hi"), then_wait=3),
                            True, E.StreamStalled, "stream-idle", "no stream data for 0.3s"),
 }
 
@@ -528,7 +525,7 @@ def test_the_call_deadline_names_where_it_passed(shell: str, stream: bool,
     """Gap: error messages need more context. The call's own deadline (0.6 s) passing while the
     server sends a token every 0.1 s (stream) or nothing at all (plain) is a ``deadline``
     timeout, mid-answer (keeping the tokens) or waiting for the server (naming it)."""
-    script = (pieces(head("text/event-stream"), *(sse_chunk("tok ") for _ in range(30)))
+    script = (pieces(SSE_HEAD, *(sse_chunk("tok ") for _ in range(30)))
               if stream else pieces(then_wait=3))
     limits = Timeouts(connect=2, read=5, first_token=5, stream_idle=5, deadline=0.6)
     with trickling_server(script) as (url, _):
@@ -571,7 +568,7 @@ def test_a_full_connection_pool_says_so(shell: str, record_property: Any) -> Non
     connection busy (a pool of one, held by a slow answer), the next call waits ``pool``
     seconds for one and then fails as a ``pool`` timeout that says the pool is full and what to
     do, naming the server; it is not retried (another attempt would queue the same way)."""
-    busy = pieces(head("application/json", f"content-length: {len(BIG)}"), BIG[:100],
+    busy = pieces(response_head("application/json", f"content-length: {len(BIG)}"), BIG[:100],
                   then_wait=1.5)
     limits = httpx.Limits(max_connections=1, max_keepalive_connections=1)
     timeout = Timeouts(connect=2, read=5, pool=0.2, deadline=10)
@@ -637,7 +634,7 @@ def test_a_stream_answered_with_a_plain_body_is_no_answer(shell: str) -> None:
     """Gap: no streaming model handling. A streamed request answered with a plain (complete,
     valid) JSON answer, as some proxies do, is not taken for a stream: a ``BadResponse`` that
     says what came instead, with the status."""
-    answer = pieces(head("application/json", f"content-length: {len(BIG)}"), BIG)
+    answer = pieces(response_head("application/json", f"content-length: {len(BIG)}"), BIG)
     with trickling_server(answer) as (url, _):
         err = failure_on(shell, url, True, LIMITS)
     assert type(err) is E.BadResponse and err.status == 200, repr(err)
@@ -649,7 +646,7 @@ def test_a_stream_answered_with_a_plain_body_is_no_answer(shell: str) -> None:
 def test_a_plain_answer_is_timed_whole(record_property: Any) -> None:
     """A non-streamed answer's time to first token is its whole time: nothing of it can be
     used before the last byte (both are set, equal and positive)."""
-    with trickling_server(pieces(head("application/json", f"content-length: {len(BIG)}"),
+    with trickling_server(pieces(response_head("application/json", f"content-length: {len(BIG)}"),
                                  BIG)) as (url, _):
         with Client(url, model=MODEL, retry=RetryPolicy.none(), timeout=LIMITS) as client:
             result = client.chat(HELLO)

@@ -237,6 +237,13 @@ def load_models(target: Target, models: list[str]) -> None:
             client.load_model(model)
 
 
+def response_head(content_type: str, *fields: str) -> bytes:
+    """A ``200 OK`` head for ``trickling_server`` scripts: the content type, more header lines,
+    and ``connection: close`` (each answer on its own connection)."""
+    lines = ["HTTP/1.1 200 OK", f"content-type: {content_type}", *fields, "connection: close"]
+    return ("\r\n".join(lines) + "\r\n\r\n").encode()
+
+
 @contextmanager
 def trickling_server(script: Callable[[socket.socket], None]) -> Iterator[tuple[str, list[int]]]:
     """A raw loopback server answering every request with ``script``; yields (url, hits)."""
