@@ -69,7 +69,7 @@ class RecordingSleep:
         await asyncio.sleep(0)
 
 
-def rule(action: StatusFault, nth: tuple[int, ...] | None = None) -> FaultRule:
+def rule(action: FaultAction, nth: tuple[int, ...] | None = None) -> FaultRule:
     return FaultRule(match=FaultMatch(endpoint=CHAT, nth=nth), action=action)
 
 
@@ -517,7 +517,7 @@ async def test_an_answer_that_had_started_is_never_sent_again(
     """Gap: inadequate rate limit handling ("retries multiply load"). Once the server answered
     (a 200 carrying an error, an empty reply, an answer from another model), the request ran:
     sending it again would run it twice. The call fails at once, retries on by default."""
-    faults.set(FaultPlan(rules=(rule(action),)))  # type: ignore[arg-type]
+    faults.set(FaultPlan(rules=(rule(action),)))
     sleep = RecordingSleep()
     async with client_for(target, sleep) as client:
         with pytest.raises(LMStudioError) as caught:
@@ -553,7 +553,7 @@ async def test_a_deterministic_500_is_never_retried(target: Target, faults: Faul
     prompt its chat template cannot render with an HTTP 500 (BT#2218): a status that is
     retried when it is transient, but this one the same request always gets again. It fails
     at once as ``ServerRejected``, naming the template, with no wait and one attempt."""
-    faults.set(FaultPlan(rules=(rule(TemplateErrorFault()),)))  # type: ignore[arg-type]
+    faults.set(FaultPlan(rules=(rule(TemplateErrorFault()),)))
     sleep = RecordingSleep()
     async with client_for(target, sleep) as client:
         with pytest.raises(ServerRejected) as caught:
