@@ -589,7 +589,7 @@ def test_a_full_connection_pool_says_so(shell: str, record_property: Any) -> Non
                     client.chat(HELLO)
                 holder.join(10)
         else:
-            async def run() -> None:
+            async def run() -> pytest.ExceptionInfo[E.LMStudioTimeout]:
                 async with AsyncClient(url, model=MODEL, limits=limits, timeout=timeout) as c:
                     holder = asyncio.create_task(c.chat(HELLO))
                     until = time.monotonic() + 5
@@ -597,12 +597,11 @@ def test_a_full_connection_pool_says_so(shell: str, record_property: Any) -> Non
                         await asyncio.sleep(0.01)
                     with pytest.raises(E.LMStudioTimeout) as inner:
                         await c.chat(HELLO)
-                    caught_box.append(inner)
                     with contextlib.suppress(E.LMStudioError):
                         await holder
-            caught_box: list[Any] = []
-            asyncio.run(run())
-            caught = caught_box[0]
+                    return inner
+
+            caught = asyncio.run(run())
     err = caught.value
     assert err.phase == "pool" and err.limit == 0.2 and err.attempt == 1, repr(err)
     assert err.message == (f"waiting for a connection: all 1 connections of the client's pool "
