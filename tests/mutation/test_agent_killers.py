@@ -81,13 +81,6 @@ class TickingClock:
         return now
 
 
-@pytest.fixture
-def notes_root(tmp_path: Path) -> Path:
-    root = tmp_path / "notes"
-    root.mkdir()
-    return root
-
-
 def tick(reads: int) -> float:
     """What the loop records for a time ``reads`` clock reads after the run's start."""
     return round(reads * STEP, 4)
