@@ -10,6 +10,7 @@ without an ``index``, and the native ``/api/v1/chat`` stream and body (every eve
 from __future__ import annotations
 
 import json
+from typing import Any
 
 import pytest
 
@@ -25,6 +26,7 @@ from harness.client.models import (
     ToolCallDelta,
 )
 from harness.client.sse import SSEEvent
+from tests.client import scripted
 
 URL = "http://127.0.0.1:1/v1/chat/completions"
 CTX = E.RequestContext("POST", URL, "qwen/qwen3-4b", 1, 5, 0.25)
@@ -345,21 +347,21 @@ def test_native_stream_broken_or_cut_off_keeps_its_text() -> None:
     assert err.partial == E.PartialOutput(text="so far", chunks=1)
 
 
-def chunk(delta: dict[str, object], finish: str | None = None) -> SSEEvent:
-    return SSEEvent(json.dumps({"model": "qwen/qwen3-4b", "choices": [
-        {"index": 0, "delta": delta, "finish_reason": finish}]}))
+def chunk(**fields: Any) -> SSEEvent:
+    """One streamed chunk (``tests.client.scripted.chunk``'s fields) as the decoder hands it."""
+    return SSEEvent(json.dumps(scripted.chunk(**fields)))
 
 
 def tool_call_stream(assembler: protocol.ChatStreamAssembler) -> list[list[object]]:
     """Two tool calls without ``index`` (an id starts one, no id continues the last)."""
     return [
-        list(assembler.feed(chunk({"tool_calls": [{"id": "call_a", "type": "function",
-                                                   "function": {"name": "add",
-                                                                "arguments": ""}}]}), 100.25)),
-        list(assembler.feed(chunk({"tool_calls": [{"function": {"arguments": '{"a": 1}'}}]}),
+        list(assembler.feed(chunk(tool_calls=[{"id": "call_a", "type": "function",
+                                                "function": {"name": "add",
+                                                             "arguments": ""}}]), 100.25)),
+        list(assembler.feed(chunk(tool_calls=[{"function": {"arguments": '{"a": 1}'}}]),
                             100.5)),
-        list(assembler.feed(chunk({"tool_calls": [{"id": "call_b", "function": {
-            "name": "mul", "arguments": {"b": 2}}}]}, "tool_calls"), 100.75)),
+        list(assembler.feed(chunk(tool_calls=[{"id": "call_b", "function": {
+            "name": "mul", "arguments": {"b": 2}}}], finish="tool_calls"), 100.75)),
     ]
 
 
@@ -389,7 +391,7 @@ def test_stream_cut_off_after_tool_calls_keeps_every_fragment() -> None:
 
 def test_stream_context_overflow_names_the_request_and_keeps_the_text() -> None:
     assembler = protocol.ChatStreamAssembler(CTX, 100.0)
-    assembler.feed(chunk({"content": "so far"}), 100.25)
+    assembler.feed(chunk(content="so far"), 100.25)
     message = "The number of tokens to keep from the initial prompt is greater than the context"
     with pytest.raises(E.ContextOverflow) as caught:
         assembler.feed(SSEEvent(json.dumps({"error": {"message": message}}), "error"), 100.5)
@@ -412,7 +414,7 @@ def test_stream_error_event_with_plain_text_data_is_a_server_error() -> None:
 
 def test_stream_ending_on_a_held_back_tag_prefix_keeps_it_as_text() -> None:
     assembler = protocol.ChatStreamAssembler(CTX, 100.0)
-    assert assembler.feed(chunk({"content": "<thi"}, "stop"), 100.25) == []
+    assert assembler.feed(chunk(content="<thi", finish="stop"), 100.25) == []
     assembler.feed(SSEEvent("[DONE]"), 100.5)
     result = assembler.finish(100.75)
     assert (result.text, result.reasoning) == ("<thi", "")
