@@ -13,6 +13,7 @@ from __future__ import annotations
 
 import contextvars
 import functools
+import socket
 from types import TracebackType
 from typing import Any
 
@@ -77,8 +78,21 @@ class transport_errors:
             return
         for kind_type, name in _TABLE:
             if isinstance(exc, kind_type):
+                if name == "connect" and _caused_by_resolver(exc):
+                    name = "resolve"
                 raise self._reader.transport_failure(name, str(exc) or type(exc).__name__
                                                      ) from None
+
+
+def _caused_by_resolver(exc: BaseException) -> bool:
+    """httpx keeps the resolver's ``socket.gaierror`` at the root of a ``ConnectError`` (by
+    type on every platform, where its message differs on each)."""
+    seen: BaseException | None = exc
+    while seen is not None:
+        if isinstance(seen, socket.gaierror):
+            return True
+        seen = seen.__cause__ or seen.__context__
+    return False
 
 
 class NoCookies(httpx.Cookies):

@@ -78,6 +78,10 @@ class ClientOptions:
         return replace(self, model=None)
 
 
+def _header_safe(token: str) -> bool:
+    return token.isascii() and token.isprintable() and token == token.strip()
+
+
 def make_options(base_url: str, model: str | None, api_token: str | None,
                  timeout: Timeouts | float | None, retry: RetryPolicy | None) -> ClientOptions:
     root = normalize_base_url(base_url)
@@ -85,6 +89,11 @@ def make_options(base_url: str, model: str | None, api_token: str | None,
         validate_model_id(model)
     if api_token is not None and (not isinstance(api_token, str) or not api_token.strip()):
         raise ValidationError("api_token", "must be a non-empty string or None")
+    if api_token is not None and not _header_safe(api_token):
+        # Refused here, not left to the HTTP layer: h11 would fail every request with a
+        # transport error, and a non-ASCII token with a bare UnicodeEncodeError.
+        raise ValidationError("api_token", "must be printable ASCII with no surrounding "
+                              "whitespace (a token read from a file keeps its newline)")
     register(api_token)  # harness.secrets: its value is redacted from every error and log
     if retry is not None and not isinstance(retry, RetryPolicy):
         raise ValidationError("retry", "must be a RetryPolicy")

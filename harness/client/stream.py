@@ -68,9 +68,10 @@ from harness.client.request import Call
 from harness.client.sse import SSEDecoder
 
 Clock = Callable[[], float]
-TransportKind = Literal["pool", "connect-timeout", "timeout", "connect", "lost", "other"]
-TRANSPORT_KINDS: tuple[TransportKind, ...] = ("pool", "connect-timeout", "timeout", "connect",
-                                              "lost", "other")
+TransportKind = Literal["pool", "connect-timeout", "timeout", "resolve", "connect", "lost",
+                        "other"]
+TRANSPORT_KINDS: tuple[TransportKind, ...] = ("pool", "connect-timeout", "timeout", "resolve",
+                                              "connect", "lost", "other")
 
 _HEAD, _BODY, _ERROR_BODY, _STREAM, _DONE = range(5)
 _ASSEMBLERS = {"chat": protocol.ChatStreamAssembler, "native": NativeToolAssembler,
@@ -80,30 +81,43 @@ _ASSEMBLERS = {"chat": protocol.ChatStreamAssembler, "native": NativeToolAssembl
 class ContentDecoder:
     """A ``Content-Encoding`` undone incrementally: gzip and deflate (zlib or raw), which is
     what ``request.ACCEPT_ENCODING`` advertises. Streams arrive compressed too: a proxy that
-    gzips ``text/event-stream`` is legal."""
+    gzips ``text/event-stream`` is legal.
 
-    __slots__ = ("_first", "_z")
+    "deflate" means zlib-wrapped, yet some servers send raw deflate; the first two bytes tell
+    them apart (RFC 1950's header check), so they are held until both arrived. Trying zlib and
+    falling back on its error does not work: a first read of one byte raises nothing."""
+
+    __slots__ = ("_head", "_z")
 
     def __init__(self, encoding: str) -> None:
-        self._first = True
+        self._head: bytes | None = None  # deflate's first bytes, until there are two
         if encoding in ("gzip", "x-gzip"):
             self._z = zlib.decompressobj(16 + zlib.MAX_WBITS)
         elif encoding == "deflate":
             self._z = zlib.decompressobj()
+            self._head = b""
         else:
             raise ValueError(encoding)
 
     def decode(self, data: bytes) -> bytes:
-        if self._first and data:
-            self._first = False
-            try:
-                return self._z.decompress(data)
-            except zlib.error:  # "deflate" sent as raw deflate, as some servers do
+        head = self._head
+        if head is not None:
+            data = head + data
+            if len(data) < 2:
+                self._head = data
+                return b""
+            self._head = None
+            if not zlib_header(data):
                 self._z = zlib.decompressobj(-zlib.MAX_WBITS)
         return self._z.decompress(data)
 
     def flush(self) -> bytes:
         return self._z.flush()
+
+
+def zlib_header(data: bytes) -> bool:
+    """``data`` starts with a zlib header: method 8 (deflate), check bits a multiple of 31."""
+    return data[0] & 0x0F == 8 and (data[0] << 8 | data[1]) % 31 == 0
 
 
 def content_decoder(ctx: RequestContext, headers: Mapping[str, str]) -> ContentDecoder | None:
@@ -184,15 +198,17 @@ class ResponseReader:
         pool = self.limits.pool
         return max(0.0, left if pool is None or pool > left else pool)
 
-    def context(self, now: float | None = None) -> RequestContext:
-        return self.ctx.at(elapsed=(self._clock() if now is None else now) - self.started)
+    def context(self, now: float) -> RequestContext:
+        """The attempt's context at ``now``: every error is timed at the one clock reading its
+        step took (the instant the limit was found passed), never at a later one."""
+        return self.ctx.at(elapsed=now - self.started)
 
     # -- bytes in --------------------------------------------------------------------------------
     def head(self, status: int, headers: Mapping[str, str]) -> None:
         """The response's status and headers (lower-case names) arrived."""
         now = self._clock()
         if now > self.read_by():
-            raise self.timed_out(now)
+            raise self._timed_out(now)
         self.status, self.headers, self._last = status, headers, now
         ctx = self.context(now)
         self._decoder = content_decoder(ctx, headers)
@@ -238,9 +254,9 @@ class ResponseReader:
         # A plain answer is read to its end and handed over whole (the shell keeps it on the
         # ModelSwitched it raises); a stream is cut at the next read.
         if self.mode == _STREAM and self._cancelled is not None and self._cancelled():
-            raise self.switched(now)
+            raise self._switched(now)
         if now > self.read_by():
-            raise self.timed_out(now)
+            raise self._timed_out(now)
         if self._decoder is not None:
             try:
                 data = self._decoder.decode(data)
@@ -272,7 +288,7 @@ class ResponseReader:
         now = self._clock()
         mode, self.mode = self.mode, _DONE
         if mode == _STREAM and self._cancelled is not None and self._cancelled():
-            raise self.switched(now)
+            raise self._switched(now)
         tail = self._decoder.flush() if self._decoder is not None else b""
         if mode == _STREAM:
             assembler, sse = self._assembler, self._sse
@@ -313,9 +329,11 @@ class ResponseReader:
         text = b"".join(self._body)[:4096].decode("utf-8", "replace")
         return PartialOutput(text=text, chunks=len(self._body))
 
-    def timed_out(self, now: float | None = None) -> LMStudioError:
+    def timed_out(self) -> LMStudioError:
         """The error for a read (or write) that hit ``read_by``."""
-        now = self._clock() if now is None else now
+        return self._timed_out(self._clock())
+
+    def _timed_out(self, now: float) -> LMStudioError:
         ctx, mode, limits = self.context(now), self.mode, self.limits
         host = where(self.call.url)
         if self.read_by() >= self.deadline_at:
@@ -344,7 +362,11 @@ class ResponseReader:
                              phase="body", limit=limits.read, context=ctx,
                              partial=self.partial())
 
-    def switched(self, now: float | None = None) -> ModelSwitched:
+    def switched(self) -> ModelSwitched:
+        """The error for a call cut off by ``switch_model(inflight="cancel")``."""
+        return self._switched(self._clock())
+
+    def _switched(self, now: float) -> ModelSwitched:
         return ModelSwitched("cut off by switch_model(inflight='cancel')",
                              context=self.context(now), partial=self.partial())
 
@@ -352,35 +374,33 @@ class ResponseReader:
         ctx = self.context(now)
         if self.mode == _STREAM:
             return StreamInterrupted(why, context=ctx, partial=self.partial())
-        return IncompleteAnswer(why, context=ctx, status=self.status or None,
+        return IncompleteAnswer(why, context=ctx, status=self.status,
                                 partial=self.partial())
 
     def transport_failure(self, kind: TransportKind, detail: str) -> LMStudioError:
         """The error for a transport failure of ``kind`` (see ``TRANSPORT_KINDS``)."""
         now = self._clock()
         if self._cancelled is not None and self._cancelled():
-            return self.switched(now)  # switch_model closed the socket under the read
+            return self._switched(now)  # switch_model closed the socket under the read
         ctx, host = self.context(now), where(self.call.url)
         text = redact(detail)
         if kind == "timeout":
-            return self.timed_out(now)
+            return self._timed_out(now)
         if kind == "pool":
-            size = f"all {self.pool_size} connections" if self.pool_size else "every connection"
+            # Only a pooled transport reports "pool", and it passes its size.
             return LMStudioTimeout(
-                f"waiting for a connection: {size} of the client's pool to {host} busy "
+                f"waiting for a connection: all {self.pool_size} connections of the client's "
+                f"pool to {host} busy "
                 "(raise limits.max_connections, or run fewer calls at once)", phase="pool",
                 limit=self.limits.pool, context=ctx)
         if kind == "connect-timeout":
             return LMStudioTimeout(f"connect to {host} timed out", phase="connect",
                                    limit=self.limits.connect, context=ctx)
+        if kind == "resolve":
+            hostname = urlsplit(self.call.url).hostname
+            return ConnectError(f"cannot resolve host {hostname!r} ({text})", context=ctx)
         if kind == "connect":
-            lowered = text.lower()
-            if any(s in lowered for s in ("name or service not known", "nodename nor servname",
-                                          "temporary failure in name resolution",
-                                          "getaddrinfo")):
-                hostname = urlsplit(self.call.url).hostname
-                return ConnectError(f"cannot resolve host {hostname!r} ({text})", context=ctx)
-            if "refused" in lowered:
+            if "refused" in text.lower():
                 return ConnectError(f"connection refused by {host}", context=ctx)
             return ConnectError(f"cannot connect to {host}: {text}", context=ctx)
         if kind == "lost":
@@ -393,6 +413,6 @@ class ResponseReader:
                 return StreamInterrupted(f"connection lost mid-stream: {text}", context=ctx,
                                          partial=self.partial())
             return IncompleteAnswer(f"connection lost after the response had started: {text}",
-                                    context=ctx, status=self.status or None,
+                                    context=ctx, status=self.status,
                                     partial=self.partial())
         return TransportError(f"transport failure with {host}: {text}", context=ctx)

@@ -175,6 +175,8 @@ class Connection:
             sock = gsocket.create_connection((self.host, self.port), timeout=self.connect_timeout)
         except TimeoutError:
             raise TransportFailure("connect-timeout", "connect timed out") from None
+        except pysocket.gaierror as exc:
+            raise TransportFailure("resolve", str(exc.strerror or exc)) from None
         except OSError as exc:
             raise TransportFailure("connect", str(exc.strerror or exc)) from None
         sock.setsockopt(pysocket.IPPROTO_TCP, pysocket.TCP_NODELAY, 1)

@@ -4,6 +4,8 @@ instant an error is timed at."""
 
 from __future__ import annotations
 
+from collections.abc import Callable
+
 import pytest
 
 from harness.client import request
@@ -22,21 +24,36 @@ def test_an_error_names_the_port_the_scheme_implies(url: str, named: str) -> Non
     assert where(url) == named
 
 
-def reader(now: float, *, stream: bool = True) -> ResponseReader:
-    """A reader on a clock that always says ``now``, for a call that started at 0."""
+def reader(now: float | Callable[[], float], *, stream: bool = True) -> ResponseReader:
+    """A reader on a clock that always says ``now`` (or on the clock ``now``), for a call that
+    started at 0."""
+    clock = now if callable(now) else lambda: now
     call = request.chat("http://127.0.0.1:1", [{"role": "user", "content": "hi"}], "m/x", {},
                         stream=stream)
     ctx = RequestContext("POST", call.url, "m/x", 1, 1, 0.0)
     return ResponseReader(call, ctx, Timeouts(read=1, first_token=1, stream_idle=1, deadline=9),
-                          deadline_at=9.0, started=0.0, clock=lambda: now)
+                          deadline_at=9.0, started=0.0, clock=clock)
 
 
 def test_an_error_built_for_an_instant_is_timed_at_that_instant() -> None:
-    """Each error says how long the call had run when it went wrong: at the instant the
-    caller names (the moment the read returned), not whenever the error object got built."""
+    """Each error says how long the call had run when it went wrong: at the instant the step
+    read its clock (the moment the read returned), not whenever the error object got built."""
     late = reader(7.0)
-    assert late.timed_out(2.5).context.elapsed == 2.5  # type: ignore[union-attr]
+    assert late._timed_out(2.5).context.elapsed == 2.5  # type: ignore[union-attr]
     assert late.timed_out().context.elapsed == 7.0  # type: ignore[union-attr]
-    assert late.switched(2.5).context.elapsed == 2.5  # type: ignore[union-attr]
+    assert late._switched(2.5).context.elapsed == 2.5
+    assert late.switched().context.elapsed == 7.0
     late.head(200, {"content-type": "text/event-stream"})
     assert late._broken("undecodable", 3.5).context.elapsed == 3.5  # type: ignore[union-attr]
+
+
+def test_a_byte_arriving_at_the_limit_itself_is_in_time() -> None:
+    """A limit is the last instant allowed: the headers or a read arriving exactly at
+    ``read_by`` are read, not timed out (the unit tests' clock can land there; a real one
+    only by chance)."""
+    clock = [0.0]
+    on_time = reader(lambda: clock[0])
+    clock[0] = on_time.read_by()
+    on_time.head(200, {"content-type": "text/event-stream"})
+    clock[0] = on_time.read_by()
+    assert on_time.feed(b": keep-alive\n\n") == []
