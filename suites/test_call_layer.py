@@ -272,22 +272,36 @@ COMPRESS = {"gzip": gzip.compress, "x-gzip": gzip.compress, "deflate": zlib.comp
             "deflate-raw": raw_deflate}
 
 
-def _encoded_server(encoding: str, body: bytes) -> Callable[[socket.socket], None]:
+def _encoded_server(encoding: str, body: bytes, first: int | None = None
+                    ) -> Callable[[socket.socket], None]:
+    """Serves ``body``; with ``first``, its first ``first`` bytes in a read of their own."""
     head = response_head("application/json", f"content-encoding: {encoding}",
                          f"content-length: {len(body)}")
-    return lambda conn: conn.sendall(head + body)
+
+    def script(conn: socket.socket) -> None:
+        if first is None:
+            conn.sendall(head + body)
+            return
+        conn.sendall(head + body[:first])
+        time.sleep(0.05)
+        conn.sendall(body[first:])
+
+    return script
 
 
 @pytest.mark.subject_needs("sync")
+@pytest.mark.parametrize("first", [None, 1], ids=["whole", "first-byte-alone"])
 @pytest.mark.parametrize("encoding", sorted(COMPRESS))
-def test_a_compressed_answer_is_read(make_subject: Any, encoding: str,
+def test_a_compressed_answer_is_read(make_subject: Any, encoding: str, first: int | None,
                                      record_property: Any) -> None:
     """A proxy in front of the server may compress answers (every client advertises what it
     accepts; ``x-gzip`` is gzip's old name; "deflate" may come with or without its zlib
-    wrapper): the client decodes the body it was sent."""
+    wrapper): the client decodes the body it was sent, however the body's first bytes are
+    split across reads (one byte is too few to tell zlib from raw deflate)."""
     model = "qwen/qwen3-4b"
     label = encoding.removesuffix("-raw")
-    with trickling_server(_encoded_server(label, COMPRESS[encoding](ANSWER))) as (url, _):
+    server = _encoded_server(label, COMPRESS[encoding](ANSWER), first)
+    with trickling_server(server) as (url, _):
         subject = make_subject(url, model=model, timeout=10.0)
         value, error, _ = outcome(lambda: subject.chat(HELLO, model=model), 30)
     assert error is None, f"a {encoding} answer was refused: {error!r}"
