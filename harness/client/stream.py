@@ -111,9 +111,6 @@ class ContentDecoder:
                 self._z = zlib.decompressobj(-zlib.MAX_WBITS)
         return self._z.decompress(data)
 
-    def flush(self) -> bytes:
-        return self._z.flush()
-
 
 def zlib_header(data: bytes) -> bool:
     """``data`` starts with a zlib header: method 8 (deflate), check bits a multiple of 31."""
@@ -289,13 +286,10 @@ class ResponseReader:
         mode, self.mode = self.mode, _DONE
         if mode == _STREAM and self._cancelled is not None and self._cancelled():
             raise self._switched(now)
-        tail = self._decoder.flush() if self._decoder is not None else b""
+        # No decoder flush: ``decompress`` without ``max_length`` already returned everything.
         if mode == _STREAM:
             assembler, sse = self._assembler, self._sse
             out: list[StreamEvent] = []
-            if tail:
-                for event in sse.feed(tail):  # type: ignore[union-attr]
-                    out.extend(assembler.feed(event, now))
             if assembler.done:
                 result = assembler.finish(now)
             else:
@@ -308,7 +302,7 @@ class ResponseReader:
                                   check_ids=self.call.stream != "native")
             self.result = result
             return out
-        body = b"".join(self._body) + tail
+        body = b"".join(self._body)
         ctx = self.context(now)
         if mode == _ERROR_BODY:
             if self.status >= 400:
