@@ -11,6 +11,7 @@ itself refused the answer. A client that hands such an answer over as a success 
 
 from __future__ import annotations
 
+import asyncio
 import gzip
 import json
 import socket
@@ -438,6 +439,56 @@ def test_an_event_ended_by_lone_crs_is_delivered_at_once(make_subject: Any,
     early = arrivals[-1][1] - texts[0][1]
     assert early > 1.0, f"the first text came {early:.2f}s before the end: held for a line feed"
     record_property("evidence", f"'now' delivered {early:.2f}s before the stream ended")
+
+
+@pytest.mark.subject_needs("sync", "stream")
+def test_a_stream_closed_right_after_a_lone_cr_is_whole(make_subject: Any,
+                                                       record_property: Any) -> None:
+    """Lines may end in lone CRs, and the server may close the connection right after the
+    last one: then no later byte shows that CR is not the first half of a CRLF. At the end of
+    the body it ends the line, so the last event (``[DONE]`` here) is dispatched and the
+    answer is whole, not a stream that "ended before its end signal"."""
+    frames = (_chunk({"role": "assistant", "content": "Hi"}), _chunk({}, "stop"), b"[DONE]")
+    body = b"".join(b"data: " + frame + b"\r\r" for frame in frames)
+    model = "qwen/qwen3-4b"
+    with trickling_server(lambda conn: conn.sendall(SSE_HEAD + body)) as (url, _):
+        subject = make_subject(url, model=model, timeout=10.0)
+        value, error, _ = outcome(lambda: collect(subject.stream_chat(HELLO, model=model)), 30)
+    assert error is None, f"the client refused a valid stream: {error!r}"
+    pieces, answer = value
+    assert "".join(pieces) == answer.text == "Hi", (pieces, answer.text)
+    record_property("evidence", f"CR-only stream closed after [DONE]\\r\\r -> {answer.text!r}")
+
+
+@pytest.mark.harness_api
+@pytest.mark.parametrize("shell", ["sync", "async"])
+def test_a_stream_torn_inside_its_last_event_says_so(shell: str, record_property: Any) -> None:
+    """A connection closed in the middle of an event (a proxy's cut buffer) is not a stream
+    that merely lacked its end signal: the error says the stream ended in the middle of an
+    event, and keeps the text of the events before it."""
+    from harness.client import AsyncClient, Client, RetryPolicy
+    from harness.client.errors import StreamInterrupted
+
+    body = (b"data: " + _chunk({"role": "assistant", "content": "Hello"}) + b"\n\n"
+            + b'data: {"choices": [{"index": 0, "delta": {"content": " wor')
+    options: dict[str, Any] = dict(model="qwen/qwen3-4b", retry=RetryPolicy.none(), timeout=10.0)
+
+    def run_sync(url: str) -> None:
+        with Client(url, **options) as client, client.stream_chat(HELLO) as stream:
+            stream.result()
+
+    async def run_async(url: str) -> None:
+        async with AsyncClient(url, **options) as client, client.stream_chat(HELLO) as stream:
+            await stream.result()
+
+    with trickling_server(lambda conn: conn.sendall(SSE_HEAD + body)) as (url, _), \
+            pytest.raises(StreamInterrupted) as caught:
+        run_sync(url) if shell == "sync" else asyncio.run(run_async(url))
+    err = caught.value
+    assert type(err) is StreamInterrupted, repr(err)
+    assert err.message == "stream ended in the middle of an event", err.message
+    assert err.partial.text == "Hello" and err.partial.chunks == 1, err.partial
+    record_property("evidence", f"{shell}: {err}")
 
 
 # -- Retry-After above a client's cap is never undercut -----------------------------------------
