@@ -13,12 +13,14 @@ drive ``switch_model`` (the harness's own API) are marked ``harness_api``; the o
 from __future__ import annotations
 
 import asyncio
+import json
 import threading
+import time
 from typing import Any
 
 import pytest
 
-from harness.client import AsyncClient, ChatResult, Client, TextDelta
+from harness.client import AsyncClient, ChatResult, Client, RetryPolicy, TextDelta
 from harness.client.errors import ModelMismatch, ModelSwitched, StreamInterrupted
 from harness.evaluate.support import (
     Outcome,
@@ -29,7 +31,9 @@ from harness.evaluate.support import (
     live_bound,
     prompt,
     require_emulator_behaviour,
+    response_head,
     stream_outcome,
+    trickling_server,
 )
 from harness.evaluate.support import load_models as load_natively
 from harness.evaluate.target import Faults, Target, Truth
@@ -264,6 +268,122 @@ def test_switch_cancels_a_sync_stream_in_flight(target: Target, client: Client,
     assert client.chat(prompt("Say hi."), max_tokens=8).model == second
     record_property("evidence", f"sync stream cut off with ModelSwitched after "
                                 f"{len(err.partial.text)} chars")
+
+
+def _chunk_frame(delta: dict[str, Any], finish: str | None = None) -> bytes:
+    chunk = {"id": "chatcmpl-cut", "object": "chat.completion.chunk", "created": 1,
+             "model": RAW_MODEL, "choices": [{"index": 0, "delta": delta,
+                                              "finish_reason": finish}]}
+    return b"data: " + json.dumps(chunk).encode() + b"\n\n"
+
+
+RAW_MODEL = "qwen/qwen3-4b"
+WHOLE_TEXT = "All of it arrived."
+#: A whole stream, [DONE] included, small enough to arrive in the client's first read.
+WHOLE_STREAM = b"".join([
+    _chunk_frame({"role": "assistant", "content": "All of it "}),
+    _chunk_frame({"content": "arrived."}), _chunk_frame({}, "stop"), b"data: [DONE]\n\n"])
+WHOLE_ANSWER = json.dumps({
+    "id": "chatcmpl-late", "object": "chat.completion", "created": 1, "model": RAW_MODEL,
+    "choices": [{"index": 0, "finish_reason": "stop",
+                 "message": {"role": "assistant", "content": WHOLE_TEXT}}],
+    "usage": {"prompt_tokens": 3, "completion_tokens": 4, "total_tokens": 7}}).encode()
+
+
+@pytest.mark.harness_api
+@pytest.mark.parametrize("shell", ["sync", "async"])
+def test_a_cancel_after_the_whole_stream_arrived_keeps_all_of_it(shell: str,
+                                                                 record_property: Any) -> None:
+    """Gap: mid-request model switching, at the very end of a stream. Every byte of the
+    stream (its ``[DONE]`` too) has arrived, and the caller, still taking its events, calls
+    ``switch_model(inflight="cancel")``: the stream ends with ``ModelSwitched`` (the cut the
+    caller asked for is never passed over as a success) and keeps the whole text."""
+    events: list[str] = []
+
+    def on_event(client: Client | AsyncClient, event: Any) -> None:
+        if isinstance(event, TextDelta):
+            if not events:
+                client.switch_model("google/gemma-3-4b", inflight="cancel")
+            events.append(event.text)
+
+    def run_sync(url: str) -> None:
+        with Client(url, model=RAW_MODEL, retry=RetryPolicy.none(), timeout=10.0) as client, \
+                client.stream_chat(STORY) as stream:
+            for event in stream:
+                on_event(client, event)
+            stream.result()
+
+    async def run_async(url: str) -> None:
+        async with AsyncClient(url, model=RAW_MODEL, retry=RetryPolicy.none(),
+                               timeout=10.0) as client, client.stream_chat(STORY) as stream:
+            async for event in stream:
+                on_event(client, event)
+            await stream.result()
+
+    with trickling_server(lambda conn: conn.sendall(response_head("text/event-stream")
+                                                    + WHOLE_STREAM)) as (url, _), \
+            pytest.raises(ModelSwitched) as caught:
+        run_sync(url) if shell == "sync" else asyncio.run(run_async(url))
+    err = caught.value
+    assert err.message == "cut off by switch_model(inflight='cancel')", err.message
+    assert err.partial.text == WHOLE_TEXT == "".join(events), (err.partial, events)
+    assert err.model == RAW_MODEL and err.url == f"{url}/v1/chat/completions"
+    record_property("evidence", f"{shell}: {err.message}, kept {err.partial.text!r}")
+
+
+@pytest.mark.harness_api
+@pytest.mark.parametrize("shell", ["sync", "async"])
+def test_a_cancelled_plain_call_never_returns_its_late_answer(shell: str,
+                                                              record_property: Any) -> None:
+    """Gap: mid-request model switching, for a non-streamed call. ``switch_model(inflight=
+    "cancel")`` while the answer is still coming: the call raises ``ModelSwitched``, never
+    returns the answer as if nothing had happened. The sync shell cannot interrupt a blocking
+    read of a plain body, so it reads the answer whole and keeps its text on the error; the
+    async shell cuts the wait off at once (nothing of the answer had arrived)."""
+    release = threading.Event()
+
+    def script(conn: Any) -> None:
+        release.wait(10)
+        conn.sendall(response_head("application/json", f"content-length: {len(WHOLE_ANSWER)}")
+                     + WHOLE_ANSWER)
+
+    box: dict[str, Any] = {}
+    with trickling_server(script) as (url, hits):
+        def run_sync() -> None:
+            with Client(url, model=RAW_MODEL, retry=RetryPolicy.none(), timeout=10.0) as client:
+                box["client"] = client
+                try:
+                    box["value"] = client.chat(STORY)
+                except Exception as exc:  # judged below
+                    box["error"] = exc
+
+        async def run_async() -> None:
+            async with AsyncClient(url, model=RAW_MODEL, retry=RetryPolicy.none(),
+                                   timeout=10.0) as client:
+                box["client"] = client
+                try:
+                    box["value"] = await client.chat(STORY)
+                except Exception as exc:  # judged below
+                    box["error"] = exc
+
+        thread = threading.Thread(target=run_sync if shell == "sync" else
+                                  lambda: asyncio.run(run_async()), daemon=True)
+        thread.start()
+        deadline = time.monotonic() + 10
+        while not hits and time.monotonic() < deadline:  # the request reached the server
+            time.sleep(0.01)
+        assert hits, "the call never reached the server"
+        box["client"].switch_model("google/gemma-3-4b", inflight="cancel")
+        release.set()
+        thread.join(15)
+    assert not thread.is_alive(), "the cancelled call was still running"
+    err = box.get("error")
+    assert isinstance(err, ModelSwitched), repr(box)
+    assert err.model == RAW_MODEL and err.url == f"{url}/v1/chat/completions"
+    if shell == "sync":
+        assert err.message == "answer arrived after switch_model(inflight='cancel')", err
+        assert err.partial.text == WHOLE_TEXT, err.partial
+    record_property("evidence", f"{shell}: {err.message}; kept {err.partial.text!r}")
 
 
 async def test_another_model_requested_mid_stream_never_passes_as_complete(
