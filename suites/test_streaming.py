@@ -12,6 +12,7 @@ tests of the harness's own stream API (reasoning and tool-call deltas, the parti
 from __future__ import annotations
 
 import asyncio
+import json
 import time
 from typing import Any
 
@@ -32,8 +33,10 @@ from harness.evaluate.support import (
     prompt,
     reasoning_models,
     require_emulator_behaviour,
+    response_head,
     scripted_tool_call,
     stream_outcome,
+    trickling_server,
 )
 from harness.evaluate.target import Faults, Target, Truth
 from harness.faults import (
@@ -376,3 +379,61 @@ def test_native_stream_is_whole_or_raises_with_its_prefix(
     assert target.base_url in str(outcome) and "/api/v1/chat" in str(outcome)
     record_property("evidence", f"{shell} {name}: {type(outcome).__name__}, kept "
                                 f"{len(partial.text)} of {len(whole.text)} chars")
+
+
+def _native_event(name: str, **data: Any) -> bytes:
+    return (f"event: {name}\ndata: " + json.dumps({"type": name, **data}) + "\n\n").encode()
+
+
+NATIVE_MODEL = "qwen/qwen3-4b"
+CALC = {"type": "ephemeral_mcp", "server_label": "calc"}
+#: A native stream in which LM Studio ran an MCP tool itself (streaming-events.md): its
+#: ``tool_call.*`` events name the tool and carry no id (there is nothing to echo back).
+NATIVE_TOOL_STREAM = b"".join([
+    _native_event("chat.start", model_instance_id=NATIVE_MODEL),
+    _native_event("tool_call.start", tool="add", provider_info=CALC),
+    _native_event("tool_call.arguments", tool="add", arguments={"a": 1, "b": 2},
+                  provider_info=CALC),
+    _native_event("tool_call.success", tool="add", arguments={"a": 1, "b": 2},
+                  output='[{"type": "text", "text": "3"}]', provider_info=CALC),
+    _native_event("message.start"),
+    _native_event("message.delta", content="The sum is 3."),
+    _native_event("message.end"),
+    _native_event("chat.end", result={
+        "model_instance_id": NATIVE_MODEL, "response_id": "resp_" + "0" * 48,
+        "output": [{"type": "tool_call", "tool": "add", "arguments": {"a": 1, "b": 2},
+                    "output": '[{"type": "text", "text": "3"}]', "provider_info": CALC},
+                   {"type": "message", "content": "The sum is 3."}],
+        "stats": {"input_tokens": 9, "total_output_tokens": 5}}),
+])
+
+
+@pytest.mark.harness_api
+@pytest.mark.parametrize("shell", ["sync", "async"])
+def test_native_server_side_tool_calls_stream_through_whole(shell: str,
+                                                           record_property: Any) -> None:
+    """LM Studio's native chat runs MCP tools itself and streams ``tool_call.*`` events without
+    ids (nothing is echoed back to it): the stream is whole, its result keeps each tool event
+    and the answer, and a blank id is not taken for a broken tool call (as it rightly is on
+    the OpenAI endpoint, where the caller must echo the id back)."""
+    head = response_head("text/event-stream")
+    options: dict[str, Any] = dict(model=NATIVE_MODEL, retry=RetryPolicy.none(), timeout=10.0)
+
+    def run_sync(url: str) -> tuple[list[Any], Any]:
+        with Client(url, **options) as client, client.stream_native_chat("Add 1 and 2.") as s:
+            return list(s), s.result()
+
+    async def run_async(url: str) -> tuple[list[Any], Any]:
+        async with AsyncClient(url, **options) as client, \
+                client.stream_native_chat("Add 1 and 2.") as s:
+            return [event async for event in s], await s.result()
+
+    with trickling_server(lambda conn: conn.sendall(head + NATIVE_TOOL_STREAM)) as (url, _):
+        events, result = run_sync(url) if shell == "sync" else asyncio.run(run_async(url))
+    assert result.text == "The sum is 3." and result.response_id == "resp_" + "0" * 48
+    assert [(e.type, e.tool) for e in result.tool_events] == [
+        ("tool_call.start", "add"), ("tool_call.arguments", "add"), ("tool_call.success", "add")]
+    assert result.tool_events[2].output == '[{"type": "text", "text": "3"}]'
+    assert [e.text for e in events if isinstance(e, TextDelta)] == ["The sum is 3."]
+    record_property("evidence", f"{shell}: {len(result.tool_events)} tool events, "
+                                f"answer {result.text!r}")
