@@ -664,3 +664,30 @@ def test_a_redirect_without_a_location_says_so() -> None:
                 client.list_models()
     assert caught.value.status == 302 and caught.value.location is None
     assert caught.value.message == "redirected (302) to nowhere; too many redirects or no Location"
+
+
+@pytest.mark.harness_api
+@pytest.mark.parametrize("shell", ["sync", "async"])
+def test_a_redirect_loop_is_a_typed_error_naming_the_call(shell: str) -> None:
+    """Gap: error messages need more context. A GET sent round in a loop of redirects (a
+    proxy's http/https ping-pong) ends, after httpx's 20 hops, as a ``TransportError`` that
+    names the call and says what happened, never as httpx's own exception."""
+    loop = pieces(b"HTTP/1.1 302 Found\r\nlocation: /v1/models\r\ncontent-length: 0\r\n"
+                  b"connection: close\r\n\r\n", gap=0.0)
+
+    async def run_async(url: str) -> None:
+        async with AsyncClient(url, model=MODEL, retry=RetryPolicy.none(),
+                               timeout=LIMITS) as client:
+            await client.list_models()
+
+    with trickling_server(loop) as (url, hits):
+        with pytest.raises(E.TransportError) as caught:
+            if shell == "sync":
+                with Client(url, model=MODEL, retry=RetryPolicy.none(), timeout=LIMITS) as c:
+                    c.list_models()
+            else:
+                asyncio.run(run_async(url))
+    err = caught.value
+    assert err.message == (f"transport failure with 127.0.0.1:{url.rsplit(':', 1)[1]}: "
+                           "Exceeded maximum allowed redirects."), err.message
+    assert err.method == "GET" and err.url == f"{url}/v1/models" and len(hits) == 21
