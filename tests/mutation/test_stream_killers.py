@@ -6,9 +6,11 @@ from __future__ import annotations
 
 from collections.abc import Callable
 
+import httpcore
 import pytest
 
 from harness.client import request
+from harness.client._httpx import CURRENT, _bounded
 from harness.client.config import Timeouts
 from harness.client.errors import RequestContext
 from harness.client.stream import ResponseReader, where
@@ -57,3 +59,21 @@ def test_a_byte_arriving_at_the_limit_itself_is_in_time() -> None:
     on_time.head(200, {"content-type": "text/event-stream"})
     clock[0] = on_time.read_by()
     assert on_time.feed(b": keep-alive\n\n") == []
+
+
+def test_a_write_or_connect_is_bounded_by_what_is_left_of_the_deadline() -> None:
+    """A socket write or connect may take what is left of the call's deadline and no more
+    (httpx's own limit was computed when the request was built, before any wait for a pooled
+    connection); once the deadline has passed it fails at once."""
+    clock = [4.0]
+    bounded = reader(lambda: clock[0])  # deadline at 9
+    assert bounded.deadline_left() == 5.0
+    token = CURRENT.set(bounded)
+    try:
+        assert _bounded(30.0, read=False) == 5.0
+        assert _bounded(2.0, read=False) == 2.0
+        clock[0] = 9.5
+        with pytest.raises(httpcore.WriteTimeout):
+            _bounded(30.0, read=False)
+    finally:
+        CURRENT.reset(token)
