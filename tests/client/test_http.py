@@ -269,6 +269,17 @@ def test_validation_before_io(server: ScriptedServer) -> None:
         Client("ftp://localhost:1234")
 
 
+@pytest.mark.parametrize("token", ["sk-lm-secret\n", " sk-lm-secret", "sk-lm-s\u00e9cret",
+                                   "sk-lm-se\tcret"])
+def test_a_token_no_header_can_carry_is_refused_before_io(token: str) -> None:
+    """A token read from a file keeps its newline, and a pasted one may carry a non-ASCII
+    character: refused when the client is made, naming the option but never the token (h11
+    would fail every request with a transport error, httpx with a bare UnicodeEncodeError)."""
+    with pytest.raises(ValidationError, match="api_token") as caught:
+        Client("http://127.0.0.1:1234", api_token=token)
+    assert "secret" not in str(caught.value) and "cret" not in repr(caught.value)
+
+
 def test_with_options_view_pins_model(server: ScriptedServer) -> None:
     server.script(CHAT, json_reply(completion("x", model="google/gemma-3-12b")))
     with client(server) as c:
