@@ -183,8 +183,16 @@ def test_closing_early_frees_the_server_slot(target: Target, subject: Any, truth
     for record in records:
         assert record["disconnect_seen"], record
         assert record["chunks_sent"] < record["completion_tokens"], record
-    state = truth.state()
-    assert all(i["active"] == 0 and i["queued"] == 0 for i in state.get("instances", [])), state
+    # The server frees a slot when its generator notices the disconnect, which a busy machine
+    # may take a moment to schedule: idle within a bound, then every next request at once.
+    give_up = time.monotonic() + target.calibration.seconds(5)
+    while True:
+        state = truth.state()
+        idle = all(i["active"] == 0 and i["queued"] == 0 for i in state.get("instances", []))
+        if idle or time.monotonic() > give_up:
+            break
+        time.sleep(0.02)
+    assert idle, state
     mark = truth.mark()
     answers = [subject.chat(STORY, model=model, seed=s) for s in range(slots)]
     assert all(a.finish_reason == "stop" for a in answers)
