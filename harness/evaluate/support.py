@@ -7,6 +7,7 @@ from __future__ import annotations
 
 import contextlib
 import os
+import re
 import socket
 import threading
 from collections.abc import Awaitable, Callable, Iterator
@@ -246,7 +247,11 @@ def response_head(content_type: str, *fields: str) -> bytes:
 
 @contextmanager
 def trickling_server(script: Callable[[socket.socket], None]) -> Iterator[tuple[str, list[int]]]:
-    """A raw loopback server answering every request with ``script``; yields (url, hits)."""
+    """A raw loopback server answering every request with ``script``; yields (url, hits).
+
+    The request is read whole (head and ``Content-Length`` body) before ``script`` runs: a
+    socket closed with unread bytes sends a reset instead of an end of stream, and the client
+    would see a lost connection where the script meant a clean end of the body."""
     listener = socket.create_server(("127.0.0.1", 0))
     listener.settimeout(0.1)
     hits: list[int] = []
@@ -262,6 +267,14 @@ def trickling_server(script: Callable[[socket.socket], None]) -> Iterator[tuple[
                     if not piece:
                         return
                     data += piece
+                head, _, body = data.partition(b"\r\n\r\n")
+                length = re.search(rb"(?im)^content-length:\s*(\d+)", head)
+                left = int(length.group(1)) - len(body) if length else 0
+                while left > 0:
+                    piece = conn.recv(min(left, 65536))
+                    if not piece:
+                        return
+                    left -= len(piece)
                 hits.append(1)
                 script(conn)
             except OSError:
