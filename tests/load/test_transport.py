@@ -41,6 +41,16 @@ def test_a_refused_connection_is_a_typed_failed_record() -> None:
 
 
 @pytest.mark.timeout(30)
+def test_an_unresolvable_host_is_named_as_one() -> None:
+    """The resolver's failure is told from a refused connect by its type (``gaierror``), as
+    the client's shells tell it, not by a platform's wording."""
+    conn = Connection("http://nonexistent.invalid:1234", connect_timeout=2.0)
+    rec = execute(conn, prepare(RequestShape(), "qwen/qwen3-4b"))
+    assert not rec.ok and rec.error_kind == "ConnectError"
+    assert "cannot resolve host 'nonexistent.invalid'" in (rec.error or ""), rec.error
+
+
+@pytest.mark.timeout(30)
 @pytest.mark.parametrize("suffix", ["", "/v1", "/v1/"])
 def test_the_load_user_sends_the_clients_call(emulator_url: str, suffix: str) -> None:
     """The base URL may end in /v1 (never /v1/v1/...); the X-Request-Id is the client's UUID,
