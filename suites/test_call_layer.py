@@ -273,27 +273,29 @@ COMPRESS = {"gzip": gzip.compress, "x-gzip": gzip.compress, "deflate": zlib.comp
             "deflate-raw": raw_deflate}
 
 
-def _encoded_server(encoding: str, body: bytes, first: int | None = None
+def _encoded_server(encoding: str, body: bytes, pieces: bool = False
                     ) -> Callable[[socket.socket], None]:
-    """Serves ``body``; with ``first``, its first ``first`` bytes in a read of their own."""
+    """Serves ``body``, whole or in pieces: its first byte alone, then 16 bytes a write."""
     head = response_head("application/json", f"content-encoding: {encoding}",
                          f"content-length: {len(body)}")
 
     def script(conn: socket.socket) -> None:
-        if first is None:
+        if not pieces:
             conn.sendall(head + body)
             return
-        conn.sendall(head + body[:first])
-        time.sleep(0.05)
-        conn.sendall(body[first:])
+        conn.setsockopt(socket.IPPROTO_TCP, socket.TCP_NODELAY, 1)
+        conn.sendall(head + body[:1])
+        for start in range(1, len(body), 16):
+            time.sleep(0.01)
+            conn.sendall(body[start:start + 16])
 
     return script
 
 
 @pytest.mark.subject_needs("sync")
-@pytest.mark.parametrize("first", [None, 1], ids=["whole", "first-byte-alone"])
+@pytest.mark.parametrize("pieces", [False, True], ids=["whole", "first-byte-alone-then-16s"])
 @pytest.mark.parametrize("encoding", sorted(COMPRESS))
-def test_a_compressed_answer_is_read(make_subject: Any, encoding: str, first: int | None,
+def test_a_compressed_answer_is_read(make_subject: Any, encoding: str, pieces: bool,
                                      record_property: Any) -> None:
     """A proxy in front of the server may compress answers (every client advertises what it
     accepts; ``x-gzip`` is gzip's old name; "deflate" may come with or without its zlib
@@ -301,7 +303,7 @@ def test_a_compressed_answer_is_read(make_subject: Any, encoding: str, first: in
     split across reads (one byte is too few to tell zlib from raw deflate)."""
     model = "qwen/qwen3-4b"
     label = encoding.removesuffix("-raw")
-    server = _encoded_server(label, COMPRESS[encoding](ANSWER), first)
+    server = _encoded_server(label, COMPRESS[encoding](ANSWER), pieces)
     with trickling_server(server) as (url, _):
         subject = make_subject(url, model=model, timeout=10.0)
         value, error, _ = outcome(lambda: subject.chat(HELLO, model=model), 30)
