@@ -15,6 +15,7 @@ import asyncio
 import gzip
 import json
 import socket
+import struct
 import threading
 import time
 import zlib
@@ -268,9 +269,16 @@ def raw_deflate(body: bytes) -> bytes:
     return squeeze.compress(body) + squeeze.flush()
 
 
-# "deflate-raw" is labelled "deflate" but sent without its zlib wrapper, as some servers do.
+def raw_deflate_stored_first(body: bytes) -> bytes:
+    """Raw deflate that opens with a stored block whose padding bits (ignored, RFC 1951) are
+    set: its first byte has a zlib header's method nibble (8), its second fails the header's
+    check. A reader that sniffs the format must look at both."""
+    return b"\x08" + struct.pack("<HH", 10, 10 ^ 0xFFFF) + body[:10] + raw_deflate(body[10:])
+
+
+# "deflate-raw*" are labelled "deflate" but sent without the zlib wrapper, as some servers do.
 COMPRESS = {"gzip": gzip.compress, "x-gzip": gzip.compress, "deflate": zlib.compress,
-            "deflate-raw": raw_deflate}
+            "deflate-raw": raw_deflate, "deflate-raw-stored-first": raw_deflate_stored_first}
 
 
 def _encoded_server(encoding: str, body: bytes, pieces: bool = False
@@ -302,7 +310,7 @@ def test_a_compressed_answer_is_read(make_subject: Any, encoding: str, pieces: b
     wrapper): the client decodes the body it was sent, however the body's first bytes are
     split across reads (one byte is too few to tell zlib from raw deflate)."""
     model = "qwen/qwen3-4b"
-    label = encoding.removesuffix("-raw")
+    label = encoding.split("-raw")[0]
     server = _encoded_server(label, COMPRESS[encoding](ANSWER), pieces)
     with trickling_server(server) as (url, _):
         subject = make_subject(url, model=model, timeout=10.0)
