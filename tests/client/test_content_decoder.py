@@ -45,6 +45,15 @@ def test_the_first_byte_alone_is_held_until_the_header_is_known() -> None:
     assert decoder.decode(wire[1:]) == b"hello " * 50
 
 
+def test_two_bytes_are_decoded_at_once() -> None:
+    """Only the first byte is ever held: from two on, what they decode to is handed over at
+    once (a streamed body is not delayed by a byte more than the header needs)."""
+    wire = raw_deflate(b'{"a": 1}')
+    decoder = ContentDecoder("deflate")
+    assert decoder.decode(wire[:2]) == b"{"
+    assert decoder.decode(wire[2:]) == b'"a": 1}'
+
+
 @pytest.mark.parametrize(("head", "is_zlib"), [
     (b"\x78\x9c", True), (b"\x78\x01", True), (b"\x78\xda", True), (b"\x08\x1d", True),
     (b"\x78\x9d", False),   # check bits off by one
