@@ -501,6 +501,38 @@ def test_a_stream_torn_inside_its_last_event_says_so(shell: str, record_property
     record_property("evidence", f"{shell}: {err}")
 
 
+@pytest.mark.harness_api
+@pytest.mark.parametrize("shell", ["sync", "async"])
+def test_a_stream_cut_after_a_lone_cr_event_keeps_its_text(shell: str) -> None:
+    """The connection closes right after an event ended by lone CRs, before any end signal:
+    the stream is interrupted, and the text of that last event (dispatched at the end of the
+    body) is in the partial output with the rest."""
+    from harness.client import AsyncClient, Client, RetryPolicy, TextDelta
+    from harness.client.errors import StreamInterrupted
+
+    body = b"".join(b"data: " + _chunk(delta) + b"\r\r" for delta in (
+        {"role": "assistant", "content": "Hello"}, {"content": " world"}))
+    options: dict[str, Any] = dict(model="qwen/qwen3-4b", retry=RetryPolicy.none(), timeout=10.0)
+    texts: list[str] = []
+
+    def run_sync(url: str) -> None:
+        with Client(url, **options) as client, client.stream_chat(HELLO) as stream:
+            texts.extend(e.text for e in stream if isinstance(e, TextDelta))
+
+    async def run_async(url: str) -> None:
+        async with AsyncClient(url, **options) as client, client.stream_chat(HELLO) as stream:
+            async for event in stream:  # kept one by one: the stream raises midway
+                if isinstance(event, TextDelta):
+                    texts.append(event.text)
+
+    with trickling_server(lambda conn: conn.sendall(SSE_HEAD + body)) as (url, _), \
+            pytest.raises(StreamInterrupted) as caught:
+        run_sync(url) if shell == "sync" else asyncio.run(run_async(url))
+    err = caught.value
+    assert err.partial.text == "Hello world" and err.partial.chunks == 2, err.partial
+    assert texts[:1] == ["Hello"] and err.partial.text.startswith("".join(texts)), texts
+
+
 # -- Retry-After above a client's cap is never undercut -----------------------------------------
 @pytest.mark.subject_needs("sync")
 def test_retry_after_above_the_cap_is_not_undercut(subject: Any, target: Target, faults: Faults,
@@ -610,6 +642,14 @@ def test_broken_tool_calls_are_flagged(subject: Any, target: Target, faults: Fau
     # (measured on llama.cpp through the proxy: a plain text answer, nothing to break).
     require_emulator_behaviour(target, "a tool call on demand")
     faults.set(action, endpoint=CHAT)
-    value, error, _ = outcome(lambda: subject.chat(SCRIPTED_TOOL, model=target.model(0),
-                                                   tools=TOOLS), 30)
-    record_property("evidence", refused(value, error, what))
+    model = target.model(0)
+    value, error, _ = outcome(lambda: subject.chat(SCRIPTED_TOOL, model=model, tools=TOOLS), 30)
+    evidence = [refused(value, error, what)]
+    if "stream" in subject.capabilities:
+        value, error, _ = outcome(lambda: collect(subject.stream_chat(
+            SCRIPTED_TOOL, model=model, tools=TOOLS))[1], 30)
+        evidence.append(refused(value, error, what + " (streamed)"))
+        # Complete on the wire, so the check runs at the end of the stream: its error still
+        # names the call it refused.
+        assert_failure_names_request(Outcome(error=error), target.base_url, model)
+    record_property("evidence", "; ".join(evidence))
