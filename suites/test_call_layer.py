@@ -334,6 +334,33 @@ def test_a_corrupt_compressed_answer_fails_naming_server_and_model(
     record_property("evidence", assert_failure_names_request(Outcome(error=error), url, model))
 
 
+# -- a 200 that is a web page ---------------------------------------------------------------------
+PORTAL = b"Please sign in to continue. <a href='/login'>Sign in</a>"
+
+
+@pytest.mark.subject_needs("sync")
+@pytest.mark.parametrize("shape", [
+    "plain", pytest.param("stream", marks=pytest.mark.subject_needs("stream"))])
+def test_a_200_web_page_is_refused_naming_the_call(make_subject: Any, shape: str,
+                                                   record_property: Any) -> None:
+    """A proxy or captive portal in front of the server answers 200 with a web page (labelled
+    ``text/html``, no ``<html>`` tag to sniff), asked for a plain answer or a stream: no
+    answer, and the error names the server and the model."""
+    head = response_head("text/html; charset=utf-8", f"content-length: {len(PORTAL)}")
+    model = "qwen/qwen3-4b"
+    with trickling_server(lambda conn: conn.sendall(head + PORTAL)) as (url, _):
+        subject = make_subject(url, model=model, timeout=10.0)
+
+        def run() -> Any:
+            if shape == "stream":
+                return collect(subject.stream_chat(HELLO, model=model))
+            return subject.chat(HELLO, model=model)
+
+        value, error, _ = outcome(run, 30)
+    refused(value, error, f"a web page asked for a {shape} answer")
+    record_property("evidence", assert_failure_names_request(Outcome(error=error), url, model))
+
+
 # -- a stream in unusual but valid SSE framing ---------------------------------------------------
 def _chunk(delta: dict[str, Any], finish: str | None = None) -> bytes:
     return json.dumps({"id": "chatcmpl-sse", "object": "chat.completion.chunk", "created": 1,
