@@ -644,12 +644,16 @@ def test_a_stream_answered_with_a_plain_body_is_no_answer(shell: str) -> None:
 @pytest.mark.harness_api
 def test_a_plain_answer_is_timed_whole(record_property: Any) -> None:
     """A non-streamed answer's time to first token is its whole time: nothing of it can be
-    used before the last byte (both are set, equal and positive)."""
+    used before the last byte (both are set, equal, positive and within the wall time of the
+    call; the server waits 0.1 s between head and body)."""
     with trickling_server(pieces(response_head("application/json", f"content-length: {len(BIG)}"),
                                  BIG)) as (url, _):
         with Client(url, model=MODEL, retry=RetryPolicy.none(), timeout=LIMITS) as client:
+            started = time.perf_counter()
             result = client.chat(HELLO)
+            wall = time.perf_counter() - started
     assert result.timings.ttft is not None and result.timings.ttft == result.timings.total > 0
+    assert 0.1 <= result.timings.total <= wall, (result.timings, wall)
     record_property("evidence", f"ttft = total = {result.timings.total:.3f}s")
 
 
