@@ -29,7 +29,7 @@ from typing import Any
 import httpx
 import pytest
 
-from harness.client import AsyncClient, Client, RetryPolicy, Timeouts
+from harness.client import AsyncClient, Client, RetryPolicy, TextDelta, Timeouts
 from harness.client import errors as E
 from harness.evaluate.support import (
     assert_failure_names_request,
@@ -540,6 +540,41 @@ def test_the_call_deadline_names_where_it_passed(shell: str, stream: bool,
     assert 0.5 <= err.limit <= 0.7, err.limit  # type: ignore[operator]
     assert_context(err, f"{url}/v1/chat/completions", MODEL, "1/1")
     record_property("evidence", str(err)[:200])
+
+
+@pytest.mark.harness_api
+@pytest.mark.parametrize("shell", SHELLS)
+def test_the_call_deadline_holds_against_a_slow_reader(shell: str) -> None:
+    """Gap: error messages need more context. The deadline (1 s) is the whole call's, the
+    caller's own time included: a caller that dawdles 1.3 s over the first token finds the
+    rest of the stream waiting, and the next read ends the call as a ``deadline`` timeout
+    that keeps what was delivered, rather than running on past it."""
+    script = pieces(SSE_HEAD + sse_chunk("Hi"), sse_chunk(" there") + b"data: [DONE]\n\n")
+    options: dict[str, Any] = dict(model=MODEL, retry=RetryPolicy.none(), timeout=Timeouts(
+        connect=2, read=5, first_token=5, stream_idle=5, deadline=1.0))
+    texts: list[str] = []
+
+    def take(event: Any) -> None:
+        if isinstance(event, TextDelta):
+            texts.append(event.text)
+            time.sleep(1.3)  # the caller's own work, past the deadline
+
+    def run_sync(url: str) -> None:
+        with Client(url, **options) as client, client.stream_chat(HELLO) as stream:
+            for event in stream:
+                take(event)
+
+    async def run_async(url: str) -> None:
+        async with AsyncClient(url, **options) as client, client.stream_chat(HELLO) as stream:
+            async for event in stream:
+                take(event)
+
+    with trickling_server(script) as (url, _), pytest.raises(E.StreamStalled) as caught:
+        run_sync(url) if shell == "sync" else asyncio.run(run_async(url))
+    err = caught.value
+    assert err.phase == "deadline" and err.message == "call deadline passed mid-answer", err
+    assert texts == ["Hi"] and err.partial.text == "Hi", (texts, err.partial)
+    assert_context(err, f"{url}/v1/chat/completions", MODEL, "1/1")
 
 
 @pytest.mark.harness_api
