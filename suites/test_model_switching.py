@@ -331,6 +331,54 @@ def test_a_cancel_after_the_whole_stream_arrived_keeps_all_of_it(shell: str,
     record_property("evidence", f"{shell}: {err.message}, kept {err.partial.text!r}")
 
 
+def _http_chunk(data: bytes) -> bytes:
+    return f"{len(data):x}\r\n".encode() + data + b"\r\n"
+
+
+#: The stream in HTTP chunks, one per event, sent in one write: the client reads them all at
+#: once, and its HTTP layer then hands them over one by one without waiting on the socket.
+CHUNKED_STREAM = (response_head("text/event-stream", "transfer-encoding: chunked")
+                  + b"".join(_http_chunk(frame + b"\n\n") for frame in WHOLE_STREAM.split(
+                      b"\n\n") if frame) + b"0\r\n\r\n")
+
+
+@pytest.mark.harness_api
+@pytest.mark.parametrize("shell", ["sync", "async"])
+def test_nothing_is_delivered_after_the_cut(shell: str, record_property: Any) -> None:
+    """Gap: mid-request model switching. The cut lands at once: after the caller's
+    ``switch_model(inflight="cancel")`` the stream yields no further event, even when the
+    rest of the stream is already in the client's buffers, and the partial output is exactly
+    what was delivered."""
+    events: list[str] = []
+
+    def on_event(client: Client | AsyncClient, event: Any) -> None:
+        if isinstance(event, TextDelta):
+            events.append(event.text)
+            if len(events) == 1:
+                client.switch_model("google/gemma-3-4b", inflight="cancel")
+
+    def run_sync(url: str) -> None:
+        with Client(url, model=RAW_MODEL, retry=RetryPolicy.none(), timeout=10.0) as client, \
+                client.stream_chat(STORY) as stream:
+            for event in stream:
+                on_event(client, event)
+
+    async def run_async(url: str) -> None:
+        async with AsyncClient(url, model=RAW_MODEL, retry=RetryPolicy.none(),
+                               timeout=10.0) as client, client.stream_chat(STORY) as stream:
+            async for event in stream:
+                on_event(client, event)
+
+    with trickling_server(lambda conn: conn.sendall(CHUNKED_STREAM)) as (url, _), \
+            pytest.raises(ModelSwitched) as caught:
+        run_sync(url) if shell == "sync" else asyncio.run(run_async(url))
+    err = caught.value
+    assert events == ["All of it "], events
+    assert err.partial.text == "All of it " and err.partial.chunks == 1, err.partial
+    assert err.message == "cut off by switch_model(inflight='cancel')", err.message
+    record_property("evidence", f"{shell}: {err.message} after {events!r}")
+
+
 @pytest.mark.harness_api
 @pytest.mark.parametrize("shell", ["sync", "async"])
 def test_a_cancelled_plain_call_never_returns_its_late_answer(shell: str,
