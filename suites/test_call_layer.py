@@ -278,7 +278,8 @@ def raw_deflate_stored_first(body: bytes) -> bytes:
 
 # "deflate-raw*" are labelled "deflate" but sent without the zlib wrapper, as some servers do.
 COMPRESS = {"gzip": gzip.compress, "x-gzip": gzip.compress, "deflate": zlib.compress,
-            "deflate-raw": raw_deflate, "deflate-raw-stored-first": raw_deflate_stored_first}
+            "deflate-raw": raw_deflate, "deflate-raw-stored-first": raw_deflate_stored_first,
+            "identity": bytes}  # "identity" names no encoding at all
 
 
 def _encoded_server(encoding: str, body: bytes, pieces: bool = False
@@ -318,6 +319,23 @@ def test_a_compressed_answer_is_read(make_subject: Any, encoding: str, pieces: b
     assert error is None, f"a {encoding} answer was refused: {error!r}"
     assert Answer.of(value).text == "compressed héllo"
     record_property("evidence", f"{encoding}: {Answer.of(value).text!r}")
+
+
+@pytest.mark.subject_needs("sync")
+def test_an_answer_in_an_encoding_not_asked_for_is_refused_naming_it(
+        make_subject: Any, record_property: Any) -> None:
+    """A proxy that answers in an encoding the client never advertised (Brotli, ``br``) sent
+    something the client cannot read: an error naming the server, the model and the
+    encoding, not a parse error about garbage."""
+    model = "qwen/qwen3-4b"
+    body = b"\x1b\x2f\x00\xf8\x25\x00\xa2\x00" * 8  # bytes that are not JSON, as br's are
+    with trickling_server(_encoded_server("br", body)) as (url, _):
+        subject = make_subject(url, model=model, timeout=10.0)
+        value, error, _ = outcome(lambda: subject.chat(HELLO, model=model), 30)
+    refused(value, error, "an answer in br")
+    found = assert_failure_names_request(Outcome(error=error), url, model)
+    assert "'br'" in str(error) or '"br"' in str(error), str(error)
+    record_property("evidence", found)
 
 
 @pytest.mark.subject_needs("sync")
