@@ -730,3 +730,23 @@ def test_a_redirect_loop_is_a_typed_error_naming_the_call(shell: str) -> None:
     assert err.message == (f"transport failure with 127.0.0.1:{url.rsplit(':', 1)[1]}: "
                            "Exceeded maximum allowed redirects."), err.message
     assert err.method == "GET" and err.url == f"{url}/v1/models" and len(hits) == 21
+
+
+@pytest.mark.harness_api
+@pytest.mark.parametrize("shell", SHELLS)
+@pytest.mark.parametrize("status", [300, 307, 308])
+def test_a_redirected_post_is_not_sent_again(shell: str, status: int) -> None:
+    """Gap: error messages need more context. A POST answered with a redirect (a proxy moved
+    the API) is not re-sent to the new address, which would run the request twice: it ends as
+    ``Redirected`` with the status, the location and advice, naming the call it refused."""
+    moved = "http://127.0.0.1:9/v1/chat/completions"
+    redirect = pieces(f"HTTP/1.1 {status} Moved\r\nlocation: {moved}\r\ncontent-length: 0\r\n"
+                      "connection: close\r\n\r\n".encode(), gap=0.0)
+    with trickling_server(redirect) as (url, hits):
+        err = failure_on(shell, url, False, LIMITS)
+    assert type(err) is E.Redirected and err.status == status and err.location == moved, err
+    assert err.message == (f"redirected ({status}) to {moved}; a POST is not re-sent to another "
+                           "URL (it would repeat the request); point base_url at the final "
+                           "address"), err.message
+    assert_context(err, f"{url}/v1/chat/completions", MODEL, "1/1")
+    assert len(hits) == 1
