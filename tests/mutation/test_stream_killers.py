@@ -12,7 +12,7 @@ import pytest
 from harness.client import request
 from harness.client._httpx import CURRENT, _bounded
 from harness.client.config import Timeouts
-from harness.client.errors import RequestContext
+from harness.client.errors import LMStudioTimeout, RequestContext, StreamStalled
 from harness.client.stream import ResponseReader, where
 
 
@@ -77,3 +77,21 @@ def test_a_write_or_connect_is_bounded_by_what_is_left_of_the_deadline() -> None
             _bounded(30.0, read=False)
     finally:
         CURRENT.reset(token)
+
+
+def test_bytes_that_arrive_after_the_limit_are_late_at_their_arrival() -> None:
+    """Headers or a read handed over after ``read_by`` (the transport's read raced the
+    limit) are a timeout, timed at the instant they were handed over."""
+    clock = [0.0]
+    late = reader(lambda: clock[0])
+    clock[0] = late.read_by() + 0.5
+    with pytest.raises(LMStudioTimeout) as caught:
+        late.head(200, {"content-type": "text/event-stream"})
+    assert caught.value.phase == "first-token" and caught.value.elapsed == clock[0]
+    clock[0] = 0.0
+    on_time = reader(lambda: clock[0])
+    on_time.head(200, {"content-type": "text/event-stream"})
+    clock[0] = on_time.read_by() + 0.25
+    with pytest.raises(StreamStalled) as stalled:
+        on_time.feed(b"data: {}\n\n")
+    assert stalled.value.phase == "first-token" and stalled.value.elapsed == clock[0]
