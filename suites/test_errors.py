@@ -505,6 +505,7 @@ def test_a_late_answer_says_which_limit_it_passed(case: str, shell: str,
         err = failure_on(shell, url, stream, LIMITS)
     assert type(err) is kind, repr(err)
     assert isinstance(err, E.LMStudioTimeout) and err.phase == phase and err.limit == 0.3
+    assert 0.3 <= err.elapsed < 10, err.elapsed  # the limit passed, the deadline did not
     assert err.message == message.format(host=url.removeprefix("http://")), err.message
     assert_context(err, f"{url}/v1/chat/completions", MODEL, "1/1")
     if case == "idle-after-a-token":
