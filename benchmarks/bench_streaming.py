@@ -156,8 +156,9 @@ def parse_only(loads: Callable[[Any], Any], parts: list[bytes], *, per_line: boo
         SSEDecoder.feed_messages = lambda self, chunk: ([], self.feed(chunk))  # type: ignore[method-assign]
     try:
         call = request.chat("http://bench", MSG, MODEL, {}, stream=True)
+        now = time.perf_counter()
         reader = ResponseReader(call, call.context(1, 1, 0.0), Timeouts(),
-                                deadline_at=time.perf_counter() + 600)
+                                deadline_at=now + 600, started=now)
         start = time.perf_counter()
         reader.head(200, {"content-type": "text/event-stream"})
         for part in parts:

@@ -550,8 +550,8 @@ def test_a_stream_torn_inside_its_last_event_says_so(shell: str, record_property
 @pytest.mark.parametrize("shell", ["sync", "async"])
 def test_a_stream_cut_after_a_lone_cr_event_keeps_its_text(shell: str) -> None:
     """The connection closes right after an event ended by lone CRs, before any end signal:
-    the stream is interrupted, and the text of that last event (dispatched at the end of the
-    body) is in the partial output with the rest."""
+    the stream is interrupted for that reason (the end of the body completed the event: none
+    was cut in the middle), and the text of that last event is in the partial output."""
     from harness.client import AsyncClient, Client, RetryPolicy, TextDelta
     from harness.client.errors import StreamInterrupted
 
@@ -574,6 +574,7 @@ def test_a_stream_cut_after_a_lone_cr_event_keeps_its_text(shell: str) -> None:
             pytest.raises(StreamInterrupted) as caught:
         run_sync(url) if shell == "sync" else asyncio.run(run_async(url))
     err = caught.value
+    assert err.message == "stream ended before the server's end signal", err.message
     assert err.partial.text == "Hello world" and err.partial.chunks == 2, err.partial
     assert texts[:1] == ["Hello"] and err.partial.text.startswith("".join(texts)), texts
 

@@ -21,7 +21,8 @@ Driving it from a transport that is not httpx (the Locust user, a raw socket)::
     call = request.chat(base_url, messages, model, params, stream=True)
     attempts = Attempts(call, policy, timeouts.deadline, budget)
     ctx = attempts.begin()
-    reader = ResponseReader(call, ctx, timeouts, deadline_at=attempts.deadline_at)
+    reader = ResponseReader(call, ctx, timeouts, deadline_at=attempts.deadline_at,
+                            started=attempts.started)
     sock.settimeout(reader.timeout())            # before every blocking read or write
     sock.sendall(head + call.body)               # the request, as the transport frames it
     reader.sent()                                # limits before the headers count from here
@@ -31,9 +32,9 @@ Driving it from a transport that is not httpx (the Locust user, a raw socket)::
     trailing = reader.eof()                      # at the end of the body
     result = reader.result                       # ChatResult, or (ctx, json, timings)
 
-On a socket error call ``reader.transport_failure(kind, detail)`` with ``kind`` one of
-``TRANSPORT_KINDS`` and raise what it returns; on a timeout, ``reader.timed_out()``. Pass the
-error to ``attempts.failed(err)`` for the wait before the next attempt.
+On a socket error, a timeout included, call ``reader.transport_failure(kind, detail)`` with
+``kind`` one of ``TRANSPORT_KINDS`` and raise what it returns. Pass the error to
+``attempts.failed(err)`` for the wait before the next attempt.
 """
 
 from __future__ import annotations
@@ -141,14 +142,14 @@ class ResponseReader:
                  "pool_size", "result", "started", "status")
 
     def __init__(self, call: Call, ctx: RequestContext, limits: Timeouts, *,
-                 deadline_at: float, started: float | None = None, clock: Clock = time.perf_counter,
+                 deadline_at: float, started: float, clock: Clock = time.perf_counter,
                  cancelled: Callable[[], bool] | None = None, pool_size: int | None = None
                  ) -> None:
         self.call, self.ctx, self.limits, self._clock = call, ctx, limits, clock
         self.deadline_at = deadline_at
         self._sent = self._last = clock()
         # When the whole call started (elapsed in errors counts from here, retries included).
-        self.started = self._sent - ctx.elapsed if started is None else started
+        self.started = started
         self._cancelled = cancelled
         self.pool_size = pool_size
         self.mode = _HEAD
@@ -294,9 +295,13 @@ class ResponseReader:
                 result = assembler.finish(now)
             else:
                 partial_event = sse.has_partial_event  # type: ignore[union-attr]
-                for event in sse.flush():  # type: ignore[union-attr]
+                # The end of the body ends a line held for a CR's LF: that may complete the
+                # event (then none is partial).
+                flushed = sse.flush()  # type: ignore[union-attr]
+                for event in flushed:
                     out.extend(assembler.feed(event, now))
-                result = assembler.finish(now, eof_with_partial_event=partial_event)
+                result = assembler.finish(now, eof_with_partial_event=partial_event
+                                          and not flushed)
             protocol.check_answer(self.context(now), result,
                                   tools_offered=self.call.tools_offered,
                                   check_ids=self.call.stream != "native")
@@ -323,11 +328,8 @@ class ResponseReader:
         text = b"".join(self._body)[:4096].decode("utf-8", "replace")
         return PartialOutput(text=text, chunks=len(self._body))
 
-    def timed_out(self) -> LMStudioError:
-        """The error for a read (or write) that hit ``read_by``."""
-        return self._timed_out(self._clock())
-
     def _timed_out(self, now: float) -> LMStudioError:
+        """The error for a read (or write) that hit ``read_by``."""
         ctx, mode, limits = self.context(now), self.mode, self.limits
         host = where(self.call.url)
         if self.read_by() >= self.deadline_at:

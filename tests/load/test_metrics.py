@@ -46,7 +46,7 @@ def _run(reads: list[Any], t_send: float) -> RequestRecord:
     clock = StampClock()
     clock.now = t_send
     reader = ResponseReader(call, call.context(1, 1, 0.0), LIMITS, deadline_at=math.inf,
-                            clock=clock)
+                            started=t_send, clock=clock)
     reader.head(200, {"content-type": "text/event-stream"})
     rec = RequestRecord(endpoint="chat", model="m", stream=True, t_intended=to_epoch(t_send),
                         t_send=to_epoch(t_send))
