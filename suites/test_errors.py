@@ -665,11 +665,15 @@ def test_a_connection_closed_before_any_answer_says_so(shell: str) -> None:
 
 @pytest.mark.harness_api
 @pytest.mark.parametrize("shell", SHELLS)
-def test_a_stream_answered_with_a_plain_body_is_no_answer(shell: str) -> None:
+@pytest.mark.parametrize("labelled", [True, False], ids=["json", "no-content-type"])
+def test_a_stream_answered_with_a_plain_body_is_no_answer(shell: str, labelled: bool) -> None:
     """Gap: no streaming model handling. A streamed request answered with a plain (complete,
-    valid) JSON answer, as some proxies do, is not taken for a stream: a ``BadResponse`` that
-    says what came instead, with the status."""
-    answer = pieces(response_head("application/json", f"content-length: {len(BIG)}"), BIG)
+    valid) JSON answer, as some proxies do, labelled or with no ``Content-Type`` at all, is
+    not taken for a stream: a ``BadResponse`` that says what came instead, with the status."""
+    head = (response_head("application/json", f"content-length: {len(BIG)}") if labelled else
+            f"HTTP/1.1 200 OK\r\ncontent-length: {len(BIG)}\r\nconnection: close\r\n\r\n"
+            .encode())
+    answer = pieces(head, BIG)
     with trickling_server(answer) as (url, _):
         err = failure_on(shell, url, True, LIMITS)
     assert type(err) is E.BadResponse and err.status == 200, repr(err)
