@@ -755,3 +755,77 @@ def test_a_redirected_post_is_not_sent_again(shell: str, status: int) -> None:
                            "address"), err.message
     assert_context(err, f"{url}/v1/chat/completions", MODEL, "1/1")
     assert len(hits) == 1
+
+
+@pytest.mark.harness_api
+@pytest.mark.parametrize("shell", SHELLS)
+@pytest.mark.parametrize("stream", [False, True], ids=["plain", "stream"])
+def test_a_slow_upload_does_not_count_against_the_first_token(shell: str, stream: bool) -> None:
+    """Gap: error messages need more context (a limit that says what it measures). A 16 MB
+    prompt to a server busy for 1.5 s waits in the client's send; the time to first token
+    (0.8 s here, ``read`` for a plain answer) counts from the last byte sent, so the prompt's
+    own upload never makes a prompt answer late."""
+    ok_stream = response_head("text/event-stream") + sse_chunk("Hi") + (
+        b'data: {"id": "c", "object": "chat.completion.chunk", "model": "' + MODEL.encode()
+        + b'", "choices": [{"index": 0, "delta": {}, "finish_reason": "stop"}]}\n\n'
+          b"data: [DONE]\n\n")
+    ok_plain = response_head("application/json", f"content-length: {len(BIG)}") + BIG
+    big = [{"role": "user", "content": "x" * (16 << 20)}]
+    options: dict[str, Any] = dict(model=MODEL, retry=RetryPolicy.none(), timeout=Timeouts(
+        connect=2, read=0.8, first_token=0.8, stream_idle=5, deadline=30))
+
+    def run_sync(url: str) -> str:
+        with Client(url, **options) as client:
+            if stream:
+                with client.stream_chat(big) as s:
+                    return s.result().text
+            return client.chat(big).text
+
+    async def run_async(url: str) -> str:
+        async with AsyncClient(url, **options) as client:
+            if stream:
+                async with client.stream_chat(big) as s:
+                    return (await s.result()).text
+            return (await client.chat(big)).text
+
+    answer = ok_stream if stream else ok_plain
+    with trickling_server(lambda conn: conn.sendall(answer), busy_s=1.5) as (url, hits):
+        started = time.perf_counter()
+        text = run_sync(url) if shell == "sync" else asyncio.run(run_async(url))
+        took = time.perf_counter() - started
+    assert text and len(hits) == 1 and took >= 1.5, (text[:40], hits, took)
+
+
+@pytest.mark.harness_api
+@pytest.mark.parametrize("shell", SHELLS)
+@pytest.mark.parametrize("ends", ["write-limit", "deadline"])
+def test_a_send_the_server_does_not_take_says_so(shell: str, ends: str) -> None:
+    """Gap: error messages need more context. A 16 MB prompt to a server that takes none of it
+    ends at the send's own limit (``write``, 0.5 s) or at the call's deadline (0.6 s), and the
+    error says the request was being sent, not that no answer came."""
+    big = [{"role": "user", "content": "x" * (16 << 20)}]
+    limits = (Timeouts(connect=2, write=0.5, read=5, first_token=5, deadline=10)
+              if ends == "write-limit" else
+              Timeouts(connect=2, write=30, read=5, first_token=5, deadline=0.6))
+    options: dict[str, Any] = dict(model=MODEL, retry=RetryPolicy.none(), timeout=limits)
+
+    def run_sync(url: str) -> None:
+        with Client(url, **options) as client:
+            client.chat(big)
+
+    async def run_async(url: str) -> None:
+        async with AsyncClient(url, **options) as client:
+            await client.chat(big)
+
+    with trickling_server(lambda conn: None, busy_s=3.0) as (url, _), \
+            pytest.raises(E.LMStudioTimeout) as caught:
+        run_sync(url) if shell == "sync" else asyncio.run(run_async(url))
+    err = caught.value
+    host = url.removeprefix("http://")
+    if ends == "write-limit":
+        assert (err.phase, err.limit) == ("write", 0.5), repr(err)
+        assert err.message == f"sending the request to {host} timed out", err.message
+    else:
+        assert err.phase == "deadline" and 0.5 <= err.limit <= 0.7, repr(err)  # type: ignore
+        assert err.message == f"call deadline passed sending to {host}", err.message
+    assert_context(err, f"{url}/v1/chat/completions", MODEL, "1/1")

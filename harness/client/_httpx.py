@@ -45,6 +45,7 @@ def default_limits() -> httpx.Limits:
 _TABLE: tuple[tuple[type[Exception], TransportKind], ...] = (
     (httpx.PoolTimeout, "pool"),
     (httpx.ConnectTimeout, "connect-timeout"),
+    (httpx.WriteTimeout, "write-timeout"),
     (httpx.TimeoutException, "timeout"),
     (httpx.ConnectError, "connect"),
     (httpx.RemoteProtocolError, "lost"),
@@ -120,11 +121,15 @@ def parsed_url(url: str) -> httpx.URL:
 
 
 def timeout_for(reader: ResponseReader) -> httpx.Timeout:
-    """The per-request httpx timeouts of an attempt (the backend then tightens reads)."""
+    """The per-request httpx timeouts of an attempt: reads end at the reader's limit, connects
+    and writes at their own within the deadline (the backend then tightens each operation).
+    A write is not bounded by the time to first token, which counts from its end."""
     limits = reader.limits
-    read = reader.timeout() or 0.001
-    return httpx.Timeout(connect=min(limits.connect, read), read=read,
-                         write=min(limits.write, read), pool=reader.pool_timeout() or 0.001)
+    left = reader.deadline_left()
+    return httpx.Timeout(connect=max(min(limits.connect, left), 0.001),
+                         read=reader.timeout() or 0.001,
+                         write=max(min(limits.write, left), 0.001),
+                         pool=reader.pool_timeout() or 0.001)
 
 
 def _bounded(timeout: float | None, *, read: bool = True) -> float | None:

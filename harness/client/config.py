@@ -24,6 +24,7 @@ class Timeouts:
     """Seconds, each bounding one phase of a call:
 
     - ``connect``: opening a TCP connection;
+    - ``write``: sending the request (a large prompt to a server that is not taking it);
     - ``pool``: waiting for a free pooled connection (``None``: as long as the deadline allows);
     - ``read``: headers, or a whole non-streamed body (JIT loads take tens of seconds);
     - ``first_token``: from sending a streamed request to its first token: covers a JIT load

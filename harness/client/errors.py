@@ -4,8 +4,8 @@
      ├── ValidationError(ValueError)    bad input caught before any I/O (names the field)
      ├── TransportError                 nothing usable came back
      │    ├── ConnectError              refused, unresolvable, reset before any response byte
-     │    └── LMStudioTimeout(TimeoutError)   .phase: pool | connect | read | first-token |
-     │                                  stream-idle | deadline
+     │    └── LMStudioTimeout(TimeoutError)   .phase: pool | connect | write | read |
+     │                                  first-token | stream-idle | deadline
      ├── HTTPStatusError                a 4xx/5xx status (.status, .server_message, .retry_after)
      │    ├── RateLimited               429, with .retry_after
      │    ├── AuthenticationError       401 (LM Studio's token envelope)
@@ -195,7 +195,7 @@ class ConnectError(TransportError):
 
 
 class LMStudioTimeout(TransportError, TimeoutError):
-    """A time limit passed; ``phase`` says which: connect, read, stream-idle or deadline."""
+    """A time limit passed; ``phase`` says which (see the tree above)."""
 
     def __init__(self, message: str, *, phase: str, limit: float | None = None, **kw: Any) -> None:
         super().__init__(message, **kw)

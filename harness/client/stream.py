@@ -69,10 +69,10 @@ from harness.client.request import Call
 from harness.client.sse import SSEDecoder
 
 Clock = Callable[[], float]
-TransportKind = Literal["pool", "connect-timeout", "timeout", "resolve", "connect", "lost",
-                        "other"]
-TRANSPORT_KINDS: tuple[TransportKind, ...] = ("pool", "connect-timeout", "timeout", "resolve",
-                                              "connect", "lost", "other")
+TransportKind = Literal["pool", "connect-timeout", "write-timeout", "timeout", "resolve",
+                        "connect", "lost", "other"]
+TRANSPORT_KINDS: tuple[TransportKind, ...] = ("pool", "connect-timeout", "write-timeout",
+                                              "timeout", "resolve", "connect", "lost", "other")
 
 _HEAD, _BODY, _ERROR_BODY, _STREAM, _DONE = range(5)
 _ASSEMBLERS = {"chat": protocol.ChatStreamAssembler, "native": NativeToolAssembler,
@@ -380,8 +380,6 @@ class ResponseReader:
             return self._switched(now)  # switch_model closed the socket under the read
         ctx, host = self.context(now), where(self.call.url)
         text = redact(detail)
-        if kind == "timeout":
-            return self._timed_out(now)
         if kind == "pool":
             # Only a pooled transport reports "pool", and it passes its size.
             return LMStudioTimeout(
@@ -392,6 +390,14 @@ class ResponseReader:
         if kind == "connect-timeout":
             return LMStudioTimeout(f"connect to {host} timed out", phase="connect",
                                    limit=self.limits.connect, context=ctx)
+        if kind == "write-timeout":  # a server not taking the request
+            if self._sent + self.limits.write < self.deadline_at:  # the send's own limit
+                return LMStudioTimeout(f"sending the request to {host} timed out",
+                                       phase="write", limit=self.limits.write, context=ctx)
+            return LMStudioTimeout(f"call deadline passed sending to {host}", phase="deadline",
+                                   limit=self.deadline_at - self.started, context=ctx)
+        if kind == "timeout":
+            return self._timed_out(now)
         if kind == "resolve":
             hostname = urlsplit(self.call.url).hostname
             return ConnectError(f"cannot resolve host {hostname!r} ({text})", context=ctx)

@@ -10,6 +10,7 @@ import os
 import re
 import socket
 import threading
+import time
 from collections.abc import Awaitable, Callable, Iterator
 from contextlib import contextmanager
 from dataclasses import dataclass, field
@@ -246,12 +247,15 @@ def response_head(content_type: str, *fields: str) -> bytes:
 
 
 @contextmanager
-def trickling_server(script: Callable[[socket.socket], None]) -> Iterator[tuple[str, list[int]]]:
+def trickling_server(script: Callable[[socket.socket], None], *, busy_s: float = 0.0
+                     ) -> Iterator[tuple[str, list[int]]]:
     """A raw loopback server answering every request with ``script``; yields (url, hits).
 
     The request is read whole (head and ``Content-Length`` body) before ``script`` runs: a
     socket closed with unread bytes sends a reset instead of an end of stream, and the client
-    would see a lost connection where the script meant a clean end of the body."""
+    would see a lost connection where the script meant a clean end of the body. With
+    ``busy_s`` the server reads nothing of a connection for that long first (a busy server:
+    a large request then waits in the client's send)."""
     listener = socket.create_server(("127.0.0.1", 0))
     listener.settimeout(0.1)
     hits: list[int] = []
@@ -260,7 +264,8 @@ def trickling_server(script: Callable[[socket.socket], None]) -> Iterator[tuple[
     def serve(conn: socket.socket) -> None:
         with conn:
             try:
-                conn.settimeout(5)
+                conn.settimeout(5 + busy_s)
+                time.sleep(busy_s)
                 data = b""
                 while b"\r\n\r\n" not in data:
                     piece = conn.recv(65536)
