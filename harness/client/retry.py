@@ -82,12 +82,11 @@ class RetryPolicy:
         return cls(max_attempts=1)
 
     def is_retryable(self, error: BaseException) -> bool:
-        """Connect errors and resets before any response byte, connect/write/read timeouts
-        before any byte (a request the server never took whole is safe to send again), and the
-        transient statuses. Never a deadline, a full pool, a validation error, a deterministic
-        rejection, or anything after a response had started."""
+        """Connect errors and resets before any response byte, connect/read timeouts before any
+        byte, and the transient statuses. Never a deadline, a full pool, a validation error, a
+        deterministic rejection, or anything after a response had started."""
         if isinstance(error, LMStudioTimeout):
-            return error.phase in ("connect", "write", "read")
+            return error.phase in ("connect", "read")
         if isinstance(error, ConnectError):
             return True
         if isinstance(error, ServerRejected):
