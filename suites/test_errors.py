@@ -499,10 +499,15 @@ def test_a_late_answer_says_which_limit_it_passed(case: str, shell: str,
     """Gap: error messages need more context ("Timeout doesn't specify which request timed
     out"). Whatever part of the answer is late (the headers of a plain answer or of a stream,
     the rest of a body, the first token, the next one), the timeout says which limit it passed,
-    with its phase and value, naming the server; a stream keeps what it had delivered."""
+    with its phase and value, naming the server; a stream keeps what it had delivered. Only
+    the limit that applies is short (0.3 s, the others 5 s): the one the client watched."""
     script, stream, kind, phase, message = LATE[case]
+    applies = {"read": "read", "body": "read", "first-token": "first_token",
+               "stream-idle": "stream_idle"}[phase]
+    limits = Timeouts(connect=2, deadline=10, **{
+        name: 0.3 if name == applies else 5.0 for name in ("read", "first_token", "stream_idle")})
     with trickling_server(script) as (url, _):
-        err = failure_on(shell, url, stream, LIMITS)
+        err = failure_on(shell, url, stream, limits)
     assert type(err) is kind, repr(err)
     assert isinstance(err, E.LMStudioTimeout) and err.phase == phase and err.limit == 0.3
     assert 0.3 <= err.elapsed < 10, err.elapsed  # the limit passed, the deadline did not
@@ -599,15 +604,19 @@ def test_a_url_without_a_port_is_named_with_its_default_port(scheme: str, port: 
 
 @pytest.mark.harness_api
 @pytest.mark.parametrize("shell", SHELLS)
-def test_a_full_connection_pool_says_so(shell: str, record_property: Any) -> None:
+@pytest.mark.parametrize("ends", ["pool", "deadline"])
+def test_a_full_connection_pool_says_so(shell: str, ends: str, record_property: Any) -> None:
     """Gap: error messages need more context, and races under concurrency. With every pooled
     connection busy (a pool of one, held by a slow answer), the next call waits ``pool``
-    seconds for one and then fails as a ``pool`` timeout that says the pool is full and what to
-    do, naming the server; it is not retried (another attempt would queue the same way)."""
+    seconds for one (0.2 here; by default as long as its deadline allows, 0.6 here) and then
+    fails as a ``pool`` timeout that says the pool is full and what to do, naming the server;
+    it is not retried (another attempt would queue the same way)."""
     busy = pieces(response_head("application/json", f"content-length: {len(BIG)}"), BIG[:100],
                   then_wait=1.5)
     limits = httpx.Limits(max_connections=1, max_keepalive_connections=1)
-    timeout = Timeouts(connect=2, read=5, pool=0.2, deadline=10)
+    timeout = Timeouts(connect=2, read=5, deadline=10)
+    waiting = (Timeouts(connect=2, read=5, pool=0.2, deadline=10) if ends == "pool" else
+               Timeouts(connect=2, read=5, deadline=0.6))
     with trickling_server(busy) as (url, hits):
         host = url.removeprefix("http://")
         if shell == "sync":
@@ -622,7 +631,7 @@ def test_a_full_connection_pool_says_so(shell: str, record_property: Any) -> Non
                 while not hits and time.monotonic() < until:
                     time.sleep(0.01)
                 with pytest.raises(E.LMStudioTimeout) as caught:
-                    client.chat(HELLO)
+                    client.with_options(timeout=waiting).chat(HELLO)
                 holder.join(10)
         else:
             async def run() -> pytest.ExceptionInfo[E.LMStudioTimeout]:
@@ -632,14 +641,14 @@ def test_a_full_connection_pool_says_so(shell: str, record_property: Any) -> Non
                     while not hits and time.monotonic() < until:
                         await asyncio.sleep(0.01)
                     with pytest.raises(E.LMStudioTimeout) as inner:
-                        await c.chat(HELLO)
+                        await c.with_options(timeout=waiting).chat(HELLO)
                     with contextlib.suppress(E.LMStudioError):
                         await holder
                     return inner
 
             caught = asyncio.run(run())
     err = caught.value
-    assert err.phase == "pool" and err.limit == 0.2 and err.attempt == 1, repr(err)
+    assert err.phase == "pool" and err.limit == waiting.pool and err.attempt == 1, repr(err)
     assert err.message == (f"waiting for a connection: all 1 connections of the client's pool "
                            f"to {host} busy (raise limits.max_connections, or run fewer calls "
                            "at once)"), err.message

@@ -94,3 +94,15 @@ def test_bytes_that_arrive_after_the_limit_are_late_at_their_arrival() -> None:
     with pytest.raises(StreamStalled) as stalled:
         on_time.feed(b"data: {}\n\n")
     assert stalled.value.phase == "first-token" and stalled.value.elapsed == clock[0]
+
+
+def test_a_passed_limit_leaves_no_time_to_wait() -> None:
+    """Once ``read_by`` (or the deadline) has passed, a transport may block for 0 s, never for
+    a negative time (a socket refuses it) nor for any time at all."""
+    clock = [0.0]
+    late = reader(lambda: clock[0])  # read_by 1 (first_token), deadline 9, pool unbounded
+    assert late.timeout() == 1.0 and late.pool_timeout() == 9.0
+    clock[0] = 3.0
+    assert late.timeout() == 0.0
+    clock[0] = 12.0
+    assert late.pool_timeout() == 0.0
