@@ -78,6 +78,25 @@ def outcome(run: Callable[[], Any], limit: float) -> tuple[Any, BaseException | 
     return box.get("value"), box.get("error"), took
 
 
+MODEL = "qwen/qwen3-4b"
+
+
+def answered_with(make_subject: Any, wire: bytes, shape: str, *, timeout: float
+                  ) -> tuple[Any, BaseException | None, str, list[int]]:
+    """One call of a subject, plain or streamed (``shape``), to a raw server that answers
+    with the bytes ``wire``: (value, error, the server's URL, its hits)."""
+    with trickling_server(lambda conn: conn.sendall(wire)) as (url, hits):
+        subject = make_subject(url, model=MODEL, timeout=timeout)
+
+        def run() -> Any:
+            if shape == "stream":
+                return collect(subject.stream_chat(HELLO, model=MODEL))
+            return subject.chat(HELLO, model=MODEL)
+
+        value, error, _ = outcome(run, 4 * timeout)
+    return value, error, url, hits
+
+
 def refused(value: Any, error: BaseException | None, what: str) -> str:
     """Pass when the subject raised; fail naming what it handed over as an answer."""
     if error is None:
@@ -211,20 +230,11 @@ def test_answer_cut_mid_character_fails_naming_server_and_model(
     stream): the client raises an error naming the server and the model. A client that
     decodes what it kept strictly raises ``UnicodeDecodeError`` instead, naming neither."""
     kind, body = CUT_BODIES[shape]
-    head = response_head(kind.decode(), "content-length: 100000")
-    model = "qwen/qwen3-4b"
-    with trickling_server(lambda conn: conn.sendall(head + body)) as (url, hits):
-        subject = make_subject(url, model=model, timeout=5.0)
-
-        def run() -> Any:
-            if shape == "stream":
-                return collect(subject.stream_chat(HELLO, model=model))
-            return subject.chat(HELLO, model=model)
-
-        value, error, _ = outcome(run, 20)
+    wire = response_head(kind.decode(), "content-length: 100000") + body
+    value, error, url, hits = answered_with(make_subject, wire, shape, timeout=5.0)
     refused(value, error, f"a {shape} answer cut mid-character")
     assert hits, "the server was never asked"
-    found = assert_failure_names_request(Outcome(error=error), url, model)
+    found = assert_failure_names_request(Outcome(error=error), url, MODEL)
     record_property("evidence", found)
 
 
@@ -364,19 +374,10 @@ def test_a_200_web_page_is_refused_naming_the_call(make_subject: Any, shape: str
     """A proxy or captive portal in front of the server answers 200 with a web page (labelled
     ``text/html``, no ``<html>`` tag to sniff), asked for a plain answer or a stream: no
     answer, and the error names the server and the model."""
-    head = response_head("text/html; charset=utf-8", f"content-length: {len(PORTAL)}")
-    model = "qwen/qwen3-4b"
-    with trickling_server(lambda conn: conn.sendall(head + PORTAL)) as (url, _):
-        subject = make_subject(url, model=model, timeout=10.0)
-
-        def run() -> Any:
-            if shape == "stream":
-                return collect(subject.stream_chat(HELLO, model=model))
-            return subject.chat(HELLO, model=model)
-
-        value, error, _ = outcome(run, 30)
+    wire = response_head("text/html; charset=utf-8", f"content-length: {len(PORTAL)}") + PORTAL
+    value, error, url, _ = answered_with(make_subject, wire, shape, timeout=10.0)
     refused(value, error, f"a web page asked for a {shape} answer")
-    record_property("evidence", assert_failure_names_request(Outcome(error=error), url, model))
+    record_property("evidence", assert_failure_names_request(Outcome(error=error), url, MODEL))
 
 
 # -- a stream in unusual but valid SSE framing ---------------------------------------------------
