@@ -445,3 +445,56 @@ def test_native_server_side_tool_calls_stream_through_whole(shell: str,
     assert [e.text for e in events if isinstance(e, TextDelta)] == ["The sum is 3."]
     record_property("evidence", f"{shell}: {len(result.tool_events)} tool events, "
                                 f"answer {result.text!r}")
+
+
+def _chat_frame(delta: dict[str, Any], finish: str | None = None) -> bytes:
+    return b"data: " + json.dumps({
+        "id": "chatcmpl-slow", "object": "chat.completion.chunk", "created": 1,
+        "model": NATIVE_MODEL, "choices": [{"index": 0, "delta": delta,
+                                            "finish_reason": finish}]}).encode() + b"\n\n"
+
+
+@pytest.mark.harness_api
+@pytest.mark.parametrize("shell", ["sync", "async"])
+def test_a_caller_slower_than_the_idle_limit_is_not_a_stalled_server(
+        shell: str, record_property: Any) -> None:
+    """Gap: no streaming model handling (a stall taken for what it is not). The server sends
+    every token on time (0.05 s apart); the caller spends 0.5 s over each, longer than the
+    0.3 s idle limit. The limit measures the server's silence while the client waits, so the
+    stream is read whole, not cut off as "stalled" by the caller's own slowness."""
+    words = ["One ", "two ", "three."]
+
+    def script(conn: Any) -> None:
+        conn.sendall(response_head("text/event-stream")
+                     + _chat_frame({"role": "assistant", "content": words[0]}))
+        for word in words[1:]:
+            time.sleep(0.05)
+            conn.sendall(_chat_frame({"content": word}))
+        time.sleep(0.05)
+        conn.sendall(_chat_frame({}, "stop") + b"data: [DONE]\n\n")
+
+    options: dict[str, Any] = dict(model=NATIVE_MODEL, retry=RetryPolicy.none(), timeout=Timeouts(
+        read=5, first_token=5, stream_idle=0.3, deadline=30))
+    texts: list[str] = []
+
+    def take(event: Any) -> None:
+        if isinstance(event, TextDelta):
+            texts.append(event.text)
+            time.sleep(0.5)  # the caller's own work on each token
+
+    def run_sync(url: str) -> Any:
+        with Client(url, **options) as client, client.stream_chat(STORY) as stream:
+            for event in stream:
+                take(event)
+            return stream.result()
+
+    async def run_async(url: str) -> Any:
+        async with AsyncClient(url, **options) as client, client.stream_chat(STORY) as stream:
+            async for event in stream:
+                take(event)
+            return await stream.result()
+
+    with trickling_server(script) as (url, _):
+        result = run_sync(url) if shell == "sync" else asyncio.run(run_async(url))
+    assert texts == words and result.text == "".join(words), (texts, result.text)
+    record_property("evidence", f"{shell}: {len(texts)} tokens at 0.5 s each, idle limit 0.3 s")

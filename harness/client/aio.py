@@ -176,6 +176,7 @@ class AsyncClient(ClientRules):
                 events = reader.feed(data)
                 if events:
                     yield events
+                    reader.resumed()
             events = reader.eof()
             if reader.streaming_ended:
                 # The end signal arrived: read the body's own end too (briefly), so the server

@@ -29,9 +29,10 @@ class Timeouts:
     - ``read``: headers, or a whole non-streamed body (JIT loads take tens of seconds);
     - ``first_token``: from sending a streamed request to its first token: covers a JIT load
       plus the prefill of a long prompt, during which LM Studio sends nothing;
-    - ``stream_idle``: the longest silence between tokens once the first one arrived. SSE
-      comments and keep-alive whitespace do not count as data: a stream that sends only those
-      stalls all the same;
+    - ``stream_idle``: the longest silence between tokens once the first one arrived, while the
+      client waits (the caller's own time over an event does not count). SSE comments and
+      keep-alive whitespace do not count as data: a stream that sends only those stalls all
+      the same;
     - ``deadline``: the whole call, retries and backoff included, whatever the server trickles.
     """
 

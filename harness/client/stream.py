@@ -13,7 +13,8 @@ moves nothing. Which limit applies depends on the phase:
 - before the headers: ``read`` (plain answers) or ``first_token`` (streams), from sending;
 - a plain body: ``read`` from the last byte;
 - a stream: ``first_token`` from sending until the first token, then ``stream_idle`` from the
-  last event (an SSE comment is not an event);
+  last event (an SSE comment is not an event) or from the caller's return (``resumed``), if
+  later;
 - always: the call's deadline.
 
 Driving it from a transport that is not httpx (the Locust user, a raw socket)::
@@ -180,6 +181,13 @@ class ResponseReader:
         and the time to first token, count from here."""
         if self.mode == _HEAD:
             self._sent = self._last = self._clock()
+
+    def resumed(self) -> None:
+        """The caller took the last read's events and handed control back. A stream's idle
+        limit measures the server's silence, so it counts from here rather than from the last
+        event: a caller slower than ``stream_idle`` over an event finds the next one waiting,
+        not a stall. The deadline still counts the caller's time."""
+        self._last = self._clock()
 
     def deadline_left(self) -> float:
         return self.deadline_at - self._clock()

@@ -179,6 +179,7 @@ class Client(ClientRules):
                 events = reader.feed(data)
                 if events:
                     yield events
+                    reader.resumed()
             events = reader.eof()
             if reader.streaming_ended:
                 # The end signal arrived: read the body's own end too (briefly), so the server
