@@ -106,3 +106,19 @@ def test_a_passed_limit_leaves_no_time_to_wait() -> None:
     assert late.timeout() == 0.0
     clock[0] = 12.0
     assert late.pool_timeout() == 0.0
+
+
+@pytest.mark.parametrize(("write", "phase"), [(2.0, "write"), (9.0, "deadline"),
+                                              (30.0, "deadline")])
+def test_a_send_cut_short_names_the_limit_that_ended_first(write: float, phase: str) -> None:
+    """A write timeout is the send's own limit when that ends before the deadline (sent at 0,
+    deadline 9); when both end together, or the deadline first, it is the deadline."""
+    call = request.chat("http://127.0.0.1:1", [{"role": "user", "content": "hi"}], "m/x", {})
+    ctx = RequestContext("POST", call.url, "m/x", 1, 1, 0.0)
+    sending = ResponseReader(call, ctx, Timeouts(write=write, deadline=9), deadline_at=9.0,
+                             started=0.0, clock=lambda: 0.0)
+    err = sending.transport_failure("write-timeout", "timed out")
+    assert isinstance(err, LMStudioTimeout) and err.phase == phase, repr(err)
+    assert err.limit == (write if phase == "write" else 9.0)
+    assert err.message == ("sending the request to 127.0.0.1:1 timed out" if phase == "write"
+                           else "call deadline passed sending to 127.0.0.1:1")
