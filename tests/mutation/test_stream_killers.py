@@ -1,6 +1,7 @@
-"""Tests that kill the surviving mutants of ``harness/client/stream.py`` (docs/mutation.md):
-the ``host:port`` errors name when a URL gives no port (a scheme's default port), and the
-instant an error is timed at."""
+"""Tests that kill the mutants of ``harness/client/stream.py`` the suites cannot see
+(docs/mutation.md): the ``host:port`` errors name when a URL gives no port, the instant an
+error is timed at, bytes handed over after a limit, waits once a limit passed, and which limit
+ended a send, all on an injected clock."""
 
 from __future__ import annotations
 
