@@ -29,6 +29,7 @@ import pytest
 from harness.evaluate.support import (
     Outcome,
     assert_failure_names_request,
+    chat_chunk,
     prompt,
     require_emulator_behaviour,
     response_head,
@@ -381,13 +382,6 @@ def test_a_200_web_page_is_refused_naming_the_call(make_subject: Any, shape: str
 
 
 # -- a stream in unusual but valid SSE framing ---------------------------------------------------
-def _chunk(delta: dict[str, Any], finish: str | None = None) -> bytes:
-    return json.dumps({"id": "chatcmpl-sse", "object": "chat.completion.chunk", "created": 1,
-                       "model": "qwen/qwen3-4b", "choices": [
-                           {"index": 0, "delta": delta, "finish_reason": finish}]},
-                      ensure_ascii=False).encode("utf-8")
-
-
 def _odd_sse_body() -> tuple[bytes, bytes, str]:
     """Every framing the SSE standard allows and a reader can get wrong: LF, CRLF and lone CR
     line ends, ``data:`` without its space, one JSON object over two ``data`` lines, a
@@ -395,7 +389,7 @@ def _odd_sse_body() -> tuple[bytes, bytes, str]:
     ``event: message``, a blank line with no event before it; the text is multibyte, with one
     invalid byte."""
     pieces = ["Hé", "llo, ", "wörld", " 🙂 ", "日本", "!"]
-    first, second = _chunk({"role": "assistant", "content": pieces[0]}), _chunk(
+    first, second = chat_chunk({"role": "assistant", "content": pieces[0]}), chat_chunk(
         {"content": pieces[1]})
     half = second.index(b'"choices"')
     body = b"".join([
@@ -406,23 +400,23 @@ def _odd_sse_body() -> tuple[bytes, bytes, str]:
         b"data:" + second[:half] + b"\r\n",       # one object over two data lines, CRLF
         b"data: " + second[half:] + b"\r\n\r\n",
         b"retry: 1000\rfoo: bar\r",               # lone CR; fields a reader must ignore
-        b"data: " + _chunk({"content": pieces[2]}) + b"\r\r",
+        b"data: " + chat_chunk({"content": pieces[2]}) + b"\r\r",
         b": comment between events\n",
-        b"data: " + _chunk({"content": pieces[3]}) + b"\ndata\n\n",  # "data" without a colon
-        b"data:  " + _chunk({"content": pieces[4]}) + b"\n\n",       # the second space is data
-        b"data: " + _chunk({"content": pieces[5]}) + b"\r\n\r\n",
+        b"data: " + chat_chunk({"content": pieces[3]}) + b"\ndata\n\n",  # "data" without a colon
+        b"data:  " + chat_chunk({"content": pieces[4]}) + b"\n\n",       # the second space is data
+        b"data: " + chat_chunk({"content": pieces[5]}) + b"\r\n\r\n",
         # an invalid byte: the standard decodes it as U+FFFD and the stream goes on (once
         # in a plain LF frame, once in a CRLF one: readers take different paths for them)
-        b"data: " + _chunk({"content": " @@"}).replace(b"@@", b"\xff") + b"\n\n",
-        b"data: " + _chunk({"content": " @@ "}).replace(b"@@", b"\xff") + b"\r\n\r\n",
+        b"data: " + chat_chunk({"content": " @@"}).replace(b"@@", b"\xff") + b"\n\n",
+        b"data: " + chat_chunk({"content": " @@ "}).replace(b"@@", b"\xff") + b"\r\n\r\n",
     ])
     # Sent in one write: a lone CR between two data lines of one event, ended by LF LF, then
     # plain frames (a reader must not take that read for plain "data: X" frames).
-    last = _chunk({"content": "end"})
+    last = chat_chunk({"content": "end"})
     split = last.index(b'"choices"')
     whole = b"".join([
         b"data: " + last[:split] + b"\rdata: " + last[split:] + b"\n\n",
-        b"data: " + _chunk({}, "stop") + b"\n\n",
+        b"data: " + chat_chunk({}, "stop") + b"\n\n",
         b"data: [DONE]\n\n",
     ])
     return body, whole, "".join(pieces) + " \ufffd \ufffd end"
@@ -468,8 +462,8 @@ def test_an_event_ended_by_lone_crs_is_delivered_at_once(make_subject: Any,
     same read by the start of the next line, is complete, and the client hands its text over
     at once, not when a later read brings a line feed (here the server waits 2 s before the
     rest; order, not speed: the first piece must come well before the end)."""
-    event = b"data: " + _chunk({"role": "assistant", "content": "now"})
-    rest = _chunk({}, "stop") + b"\n\ndata: [DONE]\n\n"
+    event = b"data: " + chat_chunk({"role": "assistant", "content": "now"})
+    rest = chat_chunk({}, "stop") + b"\n\ndata: [DONE]\n\n"
 
     def script(conn: socket.socket) -> None:
         conn.setsockopt(socket.IPPROTO_TCP, socket.TCP_NODELAY, 1)
@@ -504,7 +498,7 @@ def test_a_stream_closed_right_after_a_lone_cr_is_whole(make_subject: Any,
     last one: then no later byte shows that CR is not the first half of a CRLF. At the end of
     the body it ends the line, so the last event (``[DONE]`` here) is dispatched and the
     answer is whole, not a stream that "ended before its end signal"."""
-    frames = (_chunk({"role": "assistant", "content": "Hi"}), _chunk({}, "stop"), b"[DONE]")
+    frames = (chat_chunk({"role": "assistant", "content": "Hi"}), chat_chunk({}, "stop"), b"[DONE]")
     body = b"".join(b"data: " + frame + b"\r\r" for frame in frames)
     model = "qwen/qwen3-4b"
     with trickling_server(lambda conn: conn.sendall(SSE_HEAD + body)) as (url, _):
@@ -525,7 +519,7 @@ def test_a_stream_torn_inside_its_last_event_says_so(shell: str, record_property
     from harness.client import AsyncClient, Client, RetryPolicy
     from harness.client.errors import StreamInterrupted
 
-    body = (b"data: " + _chunk({"role": "assistant", "content": "Hello"}) + b"\n\n"
+    body = (b"data: " + chat_chunk({"role": "assistant", "content": "Hello"}) + b"\n\n"
             + b'data: {"choices": [{"index": 0, "delta": {"content": " wor')
     options: dict[str, Any] = dict(model="qwen/qwen3-4b", retry=RetryPolicy.none(), timeout=10.0)
 
@@ -556,7 +550,7 @@ def test_a_stream_cut_after_a_lone_cr_event_keeps_its_text(shell: str) -> None:
     from harness.client import AsyncClient, Client, RetryPolicy, TextDelta
     from harness.client.errors import StreamInterrupted
 
-    body = b"".join(b"data: " + _chunk(delta) + b"\r\r" for delta in (
+    body = b"".join(b"data: " + chat_chunk(delta) + b"\r\r" for delta in (
         {"role": "assistant", "content": "Hello"}, {"content": " world"}))
     options: dict[str, Any] = dict(model="qwen/qwen3-4b", retry=RetryPolicy.none(), timeout=10.0)
     texts: list[str] = []

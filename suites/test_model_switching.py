@@ -28,6 +28,7 @@ from harness.evaluate.support import (
     astream_outcome,
     bare_model,
     call_outcome,
+    chat_chunk,
     live_bound,
     prompt,
     require_emulator_behaviour,
@@ -271,10 +272,7 @@ def test_switch_cancels_a_sync_stream_in_flight(target: Target, client: Client,
 
 
 def _chunk_frame(delta: dict[str, Any], finish: str | None = None) -> bytes:
-    chunk = {"id": "chatcmpl-cut", "object": "chat.completion.chunk", "created": 1,
-             "model": RAW_MODEL, "choices": [{"index": 0, "delta": delta,
-                                              "finish_reason": finish}]}
-    return b"data: " + json.dumps(chunk).encode() + b"\n\n"
+    return b"data: " + chat_chunk(delta, finish, model=RAW_MODEL) + b"\n\n"
 
 
 RAW_MODEL = "qwen/qwen3-4b"

@@ -29,6 +29,7 @@ from harness.client.retry import RetryPolicy
 from harness.evaluate.support import (
     TOOLS,
     bare_model,
+    chat_chunk,
     live_bound,
     prompt,
     reasoning_models,
@@ -448,10 +449,7 @@ def test_native_server_side_tool_calls_stream_through_whole(shell: str,
 
 
 def _chat_frame(delta: dict[str, Any], finish: str | None = None) -> bytes:
-    return b"data: " + json.dumps({
-        "id": "chatcmpl-slow", "object": "chat.completion.chunk", "created": 1,
-        "model": NATIVE_MODEL, "choices": [{"index": 0, "delta": delta,
-                                            "finish_reason": finish}]}).encode() + b"\n\n"
+    return b"data: " + chat_chunk(delta, finish, model=NATIVE_MODEL) + b"\n\n"
 
 
 @pytest.mark.harness_api

@@ -6,6 +6,7 @@ the same way in a checkout and in an installation."""
 from __future__ import annotations
 
 import contextlib
+import json
 import os
 import re
 import socket
@@ -237,6 +238,15 @@ def load_models(target: Target, models: list[str]) -> None:
     with Client(target.base_url, api_token=target.api_token) as client:
         for model in models:
             client.load_model(model)
+
+
+def chat_chunk(delta: dict[str, Any], finish: str | None = None, *,
+               model: str = "qwen/qwen3-4b") -> bytes:
+    """One chat stream chunk's JSON in LM Studio's shape, for ``trickling_server`` scripts."""
+    return json.dumps({"id": "chatcmpl-raw", "object": "chat.completion.chunk", "created": 1,
+                       "model": model, "choices": [
+                           {"index": 0, "delta": delta, "finish_reason": finish}]},
+                      ensure_ascii=False).encode("utf-8")
 
 
 def response_head(content_type: str, *fields: str) -> bytes:
