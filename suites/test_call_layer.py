@@ -11,7 +11,6 @@ itself refused the answer. A client that hands such an answer over as a success 
 
 from __future__ import annotations
 
-import asyncio
 import gzip
 import json
 import socket
@@ -30,6 +29,8 @@ from harness.evaluate.support import (
     Outcome,
     assert_failure_names_request,
     chat_chunk,
+    chat_frame,
+    harness_stream,
     prompt,
     require_emulator_behaviour,
     response_head,
@@ -52,6 +53,7 @@ pytestmark = pytest.mark.errors
 
 CHAT = "/v1/chat/completions"
 HELLO = prompt("hello")
+SHELLS = ["sync", "async"]
 SCRIPTED_TOOL = [{"role": "user", "content": 'Add them. [[tools: [[{"name": "add", '
                                               '"arguments": {"a": 1, "b": 2}}]]]]'}]
 TOOLS = [{"type": "function", "function": {"name": "add", "parameters": {
@@ -416,7 +418,7 @@ def _odd_sse_body() -> tuple[bytes, bytes, str]:
     split = last.index(b'"choices"')
     whole = b"".join([
         b"data: " + last[:split] + b"\rdata: " + last[split:] + b"\n\n",
-        b"data: " + chat_chunk({}, "stop") + b"\n\n",
+        chat_frame({}, "stop"),
         b"data: [DONE]\n\n",
     ])
     return body, whole, "".join(pieces) + " \ufffd \ufffd end"
@@ -511,29 +513,19 @@ def test_a_stream_closed_right_after_a_lone_cr_is_whole(make_subject: Any,
 
 
 @pytest.mark.harness_api
-@pytest.mark.parametrize("shell", ["sync", "async"])
+@pytest.mark.parametrize("shell", SHELLS)
 def test_a_stream_torn_inside_its_last_event_says_so(shell: str, record_property: Any) -> None:
     """A connection closed in the middle of an event (a proxy's cut buffer) is not a stream
     that merely lacked its end signal: the error says the stream ended in the middle of an
     event, and keeps the text of the events before it."""
-    from harness.client import AsyncClient, Client, RetryPolicy
+    from harness.client import RetryPolicy
     from harness.client.errors import StreamInterrupted
 
-    body = (b"data: " + chat_chunk({"role": "assistant", "content": "Hello"}) + b"\n\n"
+    body = (chat_frame({"role": "assistant", "content": "Hello"})
             + b'data: {"choices": [{"index": 0, "delta": {"content": " wor')
-    options: dict[str, Any] = dict(model="qwen/qwen3-4b", retry=RetryPolicy.none(), timeout=10.0)
-
-    def run_sync(url: str) -> None:
-        with Client(url, **options) as client, client.stream_chat(HELLO) as stream:
-            stream.result()
-
-    async def run_async(url: str) -> None:
-        async with AsyncClient(url, **options) as client, client.stream_chat(HELLO) as stream:
-            await stream.result()
-
     with trickling_server(lambda conn: conn.sendall(SSE_HEAD + body)) as (url, _), \
             pytest.raises(StreamInterrupted) as caught:
-        run_sync(url) if shell == "sync" else asyncio.run(run_async(url))
+        harness_stream(shell, url, HELLO, model=MODEL, retry=RetryPolicy.none(), timeout=10.0)
     err = caught.value
     assert type(err) is StreamInterrupted, repr(err)
     assert err.message == "stream ended in the middle of an event", err.message
@@ -542,32 +534,26 @@ def test_a_stream_torn_inside_its_last_event_says_so(shell: str, record_property
 
 
 @pytest.mark.harness_api
-@pytest.mark.parametrize("shell", ["sync", "async"])
+@pytest.mark.parametrize("shell", SHELLS)
 def test_a_stream_cut_after_a_lone_cr_event_keeps_its_text(shell: str) -> None:
     """The connection closes right after an event ended by lone CRs, before any end signal:
     the stream is interrupted for that reason (the end of the body completed the event: none
     was cut in the middle), and the text of that last event is in the partial output."""
-    from harness.client import AsyncClient, Client, RetryPolicy, TextDelta
+    from harness.client import RetryPolicy, TextDelta
     from harness.client.errors import StreamInterrupted
 
     body = b"".join(b"data: " + chat_chunk(delta) + b"\r\r" for delta in (
         {"role": "assistant", "content": "Hello"}, {"content": " world"}))
-    options: dict[str, Any] = dict(model="qwen/qwen3-4b", retry=RetryPolicy.none(), timeout=10.0)
     texts: list[str] = []
 
-    def run_sync(url: str) -> None:
-        with Client(url, **options) as client, client.stream_chat(HELLO) as stream:
-            texts.extend(e.text for e in stream if isinstance(e, TextDelta))
-
-    async def run_async(url: str) -> None:
-        async with AsyncClient(url, **options) as client, client.stream_chat(HELLO) as stream:
-            async for event in stream:  # kept one by one: the stream raises midway
-                if isinstance(event, TextDelta):
-                    texts.append(event.text)
+    def keep(client: Any, event: Any) -> None:
+        if isinstance(event, TextDelta):
+            texts.append(event.text)
 
     with trickling_server(lambda conn: conn.sendall(SSE_HEAD + body)) as (url, _), \
             pytest.raises(StreamInterrupted) as caught:
-        run_sync(url) if shell == "sync" else asyncio.run(run_async(url))
+        harness_stream(shell, url, HELLO, on_event=keep, model=MODEL, retry=RetryPolicy.none(),
+                       timeout=10.0)
     err = caught.value
     assert err.message == "stream ended before the server's end signal", err.message
     assert err.partial.text == "Hello world" and err.partial.chunks == 2, err.partial

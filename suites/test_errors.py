@@ -34,8 +34,10 @@ from harness.client import errors as E
 from harness.evaluate.support import (
     assert_failure_names_request,
     call_outcome,
+    chat_frame,
     closed_port,
     full_backlog,
+    harness_stream,
     load_models,
     prompt,
     response_head,
@@ -373,10 +375,11 @@ BIG = json.dumps({"id": "chatcmpl-big", "object": "chat.completion", "created": 
 
 def sse_chunk(text: str | None) -> bytes:
     """One chat chunk: a piece of text, or (None) LM Studio's first chunk, only the role."""
-    delta = {"role": "assistant"} if text is None else {"content": text}
-    return b"data: " + json.dumps({"id": "c", "object": "chat.completion.chunk", "model": MODEL,
-                                   "choices": [{"index": 0, "delta": delta,
-                                                "finish_reason": None}]}).encode() + b"\n\n"
+    return chat_frame({"role": "assistant"} if text is None else {"content": text}, model=MODEL)
+
+
+#: 16 MB: more than a loopback connection buffers, so sending it waits for the server.
+BIG_PROMPT = [{"role": "user", "content": "x" * (16 << 20)}]
 
 
 def pieces(*parts: bytes, gap: float = 0.1, then_wait: float = 0.0
@@ -390,31 +393,33 @@ def pieces(*parts: bytes, gap: float = 0.1, then_wait: float = 0.0
     return script
 
 
-def failure_on(shell: str, url: str, stream: bool, timeout: Timeouts) -> E.LMStudioError:
-    """The error one call on ``shell`` ends with (the answer, if any, fails the test)."""
+def call_on(shell: str, url: str, stream: bool, timeout: Timeouts,
+            messages: list[dict[str, Any]] = HELLO) -> Any:
+    """What one call on ``shell`` ends with: its answer's text, or the error it raised."""
     options: dict[str, Any] = dict(model=MODEL, retry=RetryPolicy.none(), timeout=timeout)
-    if shell == "sync":
-        with Client(url, **options) as client:
-            try:
-                if stream:
-                    with client.stream_chat(HELLO) as s:
-                        return pytest.fail(f"a broken stream gave an answer: {s.result()!r}")
-                return pytest.fail(f"a broken answer was returned: {client.chat(HELLO)!r}")
-            except E.LMStudioError as exc:
-                return exc
+    try:
+        if stream:
+            return harness_stream(shell, url, messages, **options).text
+        if shell == "sync":
+            with Client(url, **options) as client:
+                return client.chat(messages).text
 
-    async def run() -> E.LMStudioError:
-        async with AsyncClient(url, **options) as client:
-            try:
-                if stream:
-                    async with client.stream_chat(HELLO) as s:
-                        return pytest.fail(f"a broken stream gave an answer: "
-                                           f"{await s.result()!r}")
-                return pytest.fail(f"a broken answer was returned: {await client.chat(HELLO)!r}")
-            except E.LMStudioError as exc:
-                return exc
+        async def run() -> str:
+            async with AsyncClient(url, **options) as client:
+                return (await client.chat(messages)).text
 
-    return asyncio.run(run())
+        return asyncio.run(run())
+    except E.LMStudioError as exc:
+        return exc
+
+
+def failure_on(shell: str, url: str, stream: bool, timeout: Timeouts,
+               messages: list[dict[str, Any]] = HELLO) -> E.LMStudioError:
+    """The error one call on ``shell`` ends with (an answer fails the test)."""
+    ended = call_on(shell, url, stream, timeout, messages)
+    if not isinstance(ended, E.LMStudioError):
+        pytest.fail(f"a broken {'stream' if stream else 'answer'} gave an answer: {ended!r}")
+    return ended
 
 
 ROLE_ONLY = sse_chunk(None)
@@ -556,27 +561,17 @@ def test_the_call_deadline_holds_against_a_slow_reader(shell: str) -> None:
     rest of the stream waiting, and the next read ends the call as a ``deadline`` timeout
     that keeps what was delivered, rather than running on past it."""
     script = pieces(SSE_HEAD + sse_chunk("Hi"), sse_chunk(" there") + b"data: [DONE]\n\n")
-    options: dict[str, Any] = dict(model=MODEL, retry=RetryPolicy.none(), timeout=Timeouts(
-        connect=2, read=5, first_token=5, stream_idle=5, deadline=1.0))
     texts: list[str] = []
 
-    def take(event: Any) -> None:
+    def take(client: Any, event: Any) -> None:
         if isinstance(event, TextDelta):
             texts.append(event.text)
             time.sleep(1.3)  # the caller's own work, past the deadline
 
-    def run_sync(url: str) -> None:
-        with Client(url, **options) as client, client.stream_chat(HELLO) as stream:
-            for event in stream:
-                take(event)
-
-    async def run_async(url: str) -> None:
-        async with AsyncClient(url, **options) as client, client.stream_chat(HELLO) as stream:
-            async for event in stream:
-                take(event)
-
     with trickling_server(script) as (url, _), pytest.raises(E.StreamStalled) as caught:
-        run_sync(url) if shell == "sync" else asyncio.run(run_async(url))
+        harness_stream(shell, url, HELLO, on_event=take, model=MODEL, retry=RetryPolicy.none(),
+                       timeout=Timeouts(connect=2, read=5, first_token=5, stream_idle=5,
+                                        deadline=1.0))
     err = caught.value
     assert err.phase == "deadline" and err.message == "call deadline passed mid-answer", err
     assert texts == ["Hi"] and err.partial.text == "Hi", (texts, err.partial)
@@ -720,7 +715,7 @@ def test_a_redirect_without_a_location_says_so() -> None:
 
 
 @pytest.mark.harness_api
-@pytest.mark.parametrize("shell", ["sync", "async"])
+@pytest.mark.parametrize("shell", SHELLS)
 def test_a_redirect_loop_is_a_typed_error_naming_the_call(shell: str) -> None:
     """Gap: error messages need more context. A GET sent round in a loop of redirects (a
     proxy's http/https ping-pong) ends, after httpx's 20 hops, as a ``TransportError`` that
@@ -774,35 +769,16 @@ def test_a_slow_upload_does_not_count_against_the_first_token(shell: str, stream
     prompt to a server busy for 1.5 s waits in the client's send; the time to first token
     (0.8 s here, ``read`` for a plain answer) counts from the last byte sent, so the prompt's
     own upload never makes a prompt answer late."""
-    ok_stream = response_head("text/event-stream") + sse_chunk("Hi") + (
-        b'data: {"id": "c", "object": "chat.completion.chunk", "model": "' + MODEL.encode()
-        + b'", "choices": [{"index": 0, "delta": {}, "finish_reason": "stop"}]}\n\n'
-          b"data: [DONE]\n\n")
-    ok_plain = response_head("application/json", f"content-length: {len(BIG)}") + BIG
-    big = [{"role": "user", "content": "x" * (16 << 20)}]
-    options: dict[str, Any] = dict(model=MODEL, retry=RetryPolicy.none(), timeout=Timeouts(
-        connect=2, read=0.8, first_token=0.8, stream_idle=5, deadline=30))
-
-    def run_sync(url: str) -> str:
-        with Client(url, **options) as client:
-            if stream:
-                with client.stream_chat(big) as s:
-                    return s.result().text
-            return client.chat(big).text
-
-    async def run_async(url: str) -> str:
-        async with AsyncClient(url, **options) as client:
-            if stream:
-                async with client.stream_chat(big) as s:
-                    return (await s.result()).text
-            return (await client.chat(big)).text
-
-    answer = ok_stream if stream else ok_plain
+    answer = (SSE_HEAD + sse_chunk("Hi") + chat_frame({}, "stop", model=MODEL)
+              + b"data: [DONE]\n\n" if stream else
+              response_head("application/json", f"content-length: {len(BIG)}") + BIG)
+    limits = Timeouts(connect=2, read=0.8, first_token=0.8, stream_idle=5, deadline=30)
     with trickling_server(lambda conn: conn.sendall(answer), busy_s=1.5) as (url, hits):
         started = time.perf_counter()
-        text = run_sync(url) if shell == "sync" else asyncio.run(run_async(url))
+        text = call_on(shell, url, stream, limits, BIG_PROMPT)
         took = time.perf_counter() - started
-    assert text and len(hits) == 1 and took >= 1.5, (text[:40], hits, took)
+    assert isinstance(text, str) and text, text
+    assert len(hits) == 1 and took >= 1.5, (hits, took)
 
 
 @pytest.mark.harness_api
@@ -812,24 +788,12 @@ def test_a_send_the_server_does_not_take_says_so(shell: str, ends: str) -> None:
     """Gap: error messages need more context. A 16 MB prompt to a server that takes none of it
     ends at the send's own limit (``write``, 0.5 s) or at the call's deadline (0.6 s), and the
     error says the request was being sent, not that no answer came."""
-    big = [{"role": "user", "content": "x" * (16 << 20)}]
     limits = (Timeouts(connect=2, write=0.5, read=5, first_token=5, deadline=10)
               if ends == "write-limit" else
               Timeouts(connect=2, write=30, read=5, first_token=5, deadline=0.6))
-    options: dict[str, Any] = dict(model=MODEL, retry=RetryPolicy.none(), timeout=limits)
-
-    def run_sync(url: str) -> None:
-        with Client(url, **options) as client:
-            client.chat(big)
-
-    async def run_async(url: str) -> None:
-        async with AsyncClient(url, **options) as client:
-            await client.chat(big)
-
-    with trickling_server(lambda conn: None, busy_s=3.0) as (url, _), \
-            pytest.raises(E.LMStudioTimeout) as caught:
-        run_sync(url) if shell == "sync" else asyncio.run(run_async(url))
-    err = caught.value
+    with trickling_server(lambda conn: None, busy_s=3.0) as (url, _):
+        err = failure_on(shell, url, False, limits, BIG_PROMPT)
+    assert isinstance(err, E.LMStudioTimeout), repr(err)
     host = url.removeprefix("http://")
     if ends == "write-limit":
         assert (err.phase, err.limit) == ("write", 0.5), repr(err)

@@ -28,7 +28,8 @@ from harness.evaluate.support import (
     astream_outcome,
     bare_model,
     call_outcome,
-    chat_chunk,
+    chat_frame,
+    harness_stream,
     live_bound,
     prompt,
     require_emulator_behaviour,
@@ -43,6 +44,7 @@ from harness.faults import WrongModelFault
 pytestmark = pytest.mark.switching
 
 STORY = prompt("Describe how a local model server schedules requests.")
+SHELLS = ["sync", "async"]
 
 
 def instance_model(instance_id: str | None) -> str | None:
@@ -271,16 +273,13 @@ def test_switch_cancels_a_sync_stream_in_flight(target: Target, client: Client,
                                 f"{len(err.partial.text)} chars")
 
 
-def _chunk_frame(delta: dict[str, Any], finish: str | None = None) -> bytes:
-    return b"data: " + chat_chunk(delta, finish, model=RAW_MODEL) + b"\n\n"
-
-
 RAW_MODEL = "qwen/qwen3-4b"
+RAW_OPTIONS: dict[str, Any] = dict(model=RAW_MODEL, retry=RetryPolicy.none(), timeout=10.0)
 WHOLE_TEXT = "All of it arrived."
 #: A whole stream, [DONE] included, small enough to arrive in the client's first read.
 WHOLE_STREAM = b"".join([
-    _chunk_frame({"role": "assistant", "content": "All of it "}),
-    _chunk_frame({"content": "arrived."}), _chunk_frame({}, "stop"), b"data: [DONE]\n\n"])
+    chat_frame({"role": "assistant", "content": "All of it "}),
+    chat_frame({"content": "arrived."}), chat_frame({}, "stop"), b"data: [DONE]\n\n"])
 WHOLE_ANSWER = json.dumps({
     "id": "chatcmpl-late", "object": "chat.completion", "created": 1, "model": RAW_MODEL,
     "choices": [{"index": 0, "finish_reason": "stop",
@@ -289,7 +288,7 @@ WHOLE_ANSWER = json.dumps({
 
 
 @pytest.mark.harness_api
-@pytest.mark.parametrize("shell", ["sync", "async"])
+@pytest.mark.parametrize("shell", SHELLS)
 def test_a_cancel_after_the_whole_stream_arrived_keeps_all_of_it(shell: str,
                                                                  record_property: Any) -> None:
     """Gap: mid-request model switching, at the very end of a stream. Every byte of the
@@ -304,24 +303,10 @@ def test_a_cancel_after_the_whole_stream_arrived_keeps_all_of_it(shell: str,
                 client.switch_model("google/gemma-3-4b", inflight="cancel")
             events.append(event.text)
 
-    def run_sync(url: str) -> None:
-        with Client(url, model=RAW_MODEL, retry=RetryPolicy.none(), timeout=10.0) as client, \
-                client.stream_chat(STORY) as stream:
-            for event in stream:
-                on_event(client, event)
-            stream.result()
-
-    async def run_async(url: str) -> None:
-        async with AsyncClient(url, model=RAW_MODEL, retry=RetryPolicy.none(),
-                               timeout=10.0) as client, client.stream_chat(STORY) as stream:
-            async for event in stream:
-                on_event(client, event)
-            await stream.result()
-
     with trickling_server(lambda conn: conn.sendall(response_head("text/event-stream")
                                                     + WHOLE_STREAM)) as (url, _), \
             pytest.raises(ModelSwitched) as caught:
-        run_sync(url) if shell == "sync" else asyncio.run(run_async(url))
+        harness_stream(shell, url, STORY, on_event=on_event, **RAW_OPTIONS)
     err = caught.value
     assert err.message == "cut off by switch_model(inflight='cancel')", err.message
     assert err.partial.text == WHOLE_TEXT == "".join(events), (err.partial, events)
@@ -341,7 +326,7 @@ CHUNKED_STREAM = (response_head("text/event-stream", "transfer-encoding: chunked
 
 
 @pytest.mark.harness_api
-@pytest.mark.parametrize("shell", ["sync", "async"])
+@pytest.mark.parametrize("shell", SHELLS)
 def test_nothing_is_delivered_after_the_cut(shell: str, record_property: Any) -> None:
     """Gap: mid-request model switching. The cut lands at once: after the caller's
     ``switch_model(inflight="cancel")`` the stream yields no further event, even when the
@@ -355,21 +340,9 @@ def test_nothing_is_delivered_after_the_cut(shell: str, record_property: Any) ->
             if len(events) == 1:
                 client.switch_model("google/gemma-3-4b", inflight="cancel")
 
-    def run_sync(url: str) -> None:
-        with Client(url, model=RAW_MODEL, retry=RetryPolicy.none(), timeout=10.0) as client, \
-                client.stream_chat(STORY) as stream:
-            for event in stream:
-                on_event(client, event)
-
-    async def run_async(url: str) -> None:
-        async with AsyncClient(url, model=RAW_MODEL, retry=RetryPolicy.none(),
-                               timeout=10.0) as client, client.stream_chat(STORY) as stream:
-            async for event in stream:
-                on_event(client, event)
-
     with trickling_server(lambda conn: conn.sendall(CHUNKED_STREAM)) as (url, _), \
             pytest.raises(ModelSwitched) as caught:
-        run_sync(url) if shell == "sync" else asyncio.run(run_async(url))
+        harness_stream(shell, url, STORY, on_event=on_event, **RAW_OPTIONS)
     err = caught.value
     assert events == ["All of it "], events
     assert err.partial.text == "All of it " and err.partial.chunks == 1, err.partial
@@ -378,7 +351,7 @@ def test_nothing_is_delivered_after_the_cut(shell: str, record_property: Any) ->
 
 
 @pytest.mark.harness_api
-@pytest.mark.parametrize("shell", ["sync", "async"])
+@pytest.mark.parametrize("shell", SHELLS)
 def test_a_cancelled_plain_call_never_returns_its_late_answer(shell: str,
                                                               record_property: Any) -> None:
     """Gap: mid-request model switching, for a non-streamed call. ``switch_model(inflight=
@@ -396,7 +369,7 @@ def test_a_cancelled_plain_call_never_returns_its_late_answer(shell: str,
     box: dict[str, Any] = {}
     with trickling_server(script) as (url, hits):
         def run_sync() -> None:
-            with Client(url, model=RAW_MODEL, retry=RetryPolicy.none(), timeout=10.0) as client:
+            with Client(url, **RAW_OPTIONS) as client:
                 box["client"] = client
                 try:
                     box["value"] = client.chat(STORY)
@@ -404,8 +377,7 @@ def test_a_cancelled_plain_call_never_returns_its_late_answer(shell: str,
                     box["error"] = exc
 
         async def run_async() -> None:
-            async with AsyncClient(url, model=RAW_MODEL, retry=RetryPolicy.none(),
-                                   timeout=10.0) as client:
+            async with AsyncClient(url, **RAW_OPTIONS) as client:
                 box["client"] = client
                 try:
                     box["value"] = await client.chat(STORY)

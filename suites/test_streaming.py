@@ -11,7 +11,6 @@ tests of the harness's own stream API (reasoning and tool-call deltas, the parti
 
 from __future__ import annotations
 
-import asyncio
 import json
 import time
 from typing import Any
@@ -29,7 +28,8 @@ from harness.client.retry import RetryPolicy
 from harness.evaluate.support import (
     TOOLS,
     bare_model,
-    chat_chunk,
+    chat_frame,
+    harness_stream,
     live_bound,
     prompt,
     reasoning_models,
@@ -55,6 +55,7 @@ from harness.subjects import Answer, collect
 pytestmark = pytest.mark.streaming
 
 STORY = prompt("Tell a short story about a local model server.")
+SHELLS = ["sync", "async"]
 
 
 @pytest.mark.subject_needs("sync", "stream")
@@ -325,37 +326,24 @@ def native_stream(shell: str, target: Target, text: str) -> tuple[list[str], Any
     """``text`` streamed on LM Studio's native ``/api/v1/chat`` through one shell: the text
     deltas it yielded, and the result or the error the stream ended with."""
     scaled = target.calibration.seconds(10)
-    options: dict[str, Any] = dict(model=target.model(0), api_token=target.api_token,
-                                   retry=RetryPolicy.none(),
-                                   timeout=Timeouts(read=scaled, deadline=scaled))
     deltas: list[str] = []
-    if shell == "sync":
-        with Client(target.base_url, **options) as client:
-            try:
-                with client.stream_native_chat(text) as stream:
-                    for event in stream:  # kept one by one: the stream may raise midway
-                        if isinstance(event, TextDelta):
-                            deltas.append(event.text)
-                    return deltas, stream.result()
-            except LMStudioError as exc:
-                return deltas, exc
 
-    async def run() -> tuple[list[str], Any]:
-        async with AsyncClient(target.base_url, **options) as client:
-            try:
-                async with client.stream_native_chat(text) as stream:
-                    async for event in stream:
-                        if isinstance(event, TextDelta):
-                            deltas.append(event.text)
-                    return deltas, await stream.result()
-            except LMStudioError as exc:
-                return deltas, exc
+    def keep(client: Any, event: Any) -> None:
+        if isinstance(event, TextDelta):
+            deltas.append(event.text)
 
-    return asyncio.run(run())
+    try:
+        result = harness_stream(shell, target.base_url, text, native=True, on_event=keep,
+                                model=target.model(0), api_token=target.api_token,
+                                retry=RetryPolicy.none(),
+                                timeout=Timeouts(read=scaled, deadline=scaled))
+    except LMStudioError as exc:
+        return deltas, exc
+    return deltas, result
 
 
 @pytest.mark.harness_api
-@pytest.mark.parametrize("shell", ["sync", "async"])
+@pytest.mark.parametrize("shell", SHELLS)
 @pytest.mark.parametrize("name,fault", NATIVE_FAULTS, ids=[n for n, _ in NATIVE_FAULTS])
 def test_native_stream_is_whole_or_raises_with_its_prefix(
         target: Target, faults: Faults, shell: str, name: str, fault: FaultAction | None,
@@ -418,7 +406,7 @@ NATIVE_TOOL_STREAM = b"".join([
 
 
 @pytest.mark.harness_api
-@pytest.mark.parametrize("shell", ["sync", "async"])
+@pytest.mark.parametrize("shell", SHELLS)
 def test_native_server_side_tool_calls_stream_through_whole(shell: str,
                                                            record_property: Any) -> None:
     """LM Studio's native chat runs MCP tools itself and streams ``tool_call.*`` events without
@@ -426,19 +414,11 @@ def test_native_server_side_tool_calls_stream_through_whole(shell: str,
     and the answer, and a blank id is not taken for a broken tool call (as it rightly is on
     the OpenAI endpoint, where the caller must echo the id back)."""
     head = response_head("text/event-stream")
-    options: dict[str, Any] = dict(model=NATIVE_MODEL, retry=RetryPolicy.none(), timeout=10.0)
-
-    def run_sync(url: str) -> tuple[list[Any], Any]:
-        with Client(url, **options) as client, client.stream_native_chat("Add 1 and 2.") as s:
-            return list(s), s.result()
-
-    async def run_async(url: str) -> tuple[list[Any], Any]:
-        async with AsyncClient(url, **options) as client, \
-                client.stream_native_chat("Add 1 and 2.") as s:
-            return [event async for event in s], await s.result()
-
+    events: list[Any] = []
     with trickling_server(lambda conn: conn.sendall(head + NATIVE_TOOL_STREAM)) as (url, _):
-        events, result = run_sync(url) if shell == "sync" else asyncio.run(run_async(url))
+        result = harness_stream(shell, url, "Add 1 and 2.", native=True,
+                                on_event=lambda client, event: events.append(event),
+                                model=NATIVE_MODEL, retry=RetryPolicy.none(), timeout=10.0)
     assert result.text == "The sum is 3." and result.response_id == "resp_" + "0" * 48
     assert [(e.type, e.tool) for e in result.tool_events] == [
         ("tool_call.start", "add"), ("tool_call.arguments", "add"), ("tool_call.success", "add")]
@@ -448,12 +428,8 @@ def test_native_server_side_tool_calls_stream_through_whole(shell: str,
                                 f"answer {result.text!r}")
 
 
-def _chat_frame(delta: dict[str, Any], finish: str | None = None) -> bytes:
-    return b"data: " + chat_chunk(delta, finish, model=NATIVE_MODEL) + b"\n\n"
-
-
 @pytest.mark.harness_api
-@pytest.mark.parametrize("shell", ["sync", "async"])
+@pytest.mark.parametrize("shell", SHELLS)
 def test_a_caller_slower_than_the_idle_limit_is_not_a_stalled_server(
         shell: str, record_property: Any) -> None:
     """Gap: no streaming model handling (a stall taken for what it is not). The server sends
@@ -464,35 +440,23 @@ def test_a_caller_slower_than_the_idle_limit_is_not_a_stalled_server(
 
     def script(conn: Any) -> None:
         conn.sendall(response_head("text/event-stream")
-                     + _chat_frame({"role": "assistant", "content": words[0]}))
+                     + chat_frame({"role": "assistant", "content": words[0]}))
         for word in words[1:]:
             time.sleep(0.05)
-            conn.sendall(_chat_frame({"content": word}))
+            conn.sendall(chat_frame({"content": word}))
         time.sleep(0.05)
-        conn.sendall(_chat_frame({}, "stop") + b"data: [DONE]\n\n")
+        conn.sendall(chat_frame({}, "stop") + b"data: [DONE]\n\n")
 
-    options: dict[str, Any] = dict(model=NATIVE_MODEL, retry=RetryPolicy.none(), timeout=Timeouts(
-        read=5, first_token=5, stream_idle=0.3, deadline=30))
     texts: list[str] = []
 
-    def take(event: Any) -> None:
+    def take(client: Any, event: Any) -> None:
         if isinstance(event, TextDelta):
             texts.append(event.text)
             time.sleep(0.5)  # the caller's own work on each token
 
-    def run_sync(url: str) -> Any:
-        with Client(url, **options) as client, client.stream_chat(STORY) as stream:
-            for event in stream:
-                take(event)
-            return stream.result()
-
-    async def run_async(url: str) -> Any:
-        async with AsyncClient(url, **options) as client, client.stream_chat(STORY) as stream:
-            async for event in stream:
-                take(event)
-            return await stream.result()
-
     with trickling_server(script) as (url, _):
-        result = run_sync(url) if shell == "sync" else asyncio.run(run_async(url))
+        result = harness_stream(shell, url, STORY, on_event=take, model=NATIVE_MODEL,
+                                retry=RetryPolicy.none(), timeout=Timeouts(
+                                    read=5, first_token=5, stream_idle=0.3, deadline=30))
     assert texts == words and result.text == "".join(words), (texts, result.text)
     record_property("evidence", f"{shell}: {len(texts)} tokens at 0.5 s each, idle limit 0.3 s")

@@ -5,6 +5,7 @@ the same way in a checkout and in an installation."""
 
 from __future__ import annotations
 
+import asyncio
 import contextlib
 import json
 import os
@@ -247,6 +248,41 @@ def chat_chunk(delta: dict[str, Any], finish: str | None = None, *,
                        "model": model, "choices": [
                            {"index": 0, "delta": delta, "finish_reason": finish}]},
                       ensure_ascii=False).encode("utf-8")
+
+
+def chat_frame(delta: dict[str, Any], finish: str | None = None, *,
+               model: str = "qwen/qwen3-4b") -> bytes:
+    """``chat_chunk`` as one SSE frame (``data: ...`` and its blank line)."""
+    return b"data: " + chat_chunk(delta, finish, model=model) + b"\n\n"
+
+
+def harness_stream(shell: str, base_url: str, messages: Any, *,
+                   on_event: Callable[[Any, Any], None] | None = None, native: bool = False,
+                   **options: Any) -> Any:
+    """One chat streamed by the harness's own client on ``shell`` ("sync" or "async"; on
+    ``/api/v1/chat`` with ``native``), made with ``options``. Each event goes to
+    ``on_event(client, event)`` as it arrives, so what a stream that raises midway delivered
+    stays delivered; returns the stream's result, or raises its error."""
+    from harness.client import AsyncClient, Client
+
+    def opened(client: Any) -> Any:
+        return client.stream_native_chat(messages) if native else client.stream_chat(messages)
+
+    if shell == "sync":
+        with Client(base_url, **options) as client, opened(client) as stream:
+            for event in stream:
+                if on_event is not None:
+                    on_event(client, event)
+            return stream.result()
+
+    async def run() -> Any:
+        async with AsyncClient(base_url, **options) as client, opened(client) as stream:
+            async for event in stream:
+                if on_event is not None:
+                    on_event(client, event)
+            return await stream.result()
+
+    return asyncio.run(run())
 
 
 def response_head(content_type: str, *fields: str) -> bytes:
