@@ -27,15 +27,18 @@ def test_an_error_names_the_port_the_scheme_implies(url: str, named: str) -> Non
     assert where(url) == named
 
 
-def reader(now: float | Callable[[], float], *, stream: bool = True) -> ResponseReader:
+SHORT = Timeouts(read=1, first_token=1, stream_idle=1, deadline=9)
+
+
+def reader(now: float | Callable[[], float], *, stream: bool = True, limits: Timeouts = SHORT
+           ) -> ResponseReader:
     """A reader on a clock that always says ``now`` (or on the clock ``now``), for a call that
-    started at 0."""
+    started at 0 and ends at 9."""
     clock = now if callable(now) else lambda: now
     call = request.chat("http://127.0.0.1:1", [{"role": "user", "content": "hi"}], "m/x", {},
                         stream=stream)
     ctx = RequestContext("POST", call.url, "m/x", 1, 1, 0.0)
-    return ResponseReader(call, ctx, Timeouts(read=1, first_token=1, stream_idle=1, deadline=9),
-                          deadline_at=9.0, started=0.0, clock=clock)
+    return ResponseReader(call, ctx, limits, deadline_at=9.0, started=0.0, clock=clock)
 
 
 def test_an_error_built_for_an_instant_is_timed_at_that_instant() -> None:
@@ -114,10 +117,7 @@ def test_a_passed_limit_leaves_no_time_to_wait() -> None:
 def test_a_send_cut_short_names_the_limit_that_ended_first(write: float, phase: str) -> None:
     """A write timeout is the send's own limit when that ends before the deadline (sent at 0,
     deadline 9); when both end together, or the deadline first, it is the deadline."""
-    call = request.chat("http://127.0.0.1:1", [{"role": "user", "content": "hi"}], "m/x", {})
-    ctx = RequestContext("POST", call.url, "m/x", 1, 1, 0.0)
-    sending = ResponseReader(call, ctx, Timeouts(write=write, deadline=9), deadline_at=9.0,
-                             started=0.0, clock=lambda: 0.0)
+    sending = reader(0.0, stream=False, limits=Timeouts(write=write, deadline=9))
     err = sending.transport_failure("write-timeout", "timed out")
     assert isinstance(err, LMStudioTimeout) and err.phase == phase, repr(err)
     assert err.limit == (write if phase == "write" else 9.0)
